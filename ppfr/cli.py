@@ -1,0 +1,54 @@
+"""The `ppfr` command line.
+
+Each command lives beside the code it drives and is imported only when it is used, so that
+`ppfr verify` does not pay for torch and `ppfr --help` stays quick.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# command name -> "module:attribute" of a click.Command
+COMMANDS = {
+    "capture": "ppfr.capture.cli:capture",
+    "embed": "ppfr.embed.cli:embed",
+    "train-mpc": "ppfr.models.cli:train_mpc",
+    "recognize": "ppfr.recognize:recognize",
+    "demo": "ppfr.demo:demo",
+    "enroll": "ppfr.gallery.cli:enroll",
+    "identify": "ppfr.gallery.cli:identify",
+    "verify": "ppfr.gallery.cli:verify",
+    "remove": "ppfr.gallery.cli:remove",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(name for name in COMMANDS if self._available(name))
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @staticmethod
+    def _available(name):
+        return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ppfr")
+def main():
+    """Privacy-preserving face recognition.
+
+    The client detects, aligns and embeds faces with dlib, then splits every 128-d embedding into two
+    additive secret shares, one for each of two non-colluding servers. The servers train and run a
+    softmax classifier, or match against an enrolled gallery, without ever seeing a face or an
+    embedding; only the client reconstructs the answer.
+    """
+
+
+if __name__ == "__main__":
+    main()

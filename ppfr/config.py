@@ -1,0 +1,23 @@
+"""Defaults from configs/default.yaml (or the file named by PPFR_CONFIG)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+_DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+@lru_cache(maxsize=None)
+def load_config(path: str | None = None) -> dict:
+    path = Path(path or os.environ.get("PPFR_CONFIG") or _DEFAULT)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} not found (set PPFR_CONFIG or reinstall ppfr)")
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def section(name: str) -> dict:
+    return dict(load_config().get(name, {}))
