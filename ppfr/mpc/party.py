@@ -1,0 +1,115 @@
+"""The parties: the client and the two servers. (The dealer is in dealer.py.)
+
+Each is an object holding only its own state and its `Channel`. The servers execute the same program
+side by side (each in its own thread in-process, or its own process over a network), so whatever one
+server asks the dealer for, the other receives in the same order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SessionMismatch
+from .fixedpoint import FixedPoint
+from .prg import SecureRandom
+
+SERVERS = ("server0", "server1")
+
+
+class Server:
+    def __init__(self, index: int, channel, fixed: FixedPoint, session_id: str):
+        if index not in (0, 1):
+            raise ValueError("a server index is 0 or 1")
+        self.index = index
+        self.name = SERVERS[index]
+        self.peer = SERVERS[1 - index]
+        self.channel = channel
+        self.fixed = fixed
+        self.session_id = session_id
+        self.state: dict = {}  # what this server keeps between programs (model shares, gallery, ...)
+
+    # -- communication -----------------------------------------------------------------------------
+    def exchange(self, message):
+        """Send to the other server and receive its message of the same step: one round."""
+        self.channel.send(self.peer, message)
+        return self.channel.recv(self.peer)
+
+    def open(self, *shares: np.ndarray):
+        """Reconstruct values between the two servers. Only ever called on values masked by dealer
+        randomness that this server does not know."""
+        theirs = self.exchange(list(shares))
+        return [mine + other for mine, other in zip(shares, theirs)]
+
+    def open_xor(self, *shares: np.ndarray):
+        theirs = self.exchange(list(shares))
+        return [mine ^ other for mine, other in zip(shares, theirs)]
+
+    def dealer(self, kind: str, **params):
+        if self.index == 0:
+            self.channel.send("dealer", (kind, params))
+        return self.channel.recv("dealer")
+
+    # -- input and output --------------------------------------------------------------------------
+    def receive(self, sender: str = "client"):
+        """A shared tensor sent by the client (see Client.share)."""
+        from .tensor import SharedTensor
+
+        tag, session_id, frac, share = self.channel.recv(sender)
+        if tag != "share":
+            raise SessionMismatch(f"{self.name} expected a share from {sender}, got {tag!r}")
+        if session_id != self.session_id:
+            raise SessionMismatch(f"{self.name} received a share of session {session_id}, not {self.session_id}")
+        return SharedTensor(self, np.asarray(share, dtype=np.uint64), frac)
+
+    def reveal_to(self, tensor, receiver: str = "client") -> None:
+        """Send this server's share to the party that may reconstruct it (normally the client)."""
+        tensor._check_owner(self)
+        self.channel.send(receiver, ("result", self.session_id, tensor.frac, tensor.share))
+
+    def local(self, raw: np.ndarray, frac: int | None = None):
+        """Wrap a share this server already holds (for example loaded from its own disk)."""
+        from .tensor import SharedTensor
+
+        return SharedTensor(self, np.asarray(raw, dtype=np.uint64), self.fixed.frac_bits if frac is None else frac)
+
+
+class Client:
+    """Encodes and shares inputs, and reconstructs outputs. The only party that sees plaintext."""
+
+    def __init__(self, channel, fixed: FixedPoint, session_id: str, rng: SecureRandom | None = None):
+        self.name = "client"
+        self.channel = channel
+        self.fixed = fixed
+        self.session_id = session_id
+        self.rng = rng or SecureRandom()
+
+    def split(self, x, frac: int | None = None):
+        """Encode a float array (or take ring integers when frac == 0) and split into two uniform shares."""
+        frac = self.fixed.frac_bits if frac is None else frac
+        raw = self.fixed.encode(x, frac) if frac else _integers(x)
+        share0 = self.rng.uint64(raw.shape)
+        return share0, raw - share0, frac
+
+    def share(self, x, frac: int | None = None) -> None:
+        share0, share1, frac = self.split(x, frac)
+        self.channel.send("server0", ("share", self.session_id, frac, share0))
+        self.channel.send("server1", ("share", self.session_id, frac, share1))
+
+    def reconstruct(self) -> np.ndarray:
+        parts = []
+        for server in SERVERS:
+            tag, session_id, frac, share = self.channel.recv(server)
+            if tag != "result" or session_id != self.session_id:
+                raise SessionMismatch(f"client expected a result of session {self.session_id} from {server}")
+            parts.append((frac, np.asarray(share, dtype=np.uint64)))
+        (f0, s0), (f1, s1) = parts
+        if f0 != f1 or s0.shape != s1.shape:
+            raise SessionMismatch(f"the servers' result shares disagree (shape {s0.shape} vs {s1.shape})")
+        raw = s0 + s1
+        return self.fixed.decode(raw, f0) if f0 else raw.view(np.int64)
+
+
+def _integers(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iub":
+        raise TypeError(f"integer shares (frac=0) need an integer array, got {arr.dtype}")
+    return arr.astype(np.int64).view(np.uint64)

@@ -1,0 +1,25 @@
+"""Cryptographically secure randomness for shares and masks: AES-128 in counter mode."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+
+class SecureRandom:
+    """A stream of uniform ring elements. AES-CTR is a standard PRG (and runs at GB/s with AES-NI);
+    numpy's generators are fast but predictable from their output, so they never make shares here."""
+
+    def __init__(self, key: bytes | None = None):
+        key = key if key is not None else os.urandom(16)
+        self._stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+
+    def uint64(self, shape) -> np.ndarray:
+        shape = tuple(np.atleast_1d(shape).tolist()) if not isinstance(shape, tuple) else shape
+        n = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self._stream.update(bytes(8 * n)), dtype=np.uint64).reshape(shape).copy()
+
+    def bits(self, shape) -> np.ndarray:
+        """Uniform 0/1 values as uint64."""
+        return self.uint64(shape) & np.uint64(1)
