@@ -1,0 +1,144 @@
+"""Detect, align and embed: one image, a list of files, or a whole dataset, on several processes."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import list_dataset
+from .detect import Box, FaceDetector, SkipImage, choose_face, read_rgb
+from .embedders import Embedder, embedder_name, make_embedder
+from .store import EmbeddingSet
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Everything a worker needs to rebuild the pipeline; plain values, so it pickles."""
+    embedder: str = "dlib"
+    detector: str = "hog"
+    policy: str = "largest"
+    upsample: int = 0
+    retry_upsample: int | None = 1
+
+    def build(self) -> tuple[FaceDetector, Embedder]:
+        return (FaceDetector(self.detector, self.upsample, self.retry_upsample),
+                make_embedder(self.embedder))
+
+
+def embed_image(rgb: np.ndarray, detector: FaceDetector, embedder: Embedder,
+                policy: str = "largest") -> tuple[np.ndarray, Box]:
+    """The embedding of the face `policy` picks in an RGB image; raises SkipImage when there is none."""
+    box = choose_face(detector.detect(rgb), rgb.shape, policy)
+    return embedder.embed(rgb, box), box
+
+
+# --- per-process state: each worker builds its detector and embedder (and so loads the models) once
+_state: tuple | None = None
+
+
+def _init_worker(settings: EmbedSettings):
+    global _state
+    _state = (*settings.build(), settings.policy)
+
+
+def _embed_file(path: str):
+    """(vector or None, reason, detail) for one file, in a worker; never raises, so that one bad
+    image cannot end a run of thousands."""
+    detector, embedder, policy = _state
+    try:
+        vec, _ = embed_image(read_rgb(path), detector, embedder, policy)
+        return vec, "", ""
+    except SkipImage as e:
+        return None, e.reason, e.detail
+    except Exception as e:  # a dlib/opencv failure on one odd image is reported, not fatal
+        return None, "error", f"{type(e).__name__}: {e}"
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers: int | None = None,
+                progress: bool = True, desc: str = "embedding"):
+    """Embed files in order; yields (vector or None, reason, detail) per file."""
+    from tqdm import tqdm
+
+    workers = max(1, min(workers or default_workers(), len(paths) or 1))
+    bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, smoothing=0.05)
+    try:
+        if workers == 1:
+            _init_worker(settings)
+            for p in paths:
+                yield _embed_file(str(p))
+                bar.update()
+            return
+        # spawn, not fork: a fresh interpreter per worker never inherits a half-used torch or
+        # OpenCV thread pool from the parent
+        ctx = mp.get_context("spawn")
+        chunk = max(1, min(16, len(paths) // (workers * 8)))
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+            for result in pool.imap(_embed_file, [str(p) for p in paths], chunksize=chunk):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+def embed_dataset(root, settings: EmbedSettings = EmbedSettings(), workers: int | None = None,
+                  progress: bool = True) -> tuple[EmbeddingSet, dict]:
+    """Embed DATASET_DIR/<person>/<image>; returns the embeddings and a report of every skipped file.
+
+    Raises DatasetError when the folder is missing or holds no image.
+    """
+    root = Path(root)
+    listing = list_dataset(root)
+    name = embedder_name(settings.embedder)  # also rejects an unknown spec before any work
+    start = time.perf_counter()
+    vectors, labels, paths = [], [], []
+    skipped = [dict(path=p, reason=r, detail=d) for p, r, d in listing.ignored]
+    files = [root / rel for rel, _ in listing.images]
+    results = embed_files(files, settings, workers, progress)
+    for (rel, label), (vec, reason, detail) in zip(listing.images, results):
+        if vec is None:
+            skipped.append(dict(path=rel, reason=reason, detail=detail))
+        else:
+            vectors.append(vec)
+            labels.append(label)
+            paths.append(rel)
+    seconds = time.perf_counter() - start
+
+    dim = vectors[0].shape[0] if vectors else 128
+    result = EmbeddingSet(
+        embeddings=np.array(vectors, dtype=np.float32).reshape(len(vectors), dim),
+        labels=np.array(labels, dtype=np.int64),
+        class_names=listing.class_names,
+        paths=paths,
+        embedder=name,
+        skipped=[(s["path"], s["reason"]) for s in skipped],
+        settings=dict(detector=settings.detector, upsample=settings.upsample,
+                      retry_upsample=settings.retry_upsample, policy=settings.policy,
+                      embedder_spec=settings.embedder if not settings.embedder.startswith("openface:")
+                      else "openface"),
+    )
+    reasons: dict[str, int] = {}
+    for s in skipped:
+        reasons[s["reason"]] = reasons.get(s["reason"], 0) + 1
+    report = dict(
+        dataset=str(root),
+        embedder=name,
+        settings=result.settings,
+        images_found=len(listing.images),
+        embedded=len(paths),
+        skipped_count=len(skipped),
+        skipped_by_reason=reasons,
+        classes=len(listing.class_names),
+        workers=max(1, min(workers or default_workers(), len(files))),
+        seconds=round(seconds, 3),
+        images_per_second=round(len(files) / seconds, 2) if seconds > 0 else None,
+        skipped=skipped,
+    )
+    return result, report
