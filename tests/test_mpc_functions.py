@@ -1,0 +1,100 @@
+"""Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64."""
+import numpy as np
+import pytest
+
+from mpc_util import encoded, evaluate
+from ppfr.mpc import LocalSession
+from ppfr.mpc import functions as F
+
+rng = np.random.default_rng(7)
+
+
+@pytest.fixture(scope="module")
+def session():
+    with LocalSession() as s:
+        yield s
+
+
+def test_less_than_zero_is_exact(session):
+    x = np.concatenate([rng.uniform(-1e4, 1e4, 5000), [0.0, 2**-16, -(2**-16), 2.0**32 - 1, -(2.0**32) + 1]])
+    got = evaluate(session, F.less_than_zero, x)
+    assert np.array_equal(got, encoded(x) < 0)
+
+
+def test_comparisons_between_shared_and_public(session):
+    a, b = rng.uniform(-5, 5, 300), rng.uniform(-5, 5, 300)
+    a[:10] = b[:10]  # ties
+    ea, eb = encoded(a), encoded(b)
+    assert np.array_equal(evaluate(session, F.less_than, a, b), ea < eb)
+    assert np.array_equal(evaluate(session, F.greater_than, a, b), ea > eb)
+    assert np.array_equal(evaluate(session, F.greater_equal, a, b), ea >= eb)
+    assert np.array_equal(evaluate(session, lambda x: F.less_than(x, 1.5), a), ea < 1.5)
+
+
+def test_where(session):
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    got = evaluate(session, lambda x, y: F.where(F.less_than(x, y), x, y), a, b)
+    assert np.array_equal(got, np.minimum(encoded(a), encoded(b)))
+
+
+@pytest.mark.parametrize("shape, axis", [((6, 158), -1), ((5, 7), 0), ((1, 1), 1), ((3, 2, 9), 1)])
+def test_max_argmax_argmin(session, shape, axis):
+    x = rng.uniform(-30, 30, shape)
+    e = encoded(x)
+    assert np.array_equal(evaluate(session, lambda t: F.max_along(t, axis), x), e.max(axis=axis))
+    got_i = evaluate(session, lambda t: F.argmax(t, axis)[1], x)
+    assert np.array_equal(got_i, e.argmax(axis=axis))
+    got_v = evaluate(session, lambda t: F.argmin(t, axis)[0], x)
+    got_i = evaluate(session, lambda t: F.argmin(t, axis)[1], x)
+    assert np.array_equal(got_v, e.min(axis=axis))
+    assert np.array_equal(got_i, e.argmin(axis=axis))
+
+
+def test_exp_within_bounds_over_its_range(session):
+    lo, hi = F.EXP_RANGE
+    x = np.concatenate([rng.uniform(lo, hi, 20000), np.linspace(lo, hi, 2001), [0.0, -1e-5, 1e-5]])
+    got = evaluate(session, F.exp, x)
+    want = np.exp(x)
+    tolerance = np.maximum(1e-3 * want, 1e-4)
+    assert np.all(np.abs(got - want) <= tolerance), np.max(np.abs(got - want) / tolerance)
+
+
+def test_reciprocal_relative_error_over_its_range(session):
+    lo, hi = F.RECIPROCAL_RANGE
+    x = np.concatenate([np.exp(rng.uniform(np.log(lo), np.log(hi), 20000)), [lo, hi, 1.0, 2.0, 0.5, 3.0]])
+    got = evaluate(session, F.reciprocal, x)
+    rel = np.abs(got * encoded(x) - 1)
+    assert np.max(rel) <= 1e-3, np.max(rel)
+
+
+def test_reciprocal_on_a_custom_range(session):
+    x = rng.uniform(1, 200, 5000)
+    got = evaluate(session, lambda t: F.reciprocal(t, lower=1, upper=200), x)
+    assert np.max(np.abs(got - 1 / encoded(x))) <= 1e-3 / 200 + 2**-16  # 1e-3 relative, or the output's ulp
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_softmax_on_rows_of_158_logits_anywhere_in_minus30_30(session):
+    uniform = rng.uniform(-30, 30, (32, 158))
+    # rows that span 25 units at offsets from one end of the range to the other, as a trained classifier's do
+    offsets = np.linspace(-30, 5, 32)[:, None]
+    spans = offsets + rng.uniform(0, 25, (32, 158))
+    peaked = rng.uniform(-30, 30, (16, 158))
+    peaked[np.arange(16), rng.integers(0, 158, 16)] = 30.0  # one clear winner
+    flat = np.full((4, 158), -30.0)
+    x = np.concatenate([uniform, spans, peaked, flat])
+    got = evaluate(session, F.softmax, x)
+    want = _softmax(x)
+    assert np.max(np.abs(got - want)) <= 1e-3
+    assert np.max(np.abs(got.sum(axis=1) - 1)) <= 1e-3
+
+
+def test_softmax_along_axis_0_and_tiny_rows(session):
+    x = rng.uniform(-30, 30, (10, 3))
+    assert np.max(np.abs(evaluate(session, lambda t: F.softmax(t, axis=0), x) - _softmax(x, axis=0))) <= 1e-3
+    x = rng.uniform(-30, 30, (5, 1))
+    assert np.max(np.abs(evaluate(session, F.softmax, x) - 1)) <= 1e-3

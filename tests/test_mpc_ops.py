@@ -1,0 +1,160 @@
+"""Linear operations, products and truncation of the MPC engine against numpy float64."""
+import numpy as np
+import pytest
+
+from mpc_util import encoded, evaluate
+from ppfr.mpc import FixedPoint, LocalSession, RangeError, SessionMismatch, concatenate, stack
+from ppfr.mpc import protocols
+
+ULP = 2.0**-16
+rng = np.random.default_rng(20261122)
+
+
+@pytest.fixture(scope="module")
+def session():
+    with LocalSession() as s:
+        yield s
+
+
+# -- encoding ------------------------------------------------------------------------------------------
+def test_encode_decode_round_trip_and_limits():
+    fp = FixedPoint()
+    x = np.array([0.0, -1.5, 3.25, -(2.0**31), 2.0**31, 1e-5])
+    assert np.all(np.abs(fp.decode(fp.encode(x)) - x) <= ULP / 2)
+    with pytest.raises(RangeError, match="NaN"):
+        fp.encode([1.0, np.nan])
+    with pytest.raises(RangeError, match="NaN or infinity"):
+        fp.encode([np.inf])
+    with pytest.raises(RangeError, match=r"2\^32"):
+        fp.encode([2.0**32])
+
+
+def test_client_refuses_bad_values(session):
+    with pytest.raises(RangeError, match="outside the fixed-point range"):
+        session.client.share(np.array([1.0, -5e9]))
+    with pytest.raises(RangeError):
+        session.client.share(np.array([np.nan]))
+
+
+# -- local operations ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape_a, shape_b", [((4, 5), (4, 5)), ((3, 1), (1, 6)), ((7,), (2, 7)), ((0, 3), (0, 3)), ((1,), (1,))])
+def test_add_sub_neg_shared(session, shape_a, shape_b):
+    a, b = rng.uniform(-1e4, 1e4, shape_a), rng.uniform(-1e4, 1e4, shape_b)
+    ea, eb = encoded(a), encoded(b)
+    for program, want in [(lambda x, y: x + y, ea + eb), (lambda x, y: x - y, ea - eb), (lambda x, y: -x + 0 * y, -ea + 0 * eb)]:
+        got = evaluate(session, program, a, b)
+        assert got.shape == want.shape
+        assert np.array_equal(got, want)  # local operations are exact
+
+
+def test_public_operands(session):
+    a = rng.uniform(-100, 100, (6, 4))
+    pub = rng.uniform(-3, 3, (4,))
+    got = evaluate(session, lambda x: (x + pub) - 2.5 + (7 - x) * 3, a)
+    assert np.allclose(got, (encoded(a) + encoded(pub)) - 2.5 + (7 - encoded(a)) * 3, atol=2 * ULP)
+    got = evaluate(session, lambda x: x * pub, a)  # public float: one truncation
+    assert np.max(np.abs(got - encoded(a) * encoded(pub))) < ULP
+    got = evaluate(session, lambda x: x * np.array([2, -3, 0, 1]), a)  # public integers: exact
+    assert np.array_equal(got, encoded(a) * np.array([2, -3, 0, 1]))
+    got = evaluate(session, lambda x: x / 4.0, a)
+    assert np.max(np.abs(got - encoded(a) / 4)) < ULP
+
+
+def test_values_near_the_range_limits(session):
+    big = np.array([2.0**32 - 1, -(2.0**32) + 1, 2.0**31])
+    assert np.array_equal(evaluate(session, lambda x: x + 0, big), encoded(big))
+    near = np.array([255.9, -255.9, 100.0])  # products up to 65,535 (the product limit is 2^16)
+    got = evaluate(session, lambda x, y: x * y, near, near)
+    assert np.max(np.abs(got - encoded(near) ** 2)) < ULP
+
+
+def test_shape_operations(session):
+    a = rng.normal(size=(3, 4, 5))
+    e = encoded(a)
+    assert np.allclose(evaluate(session, lambda x: x.sum(axis=1), a), e.sum(axis=1), atol=ULP)
+    assert np.allclose(evaluate(session, lambda x: x.sum(), a), e.sum(), atol=ULP)
+    assert np.array_equal(evaluate(session, lambda x: x.transpose(2, 0, 1), a), e.transpose(2, 0, 1))
+    assert np.array_equal(evaluate(session, lambda x: x[1:, ::2, -1], a), e[1:, ::2, -1])
+    assert np.array_equal(evaluate(session, lambda x: x.reshape(12, 5).T, a), e.reshape(12, 5).T)
+    assert np.array_equal(evaluate(session, lambda x, y: concatenate([x, y], axis=2), a, a[:, :, :2]),
+                          np.concatenate([e, e[:, :, :2]], axis=2))
+    assert np.array_equal(evaluate(session, lambda x: stack([x[0], x[1]], axis=1), a), np.stack([e[0], e[1]], axis=1))
+
+
+# -- products -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape_a, shape_b", [((50,), (50,)), ((4, 1), (1, 9)), ((2, 3, 4), (4,)), ((1,), (1,)), ((0,), (0,))])
+def test_mul_shared(session, shape_a, shape_b):
+    a, b = rng.uniform(-50, 50, shape_a), rng.uniform(-50, 50, shape_b)
+    got = evaluate(session, lambda x, y: x * y, a, b)
+    want = encoded(a) * encoded(b)
+    assert got.shape == want.shape
+    assert np.all(np.abs(got - want) < ULP)  # truncation error only: below one unit in the last place
+
+
+def test_square(session):
+    a = rng.uniform(-200, 200, (40, 3))
+    got = evaluate(session, lambda x: x.square(), a)
+    assert np.all(np.abs(got - encoded(a) ** 2) < ULP)
+
+
+@pytest.mark.parametrize("m, k, c", [(64, 128, 158), (1, 1, 1), (5, 128, 1), (3, 0, 2)])
+def test_matmul(session, m, k, c):
+    a, b = rng.normal(size=(m, k)), rng.normal(size=(k, c))
+    got = evaluate(session, lambda x, y: x @ y, a, b)
+    assert got.shape == (m, c)
+    assert np.all(np.abs(got - encoded(a) @ encoded(b)) < ULP)
+    pub = rng.normal(size=(c, 2))
+    got = evaluate(session, lambda x, y: (x @ y) @ pub, a, b)
+    assert np.max(np.abs(got - (encoded(a) @ encoded(b)) @ encoded(pub))) < 1e-3
+
+
+def test_integer_shares_need_no_truncation(session):
+    bits = rng.integers(0, 2, 30)
+    vals = rng.uniform(-9, 9, 30)
+    got = evaluate(session, lambda b, v: b * v, bits, vals, fracs=[0, None])
+    assert np.array_equal(got, bits * encoded(vals))
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("program", [lambda x, y: x + y, lambda x, y: x * y, lambda x, y: x @ y])
+def test_shapes_that_do_not_broadcast(program):
+    with LocalSession() as session:  # a failed program ends its session: the parties stop waiting
+        job = session.run(lambda srv: program(srv.receive(), srv.receive()))
+        session.client.share(np.ones((3, 4)))
+        session.client.share(np.ones((5, 2)))
+        with pytest.raises(ValueError, match="do not (broadcast|match)"):
+            job.result()
+
+
+def test_tensors_of_different_sessions_do_not_mix():
+    with LocalSession() as s1, LocalSession() as s2:
+        held = {}
+        job = s2.run(lambda srv: held.setdefault(srv.index, srv.receive()))
+        s2.client.share(np.ones(3))
+        job.result()
+        job = s1.run(lambda srv: srv.receive() + held[srv.index])
+        s1.client.share(np.ones(3))
+        with pytest.raises(SessionMismatch, match="session"):
+            job.result()
+
+
+def test_share_from_another_session_is_refused():
+    with LocalSession() as s1, LocalSession() as s2:
+        s1.client.session_id = s2.session_id  # a client of another session
+        job = s1.run(lambda srv: srv.receive())
+        s1.client.share(np.ones(2))
+        with pytest.raises(SessionMismatch, match="received a share of session"):
+            job.result()
+
+
+# -- truncation ------------------------------------------------------------------------------------------------
+def test_ten_million_truncations_are_within_one_ulp(session):
+    """Every |x| < 2^48 (the documented bound) truncated by 16 bits lands within 1 ulp of x / 2^16."""
+    n, bits = 10_000_000, 16
+    raw = rng.integers(-(2**48) + 1, 2**48, n, dtype=np.int64)
+    raw[:6] = [2**48 - 1, -(2**48) + 1, 0, -1, 1, -(2**16)]  # the edges and the signs
+    got = evaluate(session, lambda x: x._new(protocols.truncate(x.server, [x.share], [bits])[0], 0), raw, fracs=[0])
+    err = got.astype(np.float64) - raw.astype(np.float64) / 2**bits
+    assert np.max(np.abs(err)) < 1.0
+    # stochastic rounding is unbiased: the mean error is ~0, not -0.5 as with flooring
+    assert abs(float(np.mean(err))) < 1e-3
