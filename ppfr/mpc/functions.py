@@ -146,38 +146,38 @@ def max_log2(x: float) -> int:
 
 # -- reciprocal ---------------------------------------------------------------------------------------------
 RECIPROCAL_RANGE = (1.0 / 32, 32.0)
-_NEWTON_STEPS = 4
+_OCTAVES_PER_STEP = 2     # one comparison per two octaves of the input range
+_NEWTON_STEPS = 5         # (3/5)^(2^5) < 1e-7
 
 
 def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float = RECIPROCAL_RANGE[1],
                frac: int | None = None) -> SharedTensor:
     """1/x for x in [lower, upper] (default [1/32, 32]), relative error below 1e-3 (about 1e-4).
 
-    Initial guess: the servers compare x with the powers of two 2^j inside the range, all at once
-    (one 8-round comparison), so that sum_j [x >= 2^j] = k tells the octave 2^k <= x < 2^(k+1), and
-    y0 = 2 / (3 * 2^k) is a public combination of those bits (local, exact). Then x*y0 lies in [2/3, 4/3],
-    the Newton error e = 1 - x*y0 is at most 1/3, and four Newton-Raphson steps y <- y(2 - xy) square it
-    four times: (1/3)^16 < 1e-7. Each step is two products (4 rounds); 25 rounds in all. The iteration runs
-    at as many fractional bits as the bound allows for 1/lower, then is rounded to `frac`.
+    Initial guess: the servers compare x with every fourth power of two 2^j inside the range, all in one
+    8-round comparison; the sum of the bits [x >= 2^j] locates x in a band [2^k, 2^(k+2)), and
+    y0 = 0.4 / 2^k is a public combination of those bits (local, exact). Then x*y0 lies in [0.4, 1.6], the
+    Newton error e = 1 - x*y0 is at most 0.6, and five Newton-Raphson steps y <- y(2 - xy) raise it to the
+    32nd power: below 1e-7. Each step is two products (4 rounds); 28 rounds in all. The iteration runs at
+    as many fractional bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
     fixed = x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if not 0 < lower < upper:
         raise ValueError(f"reciprocal needs 0 < lower < upper, got [{lower}, {upper}]")
     lo, hi = math.floor(math.log2(lower)), math.ceil(math.log2(upper))
-    # keep x*y (about 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
+    # keep x*y (below 1.6) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(math.log2(1.0 / lower)) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
-    thresholds = np.array([2.0**j for j in range(lo + 1, hi)])
-    guess = lambda k: 2.0 / (3.0 * 2.0**k)  # noqa: E731
-    if thresholds.size:
-        stacked = x.reshape(*x.shape, 1) - thresholds  # broadcast over the thresholds
-        at_least = 1 - less_than_zero(stacked)
-        steps = np.array([guess(lo + 1 + i) - guess(lo + i) for i in range(thresholds.size)])
-        weights = fixed.encode(steps, y_frac)
-        y = x._new((at_least.share * weights).sum(axis=-1, dtype=U64), y_frac) + guess(lo)
-    else:
-        y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(lo)
+    step = _OCTAVES_PER_STEP
+    bands = list(range(lo, hi, step))  # band k covers [2^k, 2^(k+step))
+    guess = lambda k: 2.0 / (1 + 2.0**step) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
+    y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(lo)
+    if len(bands) > 1:
+        thresholds = np.array([2.0**k for k in bands[1:]])
+        at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds)
+        steps = fixed.encode([guess(k) - guess(k - step) for k in bands[1:]], y_frac)
+        y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     for _ in range(_NEWTON_STEPS):
         (xy,) = multiply_many([(x, y)], frac=y_frac)
         (y,) = multiply_many([(y, 2.0 - xy)], frac=y_frac)
