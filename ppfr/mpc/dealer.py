@@ -47,8 +47,9 @@ def square_pairs(rng, shapes):
     return out0, out1
 
 
-def truncation_pairs(rng, shifts: np.ndarray):
-    """r uniform in Z_2^64 and r >> shift, both additively shared."""
+def truncation_pairs(rng, segments):
+    """r uniform in Z_2^64 and r >> shift, both additively shared; segments = [(count, shift), ...]."""
+    shifts = np.repeat(np.array([s for _, s in segments], dtype=np.uint64), [n for n, _ in segments])
     r = rng.uint64(shifts.shape)
     (r0, r1), (h0, h1) = additive(rng, r), additive(rng, r >> shifts)
     return (r0, h0), (r1, h1)
@@ -76,7 +77,7 @@ def msb_material(rng, n: int):
 MATERIAL = {
     "triples": lambda rng, specs: beaver_triples(rng, specs),
     "squares": lambda rng, shapes: square_pairs(rng, shapes),
-    "truncation": lambda rng, shifts: truncation_pairs(rng, shifts),
+    "truncation": lambda rng, segments: truncation_pairs(rng, segments),
     "msb": lambda rng, n: msb_material(rng, n),
 }
 
@@ -91,10 +92,10 @@ class Dealer:
         """Answer server 0's requests until the network closes."""
         while True:
             try:
-                kind, params = self.channel.recv("server0")
+                ticket, kind, params = self.channel.recv("server0")
             except ProtocolAborted:
                 return
             share0, share1 = MATERIAL[kind](self.rng, **params)
-            self.channel.send("server0", share0)
-            self.channel.send("server1", share1)
+            self.channel.send("server0", (ticket, share0))
+            self.channel.send("server1", (ticket, share1))
             self.requests_served += 1

@@ -50,18 +50,21 @@ def _pairwise_tree(x: SharedTensor, axis: int, want_min: bool, with_index: bool)
     index = None
     if with_index:  # public positions to start with; shared once the first selections are made
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
+    server = x.server
     while x.shape[-1] > 1:
         m = x.shape[-1] // 2 * 2
         a, b = x[..., 0:m:2], x[..., 1:m:2]
-        # take b where it wins: b > a for max, b < a for min
-        take_b = less_than_zero(b - a) if want_min else less_than_zero(a - b)
-        pairs = [(take_b, b - a)]
+        gain = b - a
+        # take b where it wins (b > a for max, b < a for min); the selections multiply by a bit, so they
+        # need no truncation, and their triples are asked for together with the comparison's material
+        selections = [gain] + ([index[..., 1:m:2] - index[..., 0:m:2]] if with_index else [])
+        comparison = server.ask("msb", n=gain.size)
+        triples = protocols.ask_products(server, [("mul", gain.shape, s.shape) for s in selections])
+        take_b = x._new(protocols.msb(server, (gain if want_min else -gain).share, comparison), 0)
+        chosen = protocols.products(server, [("mul", take_b.share, s.share) for s in selections], triples)
+        winners = a + x._new(chosen[0])
         if with_index:
-            pairs.append((take_b, index[..., 1:m:2] - index[..., 0:m:2]))
-        chosen = multiply_many(pairs)
-        winners = a + chosen[0]
-        if with_index:
-            win_index = index[..., 0:m:2] + chosen[1]
+            win_index = index[..., 0:m:2] + index._new(chosen[1])
         if m < x.shape[-1]:  # an odd one out goes through to the next level
             winners = _concat_last(winners, x[..., m:])
             if with_index:

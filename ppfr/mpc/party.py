@@ -26,6 +26,8 @@ class Server:
         self.fixed = fixed
         self.session_id = session_id
         self.state: dict = {}  # what this server keeps between programs (model shares, gallery, ...)
+        self._next_ticket = 0
+        self._stash: dict = {}   # dealer material that arrived before it was needed
 
     # -- communication -----------------------------------------------------------------------------
     def exchange(self, message):
@@ -43,10 +45,23 @@ class Server:
         theirs = self.exchange(list(shares))
         return [mine ^ other for mine, other in zip(shares, theirs)]
 
-    def dealer(self, kind: str, **params):
+    def ask(self, kind: str, **params) -> int:
+        """Ask the dealer for material now, take it later: the dealer draws it while the servers work.
+        Both servers number their asks the same way (they run the same program); only server 0 sends."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
         if self.index == 0:
-            self.channel.send("dealer", (kind, params))
-        return self.channel.recv("dealer")
+            self.channel.send("dealer", (ticket, kind, params))
+        return ticket
+
+    def take(self, ticket: int):
+        while ticket not in self._stash:
+            number, material = self.channel.recv("dealer")
+            self._stash[number] = material
+        return self._stash.pop(ticket)
+
+    def dealer(self, kind: str, **params):
+        return self.take(self.ask(kind, **params))
 
     # -- input and output --------------------------------------------------------------------------
     def receive(self, sender: str = "client"):

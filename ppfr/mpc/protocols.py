@@ -17,15 +17,21 @@ LOW63 = U64(2**63 - 1)
 
 
 # -- Beaver products ---------------------------------------------------------------------------------
-def products(srv, items):
+def ask_products(srv, specs) -> int:
+    """Ask ahead for the triples of products [(op, shape_x, shape_y)]."""
+    return srv.ask("triples", specs=specs)
+
+
+def products(srv, items, ticket: int | None = None):
     """Shares of x*y or x@y for each (op, x, y), op in {"mul", "matmul"}: one round for all of them.
 
     With a triple (a, b, c = a∘b) the servers open e = x - a and f = y - b; then
     x∘y = e∘f + e∘b + a∘f + c, where e∘f is public and added by server 0 only.
     Costs each server size(x) + size(y) ring elements.
     """
-    specs = [(op, x.shape, y.shape) for op, x, y in items]
-    triples = srv.dealer("triples", specs=specs)
+    if ticket is None:
+        ticket = ask_products(srv, [(op, x.shape, y.shape) for op, x, y in items])
+    triples = srv.take(ticket)
     masked = []
     for (op, x, y), (a, b, _) in zip(items, triples):
         masked += [x - a, y - b]
@@ -57,7 +63,13 @@ def squares(srv, xs):
 
 
 # -- Truncation ---------------------------------------------------------------------------------------
-def truncate(srv, xs, shifts):
+def ask_truncation(srv, sizes, shifts) -> int | None:
+    """Ask ahead for the pairs to truncate tensors of these sizes by these shifts (None: nothing to ask)."""
+    segments = [(n, s) for n, s in zip(sizes, shifts) if s and n]
+    return srv.ask("truncation", segments=segments) if segments else None
+
+
+def truncate(srv, xs, shifts, ticket: int | None = None):
     """Divide each shared x by 2^shift, exact to within one unit in the last place, never more.
 
     Local share truncation (SecureML, CrypTen) fails with probability ~|x|/2^64 by an error of 2^(64-f).
@@ -70,28 +82,33 @@ def truncate(srv, xs, shifts):
     independent of x whatever x is, and so is the decision to retry, so privacy is perfect, not
     statistical. Cost: size(x) ring elements and one round per server, plus the rare retry.
     """
-    work = [i for i, s in enumerate(shifts) if s]
-    if len(work) < len(xs):  # a shift of 0 is the identity and costs nothing
-        out = list(xs)
-        for i, z in zip(work, truncate(srv, [xs[i] for i in work], [shifts[i] for i in work])):
-            out[i] = z
+    if ticket is None:
+        ticket = ask_truncation(srv, [x.size for x in xs], shifts)
+    work = [i for i, (x, s) in enumerate(zip(xs, shifts)) if s and x.size]  # a shift of 0 costs nothing
+    out = list(xs)
+    if not work:
         return out
-    if not xs:
-        return []
-    sizes = [x.size for x in xs]
-    flat = np.concatenate([x.ravel() for x in xs]) if len(xs) > 1 else xs[0].ravel()
-    per_element = np.repeat(np.asarray(shifts, dtype=U64), sizes)
-    result = _truncate_flat(srv, flat, per_element)
-    out, start = [], 0
-    for x, n in zip(xs, sizes):
-        out.append(result[start:start + n].reshape(x.shape))
+    sizes = [xs[i].size for i in work]
+    flat = np.concatenate([xs[i].ravel() for i in work]) if len(work) > 1 else xs[work[0]].ravel()
+    per_element = np.repeat(np.array([shifts[i] for i in work], dtype=U64), sizes)
+    result = _truncate_flat(srv, flat, per_element, srv.take(ticket))
+    start = 0
+    for i, n in zip(work, sizes):
+        out[i] = result[start:start + n].reshape(xs[i].shape)
         start += n
     return out
 
 
-def _truncate_flat(srv, x, shifts):
+def _run_lengths(shifts):
+    edges = np.flatnonzero(np.diff(shifts)) + 1
+    starts = np.concatenate([[0], edges])
+    counts = np.diff(np.concatenate([starts, [shifts.size]]))
+    return [(int(n), int(shifts[i])) for i, n in zip(starts, counts)]
+
+
+def _truncate_flat(srv, x, shifts, material):
     L = srv.fixed.bound_bits
-    r, r_high = srv.dealer("truncation", shifts=shifts)
+    r, r_high = material
     masked = x + r
     if srv.index == 0:
         masked += U64(2**L)
@@ -102,7 +119,8 @@ def _truncate_flat(srv, x, shifts):
         out = -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
     if retry.size:
-        out[retry] = _truncate_flat(srv, x[retry], shifts[retry])
+        again = srv.dealer("truncation", segments=_run_lengths(shifts[retry]))
+        out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again)
     return out
 
 
@@ -117,7 +135,7 @@ def bitwise_and(srv, x, y, triple):
     return z
 
 
-def msb(srv, x):
+def msb(srv, x, ticket: int | None = None):
     """Additive shares (0 or 1) of the most significant bit of x, i.e. of [x < 0]. 8 rounds.
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
@@ -132,7 +150,7 @@ def msb(srv, x):
     shape = x.shape
     x = x.ravel()
     n = x.size
-    m = srv.dealer("msb", n=n)
+    m = srv.take(srv.ask("msb", n=n) if ticket is None else ticket)
     (c,) = srv.open(x + m["r"])
     c_low = c & LOW63
     r_bits = m["r_bits"]

@@ -188,7 +188,8 @@ def multiply_many(pairs, op: str = "mul", frac: int | None = None):
     """Several shared products in one round of Beaver openings and one round of truncation.
 
     The result keeps the larger precision of the two operands (`frac` overrides it); a product with a
-    0-fractional-bit operand (an integer or a bit) needs no truncation at all."""
+    0-fractional-bit operand (an integer or a bit) needs no truncation at all. The dealer is asked for
+    the triples and the truncation pairs at once, so it draws the second while the servers exchange."""
     if not pairs:
         return []
     server = pairs[0][0].server
@@ -202,17 +203,27 @@ def multiply_many(pairs, op: str = "mul", frac: int | None = None):
                 raise ValueError(f"shapes {x.shape} and {y.shape} do not broadcast") from None
         elif x.ndim < 1 or y.ndim < 1 or x.shape[-1] != y.shape[-2 if y.ndim > 1 else 0]:
             raise ValueError(f"matmul shapes {x.shape} and {y.shape} do not match")
-    raw = protocols.products(server, [(op, x.share, y.share) for x, y in pairs])
     frac_in = [x.frac + y.frac for x, y in pairs]
     frac_out = [max(x.frac, y.frac) if frac is None else frac for x, y in pairs]
-    to_cut = [i for i in range(len(pairs)) if frac_out[i] < frac_in[i]]
-    cut = protocols.truncate(server, [raw[i] for i in to_cut], [frac_in[i] - frac_out[i] for i in to_cut])
-    for i, z in zip(to_cut, cut):
-        raw[i] = z
-    for i in range(len(pairs)):
-        if frac_out[i] > frac_in[i]:
-            raise ValueError(f"a product with {frac_in[i]} fractional bits cannot be given {frac_out[i]}")
+    if any(o > i for o, i in zip(frac_out, frac_in)):
+        raise ValueError(f"a product with {min(frac_in)} fractional bits cannot be given {frac}")
+    items = [(op, x.share, y.share) for x, y in pairs]
+    sizes = [_product_size(op, x.shape, y.shape) for x, y in pairs]
+    shifts = [i - o for i, o in zip(frac_in, frac_out)]
+    triples = protocols.ask_products(server, [(op, x.shape, y.shape) for x, y in pairs])
+    pairs_ticket = protocols.ask_truncation(server, sizes, shifts)
+    raw = protocols.products(server, items, triples)
+    raw = protocols.truncate(server, raw, shifts, pairs_ticket)
     return [SharedTensor(server, z, f) for z, f in zip(raw, frac_out)]
+
+
+def _product_size(op: str, sx: tuple, sy: tuple) -> int:
+    if op == "mul":
+        shape = np.broadcast_shapes(sx, sy)
+    else:  # numpy matmul rules: 1-D operands lose their dimension
+        batch = np.broadcast_shapes(sx[:-2], sy[:-2])
+        shape = batch + sx[-2:-1] + sy[-1:] if len(sy) > 1 else batch + sx[-2:-1]
+    return int(np.prod(shape, dtype=np.int64))
 
 
 def square_many(tensors, frac: int | None = None):
@@ -220,9 +231,11 @@ def square_many(tensors, frac: int | None = None):
     if not tensors:
         return []
     server = tensors[0].server
-    raw = protocols.squares(server, [t.share for t in tensors])
     outs = [t.frac if frac is None else frac for t in tensors]
-    cut = protocols.truncate(server, raw, [2 * t.frac - f for t, f in zip(tensors, outs)])
+    shifts = [2 * t.frac - f for t, f in zip(tensors, outs)]
+    pairs_ticket = protocols.ask_truncation(server, [t.size for t in tensors], shifts)
+    raw = protocols.squares(server, [t.share for t in tensors])
+    cut = protocols.truncate(server, raw, shifts, pairs_ticket)
     return [SharedTensor(server, z, f) for z, f in zip(cut, outs)]
 
 
