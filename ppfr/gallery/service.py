@@ -1,0 +1,304 @@
+"""The client's side of the gallery: enrol, remove, identify (1:N) and verify (1:1).
+
+    with Gallery("gallery") as g:
+        g.enroll("Ada", vectors)                      # shares go to the servers; names stay here
+        [hit] = g.identify(query_vector[None])        # nearest identity under MPC, or unknown
+        g.remove("Ada")
+    pair_distances(a, b)                              # 1:1, no gallery needed
+
+The parties run in one process (ppfr.mpc.LocalSession): the servers in threads, each reading and writing
+only its own directory, GALLERY/serverN/. The client keeps the record (GALLERY/client/gallery.json).
+
+What the client learns, by reveal mode (`identify(..., reveal=)`):
+    all      the squared distance from each query to every gallery entry;
+    nearest  per query only the nearest entry (so its name) and its squared distance;
+    match    per query only the nearest entry if it is within the tolerance, else only "unknown".
+The servers learn the number of entries and queries, which rows an enrolment or removal touches, and
+nothing about embeddings, names, distances or answers.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ppfr.config import section
+from ppfr.mpc import FixedPoint, LocalSession, ProtocolAborted
+from ppfr.mpc.storage import check_record
+
+from . import protocols as P
+from . import store
+from .store import Entry, GalleryError, GalleryRecord
+
+_cfg = section("gallery")
+FRAC_BITS = int(_cfg.get("frac_bits", 20))     # exact products at 40 bits; resolution 1e-6
+TOLERANCE = float(_cfg.get("tolerance", 0.6))  # dlib's convention, on the Euclidean distance
+REVEAL = str(_cfg.get("reveal", "nearest"))
+POOL = int(_cfg.get("mask_pool", 256))         # queries served per opening of the masked gallery
+BATCH = int(_cfg.get("batch", 16))             # queries per MPC run
+# With |x| <= 64 every squared distance is below 2^14, i.e. 2^54 ring units at 40 fractional bits:
+# far from the 2^63 where the ring would wrap (dlib embeddings have norms about 1).
+MAX_NORM = 64.0
+
+
+def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
+    """(float64 vectors, exact squared norms as ring integers at 2*frac bits) after range checks."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        raise ValueError(f"expected vectors of length {dim or 'd'}, got an array of shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("an embedding holds NaN or infinity")
+    norms = np.linalg.norm(x, axis=1)
+    if norms.size and norms.max() > MAX_NORM:
+        raise ValueError(f"an embedding has norm {norms.max():.3g}; the gallery takes norms up to {MAX_NORM:g}")
+    raw = FixedPoint(frac_bits=frac, bound_bits=max(48, frac + 8)).encode(x, frac)
+    return x, (raw * raw).sum(axis=1, dtype=np.uint64).view(np.int64)   # wraps mod 2^64, exact
+
+
+@dataclass
+class Identification:
+    """The client's answer for one query."""
+    name: str | None                  # who it is (within tolerance), or None: unknown
+    nearest: str | None               # the nearest enrolled person (None when the mode hides it)
+    entry: int | None                 # the row of the nearest entry
+    squared_distance: float | None    # what the MPC computed (None in match mode)
+    distance: float | None            # its square root, on dlib's scale
+    candidates: list = field(default_factory=list)   # mode "all": [(name, distance)] best first, per person
+
+    @property
+    def known(self) -> bool:
+        return self.name is not None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "known": self.known, "nearest": self.nearest, "entry": self.entry,
+                "distance": self.distance, "squared_distance": self.squared_distance,
+                **({"candidates": [{"name": n, "distance": d} for n, d in self.candidates]}
+                   if self.candidates else {})}
+
+
+class _Parties:
+    """A LocalSession that is replaced after a failure (a failed run closes its network)."""
+
+    def __init__(self, session=None):
+        self._session, self._own = session, session is None
+
+    @property
+    def session(self) -> LocalSession:
+        if self._session is None:
+            self._session = LocalSession()
+        return self._session
+
+    def run(self, program, *args, client=None):
+        """Run `program` on both servers while `client(session.client)` plays the client; returns
+        (what the client function returned, [server 0's result, server 1's result]). An error is
+        re-raised where it started: a server's as itself, not as the client's 'stopped waiting'."""
+        session = self.session
+        job = session.run(program, *args)
+        try:
+            out = client(session.client) if client else None
+        except ProtocolAborted:
+            try:
+                job.result()       # raises the server's error, the root cause
+            finally:
+                self._drop()
+            raise
+        except BaseException:
+            session.network.close("the client failed")   # wake the servers waiting for its input
+            with contextlib.suppress(BaseException):
+                job.result()
+            self._drop()
+            raise
+        try:
+            return out, job.result()
+        except BaseException:
+            self._drop()
+            raise
+
+    def _drop(self):
+        if self._session is not None and self._own:
+            self._session.close()
+            self._session = None
+
+    def close(self):
+        self._drop()
+
+
+class Gallery:
+    """A secret-shared gallery at `root` (created by the first enrolment)."""
+
+    def __init__(self, root, *, session: LocalSession | None = None, frac_bits: int = FRAC_BITS,
+                 pool_size: int = POOL, batch: int = BATCH):
+        self.root = root
+        self.frac_bits = frac_bits
+        self.pool_size = pool_size
+        self.batch = batch
+        self.parties = _Parties(session)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.parties.close()
+
+    # -- state ---------------------------------------------------------------------------------------------
+    @property
+    def record(self) -> GalleryRecord | None:
+        return store.read_record(self.root)
+
+    def names(self) -> list[str]:
+        rec = self.record
+        return sorted(set(rec.names())) if rec else []
+
+    def _open(self, rec: GalleryRecord) -> None:
+        """Have both servers load the committed version and check it against the client's record."""
+        _, digests = self.parties.run(P.open_gallery, self.root, rec.version, rec.object_id, rec.dim,
+                                      rec.frac_bits)
+        if rec.version:
+            check_record({"kind": store.KIND, "id": rec.object_id, "sha256": rec.sha256}, digests)
+
+    def _commit(self, rec: GalleryRecord) -> None:
+        store.commit_record(self.root, rec)
+        try:   # a stray file left here is harmless: the next change prunes it
+            self.parties.run(P.prune_halves, self.root, rec.version)
+        except (OSError, ProtocolAborted):
+            pass
+
+    # -- changes -------------------------------------------------------------------------------------------
+    def enroll(self, name: str, vectors, sources=None, embedder: str = "dlib_resnet_v1") -> GalleryRecord:
+        """Add one person's embeddings (one row each)."""
+        vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, np.shape(vectors)[-1])
+        return self.enroll_many([name] * len(vectors), vectors, sources, embedder)
+
+    def enroll_many(self, names, vectors, sources=None, embedder: str = "dlib_resnet_v1") -> GalleryRecord:
+        """Add rows (names[i] for vectors[i]) as one atomic change."""
+        names = [str(n) for n in names]
+        if any(not n.strip() for n in names):
+            raise GalleryError("a person's name cannot be empty")
+        sources = list(sources) if sources is not None else [""] * len(names)
+        x, norms = encode_vectors(vectors, frac=self.frac_bits)
+        if not len(x) or len(x) != len(names) or len(sources) != len(names):
+            raise GalleryError(f"{len(x)} vectors, {len(names)} names and {len(sources)} sources: "
+                               "need one name (and source) per vector, and at least one vector")
+        with store.locked(self.root, exclusive=True):
+            rec = self.record or GalleryRecord.new(self.frac_bits, x.shape[1], embedder)
+            if rec.embedder != embedder or rec.dim != x.shape[1]:
+                raise GalleryError(f"this gallery holds {rec.dim}-d {rec.embedder} embeddings, not "
+                                   f"{x.shape[1]}-d {embedder}: distances between the two mean nothing")
+            self._open(rec)
+            new = GalleryRecord(rec.id, rec.version + 1, rec.frac_bits, rec.dim, rec.embedder,
+                                entries=rec.entries + [Entry(n, str(s)) for n, s in zip(names, sources)])
+
+            def send(client):
+                client.share(x, frac=rec.frac_bits)
+                client.share(norms, frac=0)
+
+            _, new.sha256 = self.parties.run(P.append_rows, self.root, new.version, new.object_id, client=send)
+            self._commit(new)
+            return new
+
+    def remove(self, name: str) -> int:
+        """Remove every row of `name` from both halves; returns how many rows went."""
+        with store.locked(self.root, exclusive=True):
+            rec = self.record
+            rows = rec.rows_of(name) if rec else []
+            if not rows:
+                raise GalleryError(f"{name!r} is not enrolled in the gallery at {self.root}")
+            self._open(rec)
+            gone = set(rows)
+            new = GalleryRecord(rec.id, rec.version + 1, rec.frac_bits, rec.dim, rec.embedder,
+                                entries=[e for i, e in enumerate(rec.entries) if i not in gone])
+            _, new.sha256 = self.parties.run(P.remove_rows, self.root, rows, new.version, new.object_id)
+            self._commit(new)
+            return len(rows)
+
+    # -- 1:N -------------------------------------------------------------------------------------------------
+    def identify(self, queries, *, reveal: str = REVEAL, tolerance: float = TOLERANCE, top: int = 1,
+                 exclude=None, progress: bool = False) -> list[Identification]:
+        """Who each query is (nearest entry within `tolerance` on the Euclidean distance), under MPC.
+        The MPC compares squared distances, so the tolerance is squared (0.6 -> 0.36)."""
+        if reveal not in P.REVEAL_MODES:
+            raise ValueError(f"unknown reveal mode {reveal!r}; choose one of {', '.join(P.REVEAL_MODES)}")
+        with store.locked(self.root, exclusive=False):
+            rec = self.record
+            if rec is None or not rec.entries:
+                raise GalleryError(f"the gallery at {self.root} is empty: enrol someone first (ppfr enroll)")
+            self._open(rec)
+            x, norms = encode_vectors(queries, rec.dim, rec.frac_bits)
+            exclude = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+            names = rec.names()
+            out = []
+            starts = range(0, len(x), self.batch)
+            if progress:
+                from tqdm import tqdm
+                starts = tqdm(starts, desc="identifying", unit="batch")
+            for s in starts:
+                part = slice(s, s + self.batch)
+                raw = self.raw_query(rec, x[part], norms[part], reveal, tolerance,
+                                     None if exclude is None else exclude[part])
+                out += _answers(raw, reveal, names, tolerance, top)
+            return out
+
+    def raw_query(self, rec, x, norms, reveal, tolerance, exclude=None):
+        """One MPC run for a batch of encoded queries: what the client reconstructs, per mode."""
+        def ask(client):
+            client.share(x, frac=rec.frac_bits)
+            client.share(norms, frac=0)
+            if reveal == "nearest":
+                return client.reconstruct(), client.reconstruct()
+            return client.reconstruct()
+
+        out, _ = self.parties.run(P.query, reveal, self.pool_size, tolerance ** 2, exclude, client=ask)
+        return out
+
+
+def _answers(raw, reveal, names, tolerance, top) -> list[Identification]:
+    limit = tolerance ** 2
+    answers = []
+    if reveal == "match":
+        for who in np.asarray(raw, dtype=np.int64):
+            entry = int(who) - 1 if who else None
+            answers.append(Identification(names[entry] if who else None, names[entry] if who else None,
+                                          entry, None, None))
+        return answers
+    if reveal == "nearest":
+        values, rows = raw
+        pairs = zip(np.asarray(values, dtype=np.float64), np.asarray(rows, dtype=np.int64))
+    else:
+        rows = np.argmin(raw, axis=1)
+        pairs = zip(raw[np.arange(len(rows)), rows], rows)
+    for i, (sq, row) in enumerate(pairs):
+        sq, row = float(sq), int(row)
+        hit = Identification(names[row] if sq <= limit else None, names[row], row, sq, float(np.sqrt(max(sq, 0.0))))
+        if reveal == "all" and top > 1:
+            best: dict[str, float] = {}
+            for j in np.argsort(raw[i], kind="stable"):
+                best.setdefault(names[j], float(np.sqrt(max(raw[i, j], 0.0))))
+                if len(best) == top:
+                    break
+            hit.candidates = list(best.items())
+        answers.append(hit)
+    return answers
+
+
+# -- 1:1 --------------------------------------------------------------------------------------------------------
+def pair_distances(a, b, *, session: LocalSession | None = None, frac_bits: int = FRAC_BITS) -> np.ndarray:
+    """Squared Euclidean distances ||a_i - b_i||^2 computed under MPC (rows of a and b are pairs)."""
+    xa, _ = encode_vectors(a, frac=frac_bits)
+    xb, _ = encode_vectors(b, xa.shape[1], frac=frac_bits)
+    if len(xa) != len(xb):
+        raise ValueError(f"{len(xa)} vectors on one side and {len(xb)} on the other")
+    parties = _Parties(session)
+    try:
+        parties.run(P.receive_templates, "pairs", client=lambda c: c.share(np.concatenate([xa, xb]), frac=frac_bits))
+        n = len(xa)
+        out, _ = parties.run(P.template_distances, "pairs", np.arange(n), np.arange(n, 2 * n),
+                             client=lambda c: c.reconstruct())
+        return out
+    finally:
+        parties.close()

@@ -1,0 +1,299 @@
+"""The secret-shared gallery: MPC distances against numpy float64, the CLI round trip on real LFW faces,
+refusal of tampered or mismatched halves, atomic enrolment and removal."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ppfr.gallery import Gallery, GalleryError, pair_distances, read_record
+from ppfr.gallery import cli, store
+from ppfr.gallery.store import half_path
+from ppfr.mpc import LocalSession
+from ppfr.mpc.storage import ShareFileError, load_share, save_share
+
+FRAC = 20
+# Each coordinate is rounded to 2^-21 at worst, so |d_fixed - d| <= 2 * sum|a_i - b_i| * 2^-21 + ...;
+# for vectors like dlib's (|a - b|_1 < 16) that is below 2e-5. Observed errors are ~1e-6.
+TOL = 2e-5
+rng = np.random.default_rng(6)
+
+
+def unit_like(n, d=128):
+    """Vectors shaped like dlib embeddings: entries ~ +-0.1, norms ~ 1."""
+    x = rng.normal(size=(n, d))
+    return x / np.linalg.norm(x, axis=1, keepdims=True) * rng.uniform(0.8, 1.2, size=(n, 1))
+
+
+def sq_dist(q, g):
+    return ((np.asarray(q, np.float64)[:, None] - np.asarray(g, np.float64)[None]) ** 2).sum(-1)
+
+
+@pytest.fixture(scope="module")
+def session():
+    with LocalSession() as s:
+        yield s
+
+
+@pytest.fixture
+def people():
+    """Six people of 1-4 vectors each, clustered so that each person is nearer to themself."""
+    centres = unit_like(6)
+    names, vecs = [], []
+    for i, c in enumerate(centres):
+        for _ in range(1 + i % 4):
+            names.append(f"person{i}")
+            vecs.append(c + rng.normal(size=128) * 0.02)
+    return names, np.array(vecs)
+
+
+def enrolled(root, names, vecs, **kw):
+    g = Gallery(root, **kw)
+    for name in dict.fromkeys(names):
+        g.enroll(name, vecs[[i for i, n in enumerate(names) if n == name]])
+    return g
+
+
+# -- distances under MPC against float64 ----------------------------------------------------------------------
+def test_pair_distances_match_float64(session):
+    a, b = unit_like(500), unit_like(500)
+    b[:50] = a[:50] + rng.normal(size=(50, 128)) * 0.01      # near pairs too
+    got = pair_distances(a, b, session=session)
+    want = ((a - b) ** 2).sum(1)
+    assert got.shape == (500,)
+    assert np.abs(got - want).max() <= TOL
+
+
+def test_identify_all_nearest_match_agree_with_float64(tmp_path, people):
+    names, vecs = people
+    queries = np.concatenate([vecs[::2] + rng.normal(size=vecs[::2].shape) * 0.03, unit_like(5)])
+    want = sq_dist(queries, vecs)
+    # a tolerance well away from every nearest distance, so the float64 decision is unambiguous
+    nearest = np.sort(want.min(1))
+    gaps = np.diff(nearest)
+    k = int(np.argmax(gaps))
+    tolerance = float(np.sqrt((nearest[k] + nearest[k + 1]) / 2))
+    assert gaps[k] > 1e-3
+    with enrolled(tmp_path, names, vecs, pool_size=4, batch=3) as g:   # small pool: refilled mid-way
+        every = g.identify(queries, reveal="all", tolerance=tolerance, top=2)
+        near = g.identify(queries, reveal="nearest", tolerance=tolerance)
+        match = g.identify(queries, reveal="match", tolerance=tolerance)
+    for i, (a, n, m) in enumerate(zip(every, near, match)):
+        j = int(np.argmin(want[i]))
+        expected = names[j] if want[i, j] <= tolerance ** 2 else None
+        assert a.name == n.name == m.name == expected
+        assert a.nearest == n.nearest == names[j]
+        assert abs(a.squared_distance - want[i, j]) <= TOL and abs(n.squared_distance - want[i, j]) <= TOL
+        assert m.squared_distance is None and (m.nearest is None) == (expected is None)
+        assert [c[0] for c in a.candidates] == list(dict.fromkeys(names[x] for x in np.argsort(want[i])))[:2]
+
+
+def test_exclude_leaves_an_entry_out(tmp_path, people):
+    names, vecs = people
+    with enrolled(tmp_path, names, vecs) as g:
+        own = g.identify(vecs[:4], reveal="nearest")
+        left_out = g.identify(vecs[:4], reveal="nearest", exclude=np.arange(4))
+    d = sq_dist(vecs[:4], vecs)
+    assert [h.entry for h in own] == [0, 1, 2, 3] and all(h.squared_distance <= TOL for h in own)
+    d[np.arange(4), np.arange(4)] = np.inf
+    assert [h.entry for h in left_out] == list(np.argmin(d, 1))
+
+
+def test_a_query_opens_only_its_own_rows_once_the_gallery_is_masked(tmp_path, people):
+    """The gallery's n x d mask is opened once per pool; a query then costs each server m x d ring
+    elements towards the other server (and its share of the answer towards the client)."""
+    names, vecs = people
+    with enrolled(tmp_path, names, vecs, pool_size=10) as g:
+        g.identify(vecs[:2], reveal="all")                      # opens the masked gallery
+        server0 = g.parties.session.network.channel("server0").stats
+        before = server0.copy()
+        g.identify(vecs[2:5], reveal="all")                     # uses the same pool
+        spent = server0 - before
+    to_peer = spent.bytes_to["server1"]
+    # 3 queries x 128 coordinates, plus the 16-byte gallery-id check of every run
+    assert to_peer == 3 * 128 * 8 + len(read_record(tmp_path).object_id)
+    answer = 3 * len(vecs) * 8                                  # the 3 x n distances, plus a short header
+    assert answer <= spent.bytes_to["client"] < answer + 64
+
+
+# -- the CLI on real LFW faces ------------------------------------------------------------------------------
+def _run(command, args):
+    result = CliRunner().invoke(command, [*map(str, args), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_enroll_identify_verify_remove_round_trip_on_lfw(tmp_path, lfw_image):
+    from ppfr.embed.detect import FaceDetector, read_rgb
+    from ppfr.embed.embedders import make_embedder
+    from ppfr.embed.pipeline import embed_image
+
+    gallery = tmp_path / "gallery"
+    enrol = {"George_W_Bush": [1, 2], "Colin_Powell": [1, 2], "Tony_Blair": [1, 2]}
+    probes = [lfw_image("George_W_Bush", 3), lfw_image("Colin_Powell", 3), lfw_image("Tony_Blair", 3),
+              lfw_image("Aaron_Eckhart", 1)]
+    for person, numbers in enrol.items():
+        out = _run(cli.enroll, [person, *[lfw_image(person, k) for k in numbers], "--gallery", gallery])
+        assert out["enrolled"] == 2 and not out["skipped"]
+    rec = read_record(gallery)
+    assert rec.names() == [p for p, ns in enrol.items() for _ in ns] and rec.version == 3
+
+    # plaintext reference: the same pipeline, float64 distances
+    detector, embedder = FaceDetector("hog"), make_embedder("dlib")
+    emb = lambda path: embed_image(read_rgb(path), detector, embedder)[0].astype(np.float64)  # noqa: E731
+    gallery_vecs = np.array([emb(lfw_image(p, k)) for p, ns in enrol.items() for k in ns])
+    probe_vecs = np.array([emb(p) for p in probes])
+    d = sq_dist(probe_vecs, gallery_vecs)
+
+    for reveal in ("nearest", "all", "match"):
+        out = _run(cli.identify, [*probes, "--gallery", gallery, "--reveal", reveal])
+        for i, r in enumerate(out["results"]):
+            j = int(np.argmin(d[i]))
+            expected = rec.names()[j] if d[i, j] <= 0.36 else None
+            assert r["name"] == expected, (reveal, r)
+            if reveal != "match":
+                assert r["nearest"] == rec.names()[j] and abs(r["squared_distance"] - d[i, j]) <= TOL
+    # and the plaintext answers are the truth: three enrolled people found, the stranger unknown
+    assert [r["name"] for r in out["results"]] == ["George_W_Bush", "Colin_Powell", "Tony_Blair", None]
+
+    same = _run(cli.verify, [probes[0], lfw_image("George_W_Bush", 1)])
+    other = _run(cli.verify, [probes[0], probes[3]])
+    assert abs(same["squared_distance"] - d[0, 0]) <= TOL and same["same"] == (d[0, 0] <= 0.36)
+    want = ((probe_vecs[0] - probe_vecs[3]) ** 2).sum()
+    assert abs(other["squared_distance"] - want) <= TOL and other["same"] == (want <= 0.36)
+
+    out = _run(cli.remove, ["Colin_Powell", "--gallery", gallery])
+    assert out["removed"] == 2 and out["entries"] == 4
+    out = _run(cli.identify, [probes[1], "--gallery", gallery])
+    assert out["results"][0]["nearest"] != "Colin_Powell"
+
+
+def test_cli_errors_are_clear(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli.remove, ["Nobody", "--gallery", str(tmp_path)])
+    assert result.exit_code == 1 and "not enrolled" in result.output
+    for command in (cli.enroll, cli.identify, cli.verify, cli.remove):
+        assert runner.invoke(command, ["--help"]).exit_code == 0
+
+
+# -- refusing bad halves ------------------------------------------------------------------------------------
+def test_tampered_or_mismatched_halves_are_refused(tmp_path, people):
+    names, vecs = people
+    enrolled(tmp_path / "a", names, vecs).close()
+    enrolled(tmp_path / "b", names[:3], vecs[:3]).close()
+    rec = read_record(tmp_path / "a")
+    path = half_path(tmp_path / "a", 1, rec.version)
+    original = path.read_bytes()
+
+    def identify_fails(match):
+        with pytest.raises(ShareFileError, match=match), Gallery(tmp_path / "a") as g:
+            g.identify(vecs[:1])
+
+    # 1. a flipped bit in the arrays: the digest written with them no longer matches
+    arrays, header = load_share(path, party=1, kind="gallery")
+    arrays["embeddings"][0, 0] ^= np.uint64(1)
+    np.savez(path, __header__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+    identify_fails("has been modified")
+    # 2. the same change written with a fresh digest: the client's record catches it
+    save_share(path, party=1, kind="gallery", object_id=header["id"], arrays=arrays, meta=header["meta"])
+    identify_fails("not the one this client recorded")
+    # 3. server 1's half of another gallery in its place
+    shutil.copy(half_path(tmp_path / "b", 1, read_record(tmp_path / "b").version), path)
+    identify_fails("belongs to gallery")
+    # 4. server 0's half where server 1's should be
+    shutil.copy(half_path(tmp_path / "a", 0, rec.version), path)
+    identify_fails("server 0's half")
+    # 5. a missing half
+    path.unlink()
+    identify_fails("missing share file")
+    # and the genuine half works again
+    path.write_bytes(original)
+    with Gallery(tmp_path / "a") as g:
+        assert g.identify(vecs[:1])[0].name == names[0]
+
+
+def test_mixing_embedders_dimensions_or_bad_values_is_refused(tmp_path, people):
+    names, vecs = people
+    with enrolled(tmp_path, names, vecs) as g:
+        with pytest.raises(GalleryError, match="openface"):
+            g.enroll("x", vecs[:1], embedder="openface_nn4.small2")
+        with pytest.raises(ValueError, match="length 128"):
+            g.identify(np.zeros((1, 64)))
+        with pytest.raises(ValueError, match="norm"):
+            g.enroll("x", vecs[:1] * 100)
+        with pytest.raises(ValueError, match="NaN"):
+            g.identify(np.full((1, 128), np.nan))
+    with pytest.raises(GalleryError, match="empty"), Gallery(tmp_path / "none") as g:
+        g.identify(vecs[:1])
+
+
+# -- atomic changes -------------------------------------------------------------------------------------------
+def _reconstruct(root):
+    """The gallery as the two halves on disk hold it (what a colluding pair would see; tests only)."""
+    rec = read_record(root)
+    halves = [load_share(half_path(root, i, rec.version), party=i, kind="gallery")[0] for i in (0, 1)]
+    emb = (halves[0]["embeddings"] + halves[1]["embeddings"]).view(np.int64) / 2.0**FRAC
+    return rec, emb
+
+
+@pytest.mark.parametrize("crash", ["between the halves", "before the record"])
+def test_an_interrupted_enrolment_leaves_the_gallery_consistent(tmp_path, people, monkeypatch, crash):
+    names, vecs = people
+    enrolled(tmp_path, names, vecs).close()
+    rec0, emb0 = _reconstruct(tmp_path)
+
+    class Crash(RuntimeError):
+        pass
+
+    real_save, real_commit = store.save_half, store.commit_record
+
+    def save_half(root, party, *args, **kw):
+        if party == 1:   # server 0 has written its new half; server 1 dies before writing its own
+            raise Crash("server 1 lost power")
+        return real_save(root, party, *args, **kw)
+
+    def commit_record(*args):
+        raise Crash("client lost power")
+
+    if crash == "between the halves":
+        monkeypatch.setattr(store, "save_half", save_half)
+    else:
+        monkeypatch.setattr(store, "commit_record", commit_record)
+    intruder = unit_like(3)
+    with Gallery(tmp_path) as g, pytest.raises(Crash):
+        g.enroll("intruder", intruder)
+    assert half_path(tmp_path, 0, rec0.version + 1).exists()     # a stray new half was left behind
+    monkeypatch.undo()
+
+    rec1, emb1 = _reconstruct(tmp_path)
+    assert rec1.version == rec0.version and rec1.names() == names and np.array_equal(emb1, emb0)
+    with Gallery(tmp_path) as g:
+        assert g.identify(intruder, reveal="nearest")[0].nearest in names   # the intruder is not there
+        newcomer = unit_like(2)
+        g.enroll("newcomer", newcomer)
+        assert [h.name for h in g.identify(newcomer)] == ["newcomer"] * 2
+    rec2, emb2 = _reconstruct(tmp_path)
+    assert rec2.names() == names + ["newcomer"] * 2
+    assert np.abs(emb2 - np.concatenate([vecs, newcomer])).max() <= 2.0**-FRAC
+    for party in (0, 1):   # only the committed version is left on each server
+        assert sorted(p.name for p in (tmp_path / f"server{party}").iterdir()) == [half_path(tmp_path, party, rec2.version).name]
+
+
+def test_removing_a_person_removes_them_from_both_halves(tmp_path, people):
+    names, vecs = people
+    with enrolled(tmp_path, names, vecs) as g:
+        gone = "person3"
+        rows = [i for i, n in enumerate(names) if n == gone]
+        assert g.remove(gone) == len(rows) == 4
+        rec, emb = _reconstruct(tmp_path)
+        keep = [i for i, n in enumerate(names) if n != gone]
+        assert rec.names() == [names[i] for i in keep]
+        # each half has exactly the remaining rows, and together they are the remaining vectors
+        assert all(len(load_share(half_path(tmp_path, i, rec.version), party=i, kind="gallery")[0]["norms"])
+                   == len(keep) for i in (0, 1))
+        assert np.abs(emb - vecs[keep]).max() <= 2.0**-FRAC
+        hits = g.identify(vecs[rows], reveal="nearest")
+        assert all(h.nearest != gone for h in hits)
+        with pytest.raises(GalleryError, match="not enrolled"):
+            g.remove(gone)
