@@ -43,6 +43,11 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 
 def _pairwise_tree(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
     """Tournament along `axis`: each level compares neighbours in one batch (9 rounds a level)."""
+    with x.server.plan("tournament", x.shape, axis, want_min, with_index):
+        return _tournament(x, axis, want_min, with_index)
+
+
+def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
     x = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x.shape[-1]
     if n == 0:
@@ -112,6 +117,11 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
     schedule is valid for all of [-64, 10]. Below -64 the result is not guaranteed (it is then below
     e^-64 in truth and the polynomial is evaluated outside its interval).
     """
+    with x.server.plan("exp", x.shape, x.frac, upper, frac):
+        return _exp(x, upper, frac)
+
+
+def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     fixed = x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if upper > EXP_RANGE[1]:
@@ -164,6 +174,11 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     32nd power: below 1e-7. Each step is two products (4 rounds); 28 rounds in all. The iteration runs at
     as many fractional bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
+    with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac):
+        return _reciprocal(x, lower, upper, frac)
+
+
+def _reciprocal(x: SharedTensor, lower: float, upper: float, frac: int | None) -> SharedTensor:
     fixed = x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if not 0 < lower < upper:
@@ -194,6 +209,11 @@ def softmax(x: SharedTensor, axis: int = -1) -> SharedTensor:
 
     m = max (exact, comparisons), e = exp(x - m) in [e^-64, 1] at extra precision, s = sum(e) in [1, n],
     p = e * (1/s) with the reciprocal run over [1, n]."""
+    with x.server.plan("softmax", x.shape, x.frac, axis):
+        return _softmax(x, axis)
+
+
+def _softmax(x: SharedTensor, axis: int) -> SharedTensor:
     x_last = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x_last.shape[-1]
     m = max_along(x_last, axis=-1)

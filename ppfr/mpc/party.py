@@ -6,6 +6,9 @@ server asks the dealer for, the other receives in the same order.
 """
 from __future__ import annotations
 
+import contextlib
+from collections import deque
+
 import numpy as np
 
 from .errors import SessionMismatch
@@ -28,6 +31,9 @@ class Server:
         self.state: dict = {}  # what this server keeps between programs (model shares, gallery, ...)
         self._next_ticket = 0
         self._stash: dict = {}   # dealer material that arrived before it was needed
+        self._plans: dict = {}   # what a planned step asked the dealer for, by step and shapes
+        self._recording: list | None = None
+        self._prefetched: deque | None = None
 
     # -- communication -----------------------------------------------------------------------------
     def exchange(self, message):
@@ -45,14 +51,49 @@ class Server:
         theirs = self.exchange(list(shares))
         return [mine ^ other for mine, other in zip(shares, theirs)]
 
-    def ask(self, kind: str, **params) -> int:
+    def ask(self, kind: str, planned: bool = True, **params) -> int:
         """Ask the dealer for material now, take it later: the dealer draws it while the servers work.
-        Both servers number their asks the same way (they run the same program); only server 0 sends."""
+        Both servers number their asks the same way (they run the same program); only server 0 sends.
+        Inside `plan`, an ask that was sent ahead is matched instead of sent again."""
+        signature = (kind, repr(params))
+        if self._prefetched and self._prefetched[0][0] == signature:
+            return self._prefetched.popleft()[1]
+        if planned and self._recording is not None:
+            self._recording.append((kind, params))
+        return self._send_ask(kind, params)
+
+    def _send_ask(self, kind, params) -> int:
         ticket = self._next_ticket
         self._next_ticket += 1
         if self.index == 0:
             self.channel.send("dealer", (ticket, kind, params))
         return ticket
+
+    @contextlib.contextmanager
+    def plan(self, step: str, *shapes):
+        """Run a step whose dealer requests depend only on its shapes: the first time, record them;
+        afterwards, send them all on entry, so the dealer works ahead instead of on the critical path.
+        (Requests that depend on opened values, the rare truncation retries, are never recorded.)"""
+        if self._recording is not None or self._prefetched is not None:
+            yield  # already inside a planned step
+            return
+        key = (step, shapes)
+        recorded = self._plans.get(key)
+        if recorded is None:
+            self._recording = []
+            try:
+                yield
+                self._plans[key] = self._recording
+            finally:
+                self._recording = None
+            return
+        self._prefetched = deque(((kind, repr(params)), self._send_ask(kind, params)) for kind, params in recorded)
+        try:
+            yield
+            for _, ticket in self._prefetched:  # both servers drain what went unused, in the same order
+                self.take(ticket)
+        finally:
+            self._prefetched = None
 
     def take(self, ticket: int):
         while ticket not in self._stash:

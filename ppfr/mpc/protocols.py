@@ -119,7 +119,7 @@ def _truncate_flat(srv, x, shifts, material):
         out = -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
     if retry.size:
-        again = srv.dealer("truncation", segments=_run_lengths(shifts[retry]))
+        again = srv.take(srv.ask("truncation", planned=False, segments=_run_lengths(shifts[retry])))
         out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again)
     return out
 
