@@ -297,3 +297,6 @@ def test_removing_a_person_removes_them_from_both_halves(tmp_path, people):
         assert all(h.nearest != gone for h in hits)
         with pytest.raises(GalleryError, match="not enrolled"):
             g.remove(gone)
+        with Gallery(tmp_path) as other:     # another client changes the gallery: this one sees it
+            other.enroll(gone, vecs[rows[:1]])
+        assert g.identify(vecs[rows[:1]])[0].name == gone

@@ -136,6 +136,7 @@ class Gallery:
         self.pool_size = pool_size
         self.batch = batch
         self.parties = _Parties(session)
+        self._cached = None
 
     def __enter__(self):
         return self
@@ -149,7 +150,16 @@ class Gallery:
     # -- state ---------------------------------------------------------------------------------------------
     @property
     def record(self) -> GalleryRecord | None:
-        return store.read_record(self.root)
+        """The committed record, re-read whenever the file has been replaced (a commit is a rename, so a
+        new inode), so that a long-lived client does not parse a large record for every query."""
+        try:
+            st = store.record_path(self.root).stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            return None
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, store.read_record(self.root))
+        return self._cached[1]
 
     def names(self) -> list[str]:
         rec = self.record

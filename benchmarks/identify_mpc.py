@@ -1,0 +1,200 @@
+"""1:N identification under MPC against a gallery of every LFW embedding.
+
+    python benchmarks/identify_mpc.py [--latency-queries 200] [--nearest-probes 1000]
+
+1. Enrols every embedded LFW image (benchmarks/cache, see CACHE.md) into a secret-shared gallery, one
+   atomic change, under benchmarks/out/identify_gallery/.
+2. Rank-1 accuracy, leave-one-out: every image of a person with at least two images is a probe, its own
+   entry is left out (the servers are told which row to skip: an evaluation device, not part of a
+   deployment), and it is correct when the nearest other entry is the same person. Computed under MPC
+   in the 'all' mode (every distance to the client) for all probes and in the 'nearest' mode (argmin under
+   MPC, only the nearest to the client) for a sample, and compared with float64 numpy.
+3. Latency: single queries one after another in a long-lived session (the servers keep the gallery
+   loaded), median per query for each reveal mode, end to end on the client (share, MPC, reconstruct,
+   decide; not the embedding). The gallery's mask is opened once per pool of queries (see
+   ppfr/gallery/protocols.py); the pool's preprocessing is reported apart and per query, and so is plain
+   Beaver (a fresh n x d opening for every query, pool size 1).
+
+The last line of output is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from lfw_verify_plain import fallback_box  # noqa: E402  (the plaintext benchmark's stand-in for missed faces)
+
+from ppfr.embed.detect import read_rgb  # noqa: E402
+from ppfr.embed.embedders import make_embedder  # noqa: E402
+
+from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
+from ppfr.gallery import Gallery  # noqa: E402
+from ppfr.gallery import protocols as P  # noqa: E402
+
+OUT = HERE / "out"
+
+
+def every_lfw_image():
+    """(embeddings, labels, class names, paths) of all of LFW: the cache, plus the few images where HOG
+    found no face embedded from the fixed box, as benchmarks/lfw_verify_plain.py does for its pairs."""
+    full = load_lfw_embeddings(compute=False)
+    missing = sorted(p for p, _ in full.skipped)
+    emb, labels, paths = full.embeddings, full.labels, list(full.paths)
+    if missing:
+        root = images_dir()
+        box = fallback_box(root, full.paths[::50])
+        embedder = make_embedder("dlib")
+        names = {n: i for i, n in enumerate(full.class_names)}
+        emb = np.concatenate([emb, [embedder.embed(read_rgb(root / p), box) for p in missing]])
+        labels = np.concatenate([labels, [names[p.split("/")[0]] for p in missing]])
+        paths += missing
+    return emb, labels, list(full.class_names), paths, len(missing), full.embedder
+
+
+def plaintext_nearest(emb: np.ndarray, probes: np.ndarray, chunk: int = 512):
+    """(row, squared distance) of each probe's nearest other entry, float64."""
+    g = emb.astype(np.float64)
+    norms = (g * g).sum(1)
+    rows, best = np.empty(len(probes), np.int64), np.empty(len(probes))
+    for s in range(0, len(probes), chunk):
+        p = probes[s:s + chunk]
+        d = norms[p][:, None] - 2 * g[p] @ g.T + norms[None]
+        d[np.arange(len(p)), p] = np.inf
+        rows[s:s + chunk] = d.argmin(1)
+        best[s:s + chunk] = d[np.arange(len(p)), rows[s:s + chunk]]
+    return rows, best
+
+
+def server_stats(g: Gallery):
+    return g.parties.session.network.channel("server0").stats.copy()
+
+
+def latency(g: Gallery, emb, probes, reveal: str) -> dict:
+    times = []
+    before = server_stats(g)
+    for p in probes:
+        t = time.perf_counter()
+        g.identify(emb[p:p + 1], reveal=reveal, exclude=[p])
+        times.append(time.perf_counter() - t)
+    spent = server_stats(g) - before
+    return {"median_ms": round(1e3 * statistics.median(times), 2),
+            "p90_ms": round(1e3 * float(np.percentile(times, 90)), 2),
+            "bytes_to_other_server_per_query": spent.bytes_to["server1"] // len(probes),
+            "bytes_to_client_per_query": spent.bytes_to["client"] // len(probes),
+            "rounds_per_query": spent.rounds / len(probes),
+            "offline_bytes_per_query": spent.offline_bytes // len(probes)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-queries", type=int, default=200, help="single queries timed per mode")
+    parser.add_argument("--nearest-probes", type=int, default=1000,
+                        help="probes whose rank-1 is also computed in the 'nearest' mode (0: all)")
+    parser.add_argument("--pool", type=int, default=256, help="queries per opening of the masked gallery")
+    parser.add_argument("--keep", action="store_true", help="keep the gallery folder afterwards")
+    args = parser.parse_args()
+
+    emb, labels, class_names, paths, boxed, embedder = every_lfw_image()
+    n = len(emb)
+    counts = np.bincount(labels)
+    probes = np.flatnonzero(counts[labels] >= 2)
+    rng = np.random.default_rng(0)
+    print(f"gallery: {n} LFW embeddings of {len(class_names)} people ({boxed} images where HOG found no "
+          f"face embedded from a fixed box); probes: {len(probes)} images of people with >= 2 images")
+
+    t = time.perf_counter()
+    want_rows, want_sq = plaintext_nearest(emb, probes)
+    plain_seconds = time.perf_counter() - t
+    plain_rank1 = float(np.mean(labels[want_rows] == labels[probes]))
+    print(f"plaintext float64 rank-1: {100 * plain_rank1:.2f} % ({plain_seconds:.1f} s)")
+
+    root = OUT / "identify_gallery"
+    shutil.rmtree(root, ignore_errors=True)
+    with Gallery(root, pool_size=args.pool, batch=64) as g:
+        t = time.perf_counter()
+        g.enroll_many([class_names[k] for k in labels], emb, sources=paths)
+        enrol_seconds = time.perf_counter() - t
+        print(f"enrolled {n} entries in {enrol_seconds:.2f} s")
+
+        # rank-1, 'all' mode, every probe, batches of 64
+        t = time.perf_counter()
+        hits = g.identify(emb[probes], reveal="all", exclude=probes, progress=True)
+        all_seconds = time.perf_counter() - t
+        rows_all = np.array([h.entry for h in hits])
+        sq_all = np.array([h.squared_distance for h in hits])
+        rank1_all = float(np.mean(labels[rows_all] == labels[probes]))
+        print(f"MPC ('all') rank-1: {100 * rank1_all:.2f} % over {len(probes)} probes in {all_seconds:.1f} s; "
+              f"nearest row differs from float64 for {int((rows_all != want_rows).sum())}, "
+              f"max |squared distance error| {np.abs(sq_all - want_sq).max():.2e}")
+
+        # rank-1, 'nearest' mode (argmin under MPC)
+        sample = probes if args.nearest_probes <= 0 else np.sort(rng.choice(probes, min(args.nearest_probes, len(probes)), replace=False))
+        pos = np.searchsorted(probes, sample)
+        g.batch = 16
+        t = time.perf_counter()
+        hits = g.identify(emb[sample], reveal="nearest", exclude=sample, progress=True)
+        nearest_seconds = time.perf_counter() - t
+        rows_near = np.array([h.entry for h in hits])
+        sq_near = np.array([h.squared_distance for h in hits])
+        rank1_near = float(np.mean(labels[rows_near] == labels[sample]))
+        rank1_plain_sample = float(np.mean(labels[want_rows[pos]] == labels[sample]))
+        print(f"MPC ('nearest') rank-1 on {len(sample)} probes: {100 * rank1_near:.2f} % "
+              f"(float64 on the same probes: {100 * rank1_plain_sample:.2f} %) in {nearest_seconds:.1f} s")
+
+        # latency of single queries in a long-lived session
+        g.batch = 1
+        timed = rng.choice(probes, args.latency_queries, replace=False)
+        # preprocessing of one pool, timed alone: a triple for `pool` rows and one opening of the gallery
+        g.parties.session.servers[0].state.pop(P.MASK, None)
+        g.parties.session.servers[1].state.pop(P.MASK, None)
+        before = server_stats(g)
+        t = time.perf_counter()
+        g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])
+        pool_seconds = time.perf_counter() - t
+        pool_stats = server_stats(g) - before
+        lat = {mode: latency(g, emb, timed, mode) for mode in ("all", "nearest", "match")}
+        for mode, r in lat.items():
+            print(f"latency '{mode}': median {r['median_ms']} ms, p90 {r['p90_ms']} ms, "
+                  f"{r['bytes_to_other_server_per_query']} B to the other server per query")
+        print(f"pool of {args.pool} queries: {pool_seconds:.2f} s, {pool_stats.bytes_to['server1']} B between "
+              f"the servers, {pool_stats.offline_bytes} B from the dealer per server")
+    with Gallery(root, pool_size=1, batch=1) as g:   # plain Beaver: a fresh triple and gallery opening per query
+        g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])
+        plain_beaver = latency(g, emb, timed[:max(20, args.latency_queries // 4)], "all")
+        print(f"plain Beaver (no pool) 'all': median {plain_beaver['median_ms']} ms, "
+              f"{plain_beaver['bytes_to_other_server_per_query']} B to the other server per query")
+    if not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+
+    print(json.dumps(dict(
+        benchmark="identify_mpc", gallery_entries=n, people=len(class_names), probes=len(probes),
+        embedder=embedder, images_from_fixed_box=boxed,
+        rank1_plaintext=round(plain_rank1, 5), rank1_mpc_all=round(rank1_all, 5),
+        rank1_equal=rank1_all == plain_rank1, nearest_rows_differing=int((rows_all != want_rows).sum()),
+        max_abs_error_squared_distance=float(np.abs(sq_all - want_sq).max()),
+        rank1_mpc_nearest_sample=round(rank1_near, 5), rank1_plaintext_same_sample=round(rank1_plain_sample, 5),
+        nearest_sample_size=len(sample), nearest_rows_differing_sample=int((rows_near != want_rows[pos]).sum()),
+        enrol_seconds=round(enrol_seconds, 3),
+        all_probes_seconds=round(all_seconds, 2), all_probes_ms_per_query=round(1e3 * all_seconds / len(probes), 3),
+        nearest_sample_ms_per_query=round(1e3 * nearest_seconds / len(sample), 3),
+        latency_single_query=lat, latency_target_ms=50,
+        pool_size=args.pool, pool_seconds=round(pool_seconds, 3),
+        pool_seconds_per_query=round(pool_seconds / args.pool, 5),
+        pool_bytes_between_servers=pool_stats.bytes_to["server1"], pool_offline_bytes_per_server=pool_stats.offline_bytes,
+        plain_beaver_single_query=plain_beaver,
+    )))
+
+
+if __name__ == "__main__":
+    main()
