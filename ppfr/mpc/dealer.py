@@ -7,12 +7,13 @@ provided it does not collude with a server.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .errors import ProtocolAborted
 from .prg import SecureRandom
 
-MSB_LEVELS = 6  # log2(64): depth of the prefix circuit in the comparison protocol
 
 
 def additive(rng: SecureRandom, x: np.ndarray):
@@ -55,23 +56,65 @@ def truncation_pairs(rng, segments):
     return (r0, h0), (r1, h1)
 
 
+def subsets(monomial):
+    """Non-empty subsets of a monomial (a tuple of variable numbers), as sorted tuples."""
+    monomial = tuple(sorted(monomial))
+    return [tuple(v for i, v in enumerate(monomial) if mask >> i & 1) for mask in range(1, 2 ** len(monomial))]
+
+
+@functools.lru_cache(maxsize=None)
+def monomial_layout(variables: int, monomials: tuple):
+    """The rows of the dealer's mask-product matrix: every variable, then every larger subset that a
+    monomial needs, in an order both sides derive the same way."""
+    larger = sorted({t for m in monomials for t in subsets(m) if len(t) > 1})
+    return [(v,) for v in range(variables)] + larger
+
+
+def monomial_material(rng, n: int, variables: int, monomials):
+    """For ANDs of several XOR-shared words in one round: a mask per variable and, for every subset of
+    the variables of a monomial, the AND of their masks; XOR-shared, one row per subset."""
+    masks = rng.uint64((variables, n))
+    rows = monomial_layout(variables, tuple(map(tuple, monomials)))
+    products = np.empty((len(rows), n), dtype=np.uint64)
+    for i, t in enumerate(rows):
+        products[i] = masks[t[0]] if len(t) == 1 else np.bitwise_and.reduce(masks[list(t)], axis=0)
+    return xor(rng, products)
+
+
+# The radix-4 prefix of the comparison: spans 3..0 (high to low) combine as
+#   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,   P = P3 P2 P1 P0
+# with variables numbered P3 P2 P1 P0 G2 G1 G0 = 0..6.
+PREFIX_MONOMIALS = ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3))
+PREFIX_LEVELS = 3  # 4^3 = 64 bit positions
+
+
 def msb_material(rng, n: int):
-    """For the sign test of n values: a mask r shared both additively and bitwise (XOR), AND triples
-    for the prefix circuit (2n per level, n on the last), and a random bit t shared both ways for the
-    conversion of the result back to an additive share."""
+    """For the sign test of n values: a mask r shared both additively and bitwise (XOR), and the
+    monomial material of the three prefix levels (the last needs G only)."""
     r = rng.uint64((n,))
-    and_count = 2 * n * (MSB_LEVELS - 1) + n
-    a, b = rng.uint64((and_count,)), rng.uint64((and_count,))
-    t = rng.bits((n,))
     (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, r)
-    (a0, a1), (b0, b1), (c0, c1) = xor(rng, a), xor(rng, b), xor(rng, a & b)
+    levels0, levels1 = [], []
+    for level in range(PREFIX_LEVELS):
+        monomials = PREFIX_MONOMIALS if level < PREFIX_LEVELS - 1 else PREFIX_MONOMIALS[:3]
+        m0, m1 = monomial_material(rng, n, 7, monomials)
+        levels0.append(m0)
+        levels1.append(m1)
+    return {"r": ra0, "r_bits": rb0, "levels": levels0}, {"r": ra1, "r_bits": rb1, "levels": levels1}
+
+
+def selection_material(rng, n: int, count: int):
+    """To multiply n XOR-shared bits by `count` shared vectors of n values in one round: a random bit t
+    per position, shared both ways, and per vector a mask b with t*b, additively shared."""
+    t = rng.bits((n,))
     tb0 = rng.bits((n,))
-    tb1 = t ^ tb0
     ta0, ta1 = additive(rng, t)
-    return (
-        {"r": ra0, "r_bits": rb0, "and": (a0, b0, c0), "t_bits": tb0, "t": ta0},
-        {"r": ra1, "r_bits": rb1, "and": (a1, b1, c1), "t_bits": tb1, "t": ta1},
-    )
+    masks0, masks1 = [], []
+    for _ in range(count):
+        b = rng.uint64((n,))
+        (b0, b1), (p0, p1) = additive(rng, b), additive(rng, t * b)
+        masks0.append((b0, p0))
+        masks1.append((b1, p1))
+    return {"t_bits": tb0, "t": ta0, "masks": masks0}, {"t_bits": t ^ tb0, "t": ta1, "masks": masks1}
 
 
 MATERIAL = {
@@ -79,6 +122,7 @@ MATERIAL = {
     "squares": lambda rng, shapes: square_pairs(rng, shapes),
     "truncation": lambda rng, segments: truncation_pairs(rng, segments),
     "msb": lambda rng, n: msb_material(rng, n),
+    "selection": lambda rng, n, count: selection_material(rng, n, count),
 }
 
 

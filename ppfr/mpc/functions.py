@@ -19,7 +19,7 @@ U64 = np.uint64
 
 # -- comparison ----------------------------------------------------------------------------------------
 def less_than_zero(x: SharedTensor) -> SharedTensor:
-    """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring. 8 rounds."""
+    """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring. 5 rounds."""
     return x._new(protocols.msb(x.server, x.share), 0)
 
 
@@ -42,7 +42,8 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 
 
 def _pairwise_tree(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
-    """Tournament along `axis`: each level compares neighbours in one batch (9 rounds a level)."""
+    """Tournament along `axis`: each level compares neighbours in one batch and keeps the winners
+    (4 rounds of comparison + 1 round of selection a level)."""
     with x.server.plan("tournament", x.shape, axis, want_min, with_index):
         return _tournament(x, axis, want_min, with_index)
 
@@ -60,16 +61,16 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
         m = x.shape[-1] // 2 * 2
         a, b = x[..., 0:m:2], x[..., 1:m:2]
         gain = b - a
-        # take b where it wins (b > a for max, b < a for min); the selections multiply by a bit, so they
-        # need no truncation, and their triples are asked for together with the comparison's material
-        selections = [gain] + ([index[..., 1:m:2] - index[..., 0:m:2]] if with_index else [])
+        # take b where it wins (b > a for max, b < a for min): winner = a + bit * (b - a); the bit stays
+        # XOR-shared and is applied to the values (and indices) in one round
+        moves = [gain] + ([index[..., 1:m:2] - index[..., 0:m:2]] if with_index else [])
         comparison = server.ask("msb", n=gain.size)
-        triples = protocols.ask_products(server, [("mul", gain.shape, s.shape) for s in selections])
-        take_b = x._new(protocols.msb(server, (gain if want_min else -gain).share, comparison), 0)
-        chosen = protocols.products(server, [("mul", take_b.share, s.share) for s in selections], triples)
-        winners = a + x._new(chosen[0])
+        selection = server.ask("selection", n=gain.size, count=len(moves))
+        take_b = protocols.msb_bits(server, (gain if want_min else -gain).share, comparison)
+        chosen = protocols.select(server, take_b, [mv.share for mv in moves], selection)
+        winners = a + x._new(chosen[0].reshape(gain.shape))
         if with_index:
-            win_index = index[..., 0:m:2] + index._new(chosen[1])
+            win_index = index[..., 0:m:2] + index._new(chosen[1].reshape(gain.shape))
         if m < x.shape[-1]:  # an odd one out goes through to the next level
             winners = _concat_last(winners, x[..., m:])
             if with_index:

@@ -7,9 +7,11 @@ independent of the inputs, so the transcript of a server can be simulated from i
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .dealer import MSB_LEVELS
+from .dealer import PREFIX_MONOMIALS, monomial_layout, subsets
 
 U64 = np.uint64
 ONE = U64(1)
@@ -125,64 +127,126 @@ def _truncate_flat(srv, x, shifts, material):
 
 
 # -- Comparison -----------------------------------------------------------------------------------------
-def bitwise_and(srv, x, y, triple):
-    """AND of XOR-shared 64-bit words with a boolean Beaver triple: one round, 2 words per word."""
-    a, b, c = triple
-    d, e = srv.open_xor(x ^ a, y ^ b)
-    z = c ^ (d & b) ^ (e & a)
+@functools.lru_cache(maxsize=None)
+def _monomial_plan(variables: int, monomials: tuple):
+    """Index arrays that evaluate all monomials with a handful of whole-matrix operations.
+
+    Every monomial S expands into one term per non-empty subset T: (dealer row of M_T) AND (public
+    product of the opened d_j over S minus T). The public products needed (and their prefixes) are built
+    one subset size at a time, each from a smaller one AND one opened value."""
+    row = {t: i for i, t in enumerate(monomial_layout(variables, monomials))}
+    used = sorted({j for m in monomials for j in m})
+    wholes = [tuple(sorted(m)) for m in monomials]
+    term_rows, complements, starts = [], [], []
+    for m in wholes:
+        starts.append(len(term_rows))
+        for t in subsets(m):
+            term_rows.append(row[t])
+            complements.append(tuple(j for j in m if j not in t))
+    needed = {t[:k] for t in set(complements) | set(wholes) for k in range(len(t) + 1)}
+    order = sorted(needed, key=lambda t: (len(t), t))
+    at = {t: i for i, t in enumerate(order)}
+    steps = []
+    for size in range(1, max(map(len, order)) + 1):
+        layer = [t for t in order if len(t) == size]
+        steps.append((np.array([at[t] for t in layer]), np.array([at[t[:-1]] for t in layer]),
+                      np.array([t[-1] for t in layer])))
+    return (used, len(order), steps, np.array(term_rows), np.array([at[c] for c in complements]),
+            np.array(starts), np.array([at[m] for m in wholes]))
+
+
+def and_monomials(srv, variables, monomials, material):
+    """ANDs of several XOR-shared words at once, in one round (multi-input Beaver, GF(2) version).
+
+    With masks m_j from the dealer, the servers open d_j = v_j XOR m_j; then for a monomial S,
+    AND_{j in S} v_j = XOR over subsets T of S of (AND_{S minus T} d_j) AND M_T, with M_T = AND_{j in T} m_j
+    XOR-shared by the dealer and the T = {} term (all public) added by server 0."""
+    used, count, steps, term_rows, term_public, starts, wholes = _monomial_plan(len(variables), tuple(monomials))
+    opened = srv.open_xor(*[variables[j] ^ material[j] for j in used])
+    d = np.zeros((len(variables), variables[0].size), dtype=U64)
+    d[used] = opened
+    public = np.empty((count, variables[0].size), dtype=U64)
+    public[0] = ~U64(0)  # the empty product
+    for rows, parents, last in steps:
+        public[rows] = public[parents] & d[last]
+    out = np.bitwise_xor.reduceat(material[term_rows] & public[term_public], starts, axis=0)
     if srv.index == 0:
-        z ^= d & e
-    return z
+        out ^= public[wholes]
+    return list(out)
 
 
-def msb(srv, x, ticket: int | None = None):
-    """Additive shares (0 or 1) of the most significant bit of x, i.e. of [x < 0]. 8 rounds.
+def msb_bits(srv, x, ticket: int | None = None):
+    """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0]. 4 rounds.
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
         msb(x) = msb(c) XOR msb(r) XOR borrow,   borrow = [c mod 2^63 < r mod 2^63].
-    The borrow is a comparison of a public number with a bitwise-shared one: per bit, g = r AND NOT c
-    ("r is larger here") and p = NOT (r XOR c) ("equal here"); a Kogge-Stone prefix over the 64 bit
-    positions, run on whole uint64 words so that all positions move at once, combines
-    (G, P) <- (G_hi XOR (P_hi AND G_lo), P_hi AND P_lo) in 6 levels of 2 ANDs. A random bit t shared
-    both ways turns the XOR-shared result into an additive one (open b XOR t, one round).
-    Costs each server 23 ring elements and one bit per value.
+    The borrow compares a public number with a bitwise-shared one: per bit, g = r AND NOT c ("r is larger
+    here") and p = NOT (r XOR c) ("equal here"). A radix-4 Kogge-Stone prefix over the 64 bit positions,
+    run on whole uint64 words so that all positions move at once, combines four spans at a time,
+        G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,   P = P3 P2 P1 P0,
+    each level in one round of multi-input ANDs (3 levels for 64 bits).
+    Costs each server 21 ring elements per value.
     """
     shape = x.shape
     x = x.ravel()
-    n = x.size
-    m = srv.take(srv.ask("msb", n=n) if ticket is None else ticket)
+    m = srv.take(srv.ask("msb", n=x.size) if ticket is None else ticket)
     (c,) = srv.open(x + m["r"])
     c_low = c & LOW63
     r_bits = m["r_bits"]
     g = (~c_low & LOW63) & r_bits
     p = (r_bits & LOW63) ^ (~c_low if srv.index == 0 else U64(0))
-    a, b, t = m["and"]
-    used = 0
-    for level in range(MSB_LEVELS):
-        s = U64(1 << level)
-        p_hi = p >> s
-        if level < MSB_LEVELS - 1:
-            k = 2 * n
-            both = bitwise_and(srv, np.concatenate([p_hi, p_hi]), np.concatenate([g, p]),
-                               (a[used:used + k], b[used:used + k], t[used:used + k]))
-            g, p = (g >> s) ^ both[:n], both[n:]
-        else:
-            k = n
-            g = (g >> s) ^ bitwise_and(srv, p_hi, g, (a[used:used + k], b[used:used + k], t[used:used + k]))
-        used += k
+    for level, material in enumerate(m["levels"]):
+        s = U64(4**level)
+        p1, p2, p3 = p >> s, p >> U64(2) * s, p >> U64(3) * s
+        g1, g2, g3 = g >> s, g >> U64(2) * s, g >> U64(3) * s
+        last = level == len(m["levels"]) - 1
+        monomials = PREFIX_MONOMIALS[:3] if last else PREFIX_MONOMIALS
+        products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, material)
+        g = g3 ^ products[0] ^ products[1] ^ products[2]
+        if not last:
+            p = products[3]
     bit = ((r_bits >> U64(63)) ^ g) & ONE
     if srv.index == 0:
         bit ^= c >> U64(63)
-    return bit_to_additive(srv, bit, m["t_bits"], m["t"]).reshape(shape)
+    return bit.reshape(shape)
 
 
-def bit_to_additive(srv, bit, t_bits, t):
-    """XOR shares of a bit -> additive shares, with a random bit t shared both ways:
-    e = bit XOR t is opened (packed 8 to a byte); bit = e + t - 2et."""
-    mine = bit ^ t_bits
-    theirs = srv.exchange(np.packbits(mine.astype(np.uint8)))
-    e = mine ^ np.unpackbits(theirs, count=mine.size).astype(U64).reshape(mine.shape)
-    out = t - U64(2) * e * t
+def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None):
+    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert. 5 rounds."""
+    if ticket is None:
+        ticket = srv.ask("msb", n=x.size)
+    if b2a_ticket is None:
+        b2a_ticket = srv.ask("selection", n=x.size, count=0)
+    bits = msb_bits(srv, x, ticket)
+    m = srv.take(b2a_ticket)
+    return _open_bits(srv, bits.ravel(), m, [])[0].reshape(x.shape)
+
+
+def select(srv, bits, values, ticket: int | None = None):
+    """bits * v for XOR-shared bits and additively shared vectors v of the same size, in one round.
+
+    The dealer's random bit t (shared both ways) hides the bits: e = bit XOR t is opened, so
+    bit = e + t - 2et. For each v, with the dealer's mask b and t*b, f = v - b is opened in the same round,
+    t*v = f*t + t*b is local, and bit*v = e*v + (1 - 2e)*(t*v)."""
+    n = bits.size
+    if ticket is None:
+        ticket = srv.ask("selection", n=n, count=len(values))
+    m = srv.take(ticket)
+    return _open_bits(srv, bits.ravel(), m, [v.ravel() for v in values])[1:]
+
+
+def _open_bits(srv, bits, m, values):
+    """Open bits XOR t (packed 8 to a byte) and v - b for every v; return [bit, bit*v for each v]."""
+    mine = bits ^ m["t_bits"]
+    masked = [v - b for v, (b, _) in zip(values, m["masks"])]
+    theirs = srv.exchange([np.packbits(mine.astype(np.uint8))] + masked)
+    e = mine ^ np.unpackbits(theirs[0], count=mine.size).astype(U64)
+    flip = U64(1) - U64(2) * e  # 1 - 2e, public
+    bit = m["t"] * flip
     if srv.index == 0:
-        out += e
+        bit += e
+    out = [bit]
+    for v, mv, f_theirs, (b, tb) in zip(values, masked, theirs[1:], m["masks"]):
+        f = mv + f_theirs
+        out.append(e * v + flip * (f * m["t"] + tb))
     return out
