@@ -206,6 +206,7 @@ def test_several_files_share_one_label_space(tmp_path):
     ("nan", "NaN"),
     ("dimension", "dimension 64, expected 128"),
     ("empty", "no embeddings"),
+    ("zero_bytes", "not a readable .npz"),
     ("embedders", "different embedders"),
 ])
 def test_bad_input_gives_a_clear_error(tmp_path, case, message):
@@ -221,6 +222,8 @@ def test_bad_input_gives_a_clear_error(tmp_path, case, message):
     elif case == "empty":
         np.savez(files[0], embeddings=np.zeros((0, 128), np.float32), labels=np.zeros(0, np.int64),
                  class_names=np.array([], dtype=str))
+    elif case == "zero_bytes":
+        files[0].write_bytes(b"")
     else:
         write_npz(files[0], x, y)
         files.append(write_npz(tmp_path / "b.npz", x, y, embedder="openface"))

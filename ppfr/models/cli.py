@@ -10,13 +10,13 @@ import click
 
 from ppfr.config import section
 
+from .defaults import TRAIN_DEFAULTS
+
 _cfg = section("train")
-_defaults = {"epochs": 10, "lr": 0.5, "momentum": 0.9, "batch_size": 64, "l2": 1e-4, "seed": 0,
-             "test_split": 0.2, "scale": 4.0, "l2_normalize": True}
 
 
 def _default(key):
-    return _cfg.get(key, _defaults[key])
+    return _cfg.get(key, TRAIN_DEFAULTS[key])
 
 
 @click.command()
@@ -25,12 +25,14 @@ def _default(key):
               default=section("paths").get("weights", "weights"), show_default=True,
               help="Root of the model directories: OUTPUT/server0/ and OUTPUT/server1/ (each server's "
                    "shares) and OUTPUT/client/ (the client's record with the class names).")
-@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=_default("epochs"), show_default=True,
+              help="Passes over the training rows (each in a fresh public random order).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=_default("lr"), show_default=True,
               help="Learning rate.")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=_default("momentum"),
               show_default=True, help="Heavy-ball momentum; cheap under MPC and much faster to converge.")
-@click.option("--batch-size", type=click.IntRange(1), default=_default("batch_size"), show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=_default("batch_size"), show_default=True,
+              help="Rows per SGD step; the last batch of an epoch may be smaller.")
 @click.option("--l2", type=click.FloatRange(0), default=_default("l2"), show_default=True,
               help="L2 penalty on the weights (not the bias).")
 @click.option("--seed", type=int, default=_default("seed"), show_default=True,
@@ -72,7 +74,8 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
     from .train import run_training
 
     try:
-        config = TrainConfig(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, l2=l2, seed=seed)
+        config = TrainConfig.from_config(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, l2=l2,
+                                         seed=seed)
         prep = Preprocessing(l2_normalize=normalize, scale=scale)
         split = split_dataset(load_dataset(embeddings), test_split, seed)
         summary = run_training(split, config, prep, output, plaintext=not no_plaintext,
@@ -84,6 +87,9 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
         click.echo(json.dumps(summary, indent=1))
     else:
         click.echo(format_summary(summary))
+
+
+SOFTMAX_SPAN = 64  # ppfr.mpc.functions.softmax: rows whose values span less than this
 
 
 def _pct(v):
@@ -106,6 +112,9 @@ def format_summary(s: dict) -> str:
                      f"{st['offline_bytes'] / 1e6:,.1f} MB from the dealer")
     if mpc.get("losses"):
         lines.append("loss (client)   " + " ".join(f"{v:.4f}" for v in mpc["losses"]))
+    if plain and plain["max_logit_span"] >= SOFTMAX_SPAN:
+        lines.append(f"warning         the plaintext run's logits spanned {plain['max_logit_span']:.0f} in a row; "
+                     f"the MPC softmax is exact only below {SOFTMAX_SPAN}: lower --lr or --scale")
     if plain and s["test_samples"]:
         lines.append(f"agreement       MPC and plaintext predict the same class for "
                      f"{_pct(s['prediction_agreement'])} of test samples")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import TRAIN_DEFAULTS
+
 DIM = 128  # dlib's (and OpenFace's) embedding size
 
 
@@ -24,8 +26,8 @@ class Preprocessing:
     """x -> scale * x / ||x||. On dlib embeddings plain SGD on raw vectors converges very slowly; unit-norm
     inputs times 4 with momentum give well-conditioned logits (and stay far inside the fixed-point range)."""
 
-    l2_normalize: bool = True
-    scale: float = 4.0
+    l2_normalize: bool = TRAIN_DEFAULTS["l2_normalize"]
+    scale: float = TRAIN_DEFAULTS["scale"]
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)

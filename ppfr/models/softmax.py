@@ -33,19 +33,21 @@ import numpy as np
 from ppfr.mpc import concatenate, multiply_many
 from ppfr.mpc import functions as F
 
+from .defaults import TRAIN_DEFAULTS
+
 UPDATE_BITS = 24  # extra fractional bits for the public factors of the update (see module doc)
 STATE_KEY = "softmax_model"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    lr: float = 0.5
-    momentum: float = 0.9
-    batch_size: int = 64
-    l2: float = 1e-4
-    seed: int = 0
-    init_std: float = 0.01
+    epochs: int = TRAIN_DEFAULTS["epochs"]
+    lr: float = TRAIN_DEFAULTS["lr"]
+    momentum: float = TRAIN_DEFAULTS["momentum"]
+    batch_size: int = TRAIN_DEFAULTS["batch_size"]
+    l2: float = TRAIN_DEFAULTS["l2"]
+    seed: int = TRAIN_DEFAULTS["seed"]
+    init_std: float = TRAIN_DEFAULTS["init_std"]
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:

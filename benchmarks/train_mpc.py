@@ -1,0 +1,127 @@
+"""Softmax classifier training on shares vs plaintext, on LFW people with >= 10 images.
+
+    python benchmarks/train_mpc.py [--epochs N] [--batch-size 64] [--seed 0]
+
+Data: the shared dlib embedding cache (benchmarks/CACHE.md), people with at least 10 images
+(158 people, 4,324 images), stratified 80/20 split, client-side preprocessing (unit norm x 4).
+Measures, with the default training configuration:
+  - MPC: seconds per epoch, bytes and rounds per epoch per server, where a batch's time goes
+    (forward matmul, softmax, gradient matmul, update), train/test accuracy from prediction on shares;
+  - plaintext reference (numpy float64, same algorithm, init and batch order): seconds per epoch,
+    train/test accuracy; and the same loop in torch for scale;
+  - prediction on shares vs the plaintext softmax of the reconstructed weights, every test sample.
+Reference point: CrypTen (two parties on this machine) trains this classifier at batch 64 in about
+41 s per epoch. The last line of output is one JSON object with every figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from ppfr.embed.lfw import load_lfw_embeddings
+from ppfr.models.data import ClientData, Preprocessing, Split, stratified_split
+from ppfr.models.softmax import TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc, train_plaintext
+from ppfr.mpc import LocalSession
+
+CRYPTEN_SECONDS_PER_EPOCH = 41.0
+
+
+def torch_seconds_per_epoch(x, labels, classes, config) -> float | None:
+    """The same loop in torch (float32, one thread), timed over the configured epochs."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    from ppfr.models.softmax import batch_schedule, initial_weights
+
+    torch.set_num_threads(1)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(labels)
+    w0, b0 = initial_weights(x.shape[1], classes, config)
+    w = torch.tensor(w0, dtype=torch.float32, requires_grad=True)
+    b = torch.tensor(b0, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.SGD([w, b], lr=config.lr, momentum=config.momentum)
+    t = time.perf_counter()
+    for batches in batch_schedule(len(x), config):
+        for rows in batches:
+            idx = torch.from_numpy(rows)
+            loss = torch.nn.functional.cross_entropy(xt[idx] @ w + b, yt[idx]) + 0.5 * config.l2 * (w * w).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return (time.perf_counter() - t) / config.epochs
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the train config's (10)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-images", type=int, default=10)
+    args = ap.parse_args(argv)
+
+    data = load_lfw_embeddings(min_images=args.min_images, compute=False, progress=False)
+    config = TrainConfig.from_config(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    prep = Preprocessing()
+    labels = np.asarray(data.labels)
+    test = stratified_split(labels, 0.2, args.seed)
+    emb = np.asarray(data.embeddings, dtype=np.float64)
+    split = Split(list(data.class_names), [ClientData("lfw", emb[~test], labels[~test])],
+                  [ClientData("lfw", emb[test], labels[test])])
+    x_train, y_train = split.train_arrays(prep)
+    x_test, y_test = split.test_arrays(prep)
+    classes = len(split.class_names)
+    print(f"LFW >= {args.min_images}: {classes} people, {len(labels)} images "
+          f"({len(y_train)} train, {len(y_test)} test); {config}", file=sys.stderr)
+
+    with LocalSession() as session:
+        run = train_mpc(session, [(x_train, y_train)], classes, config)
+        t = time.perf_counter()
+        p_test = predict_mpc(session, x_test)
+        predict_seconds = time.perf_counter() - t
+        p_train = predict_mpc(session, x_train)
+        w, b = reveal_model(session)  # for the comparison only
+    t = time.perf_counter()
+    ref = train_plaintext(x_train, y_train, classes, config)
+    plain_seconds = time.perf_counter() - t
+
+    epochs, batches = config.epochs, run.batches
+    mpc_epoch = run.seconds / epochs
+    plain_epoch = plain_seconds / epochs
+    mpc_test = float(np.mean(p_test.argmax(1) == y_test))
+    plain_test = float(np.mean(ref.predict_proba(x_test).argmax(1) == y_test))
+    per_server = {s: {k: v / epochs for k, v in st.items()} for s, st in run.stats.items()}
+    result = {
+        "dataset": f"lfw_min{args.min_images}", "classes": classes, "train_samples": int(len(y_train)),
+        "test_samples": int(len(y_test)), "config": config.as_dict(),
+        "mpc_seconds_per_epoch": mpc_epoch,
+        "plaintext_seconds_per_epoch": plain_epoch,
+        "torch_seconds_per_epoch": torch_seconds_per_epoch(x_train, y_train, classes, config),
+        "mpc_over_plaintext": mpc_epoch / plain_epoch,
+        "speedup_vs_crypten": CRYPTEN_SECONDS_PER_EPOCH / mpc_epoch,
+        "ms_per_batch": {k: 1e3 * v / batches for k, v in run.phase_seconds.items()},
+        "batches_per_epoch": batches // epochs,
+        "per_epoch_per_server": per_server,
+        "mpc_train_accuracy": float(np.mean(p_train.argmax(1) == y_train)),
+        "mpc_test_accuracy": mpc_test,
+        "plaintext_train_accuracy": float(np.mean(ref.predict_proba(x_train).argmax(1) == y_train)),
+        "plaintext_test_accuracy": plain_test,
+        "test_accuracy_gap_pp": 100 * (plain_test - mpc_test),
+        "prediction_max_abs_error": float(np.abs(p_test - softmax_rows(x_test @ w + b)).max()),
+        "prediction_seconds_test_set": predict_seconds,
+        "weights_max_abs_diff_vs_plaintext": float(np.abs(w - ref.weight).max()),
+        "plaintext_max_logit_span": ref.logit_span,
+        "plaintext_losses": ref.losses,
+    }
+    for k, v in result.items():
+        if k not in ("config", "plaintext_losses"):
+            print(f"{k:36s} {v}", file=sys.stderr)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
