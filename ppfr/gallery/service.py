@@ -38,12 +38,16 @@ REVEAL = str(_cfg.get("reveal", "nearest"))
 POOL = int(_cfg.get("mask_pool", 256))         # queries served per opening of the masked gallery
 BATCH = int(_cfg.get("batch", 16))             # queries per MPC run
 # With |x| <= 64 every squared distance is below 2^14, i.e. 2^54 ring units at 40 fractional bits:
-# far from the 2^63 where the ring would wrap (dlib embeddings have norms about 1).
+# far from the 2^63 where the ring would wrap (dlib embeddings have norms about 1). The same bound
+# allows at most 24 fractional bits (2^14 * 2^48 < 2^63).
 MAX_NORM = 64.0
+FRAC_RANGE = (8, 24)
 
 
 def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
     """(float64 vectors, exact squared norms as ring integers at 2*frac bits) after range checks."""
+    if not FRAC_RANGE[0] <= frac <= FRAC_RANGE[1]:
+        raise ValueError(f"gallery.frac_bits must be in {FRAC_RANGE[0]}..{FRAC_RANGE[1]}, got {frac}")
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim == 1:
         x = x[None]
