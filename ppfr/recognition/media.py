@@ -1,0 +1,235 @@
+"""Inputs and outputs of `ppfr recognize`: image files and folders, a video file or a webcam; boxes and
+labels drawn on frames; a preview window; annotated images or an annotated video written atomically."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ppfr.atomic import atomic_path, write_bytes_atomic
+from ppfr.embed.dataset import IMAGE_EXTENSIONS
+
+
+class MediaError(Exception):
+    """An input or output cannot be used: nothing to read, no display, a video that cannot be written."""
+
+
+# -- inputs ---------------------------------------------------------------------------------------------------
+def list_images(paths) -> list[Path]:
+    """Files as given (whatever their extension: a bad one is reported when it is read), and the image
+    files inside folders, recursively, in name order; hidden entries are passed over."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise MediaError(f"no images in folder {p} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            out.extend(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise MediaError(f"{p}: no such file or folder")
+    return out
+
+
+def open_video(path=None, camera: int | None = None):
+    """ppfr.capture's VideoSource (it reads the first frame up front, so an unreadable video or a missing
+    camera fails here with a clear message) and the frame rate, for the annotated video."""
+    import cv2
+
+    from ppfr.capture.sources import CaptureError, VideoSource
+
+    try:
+        source = VideoSource(camera=camera, video=path) if path is not None else VideoSource(camera=camera)
+    except CaptureError as e:
+        raise MediaError(str(e)) from None
+    fps = source.cap.get(cv2.CAP_PROP_FPS)
+    return source, (fps if fps and 1 <= fps <= 240 else 15.0)
+
+
+class LatestFrame:
+    """Reads a live source in a thread and hands out only the newest frame, so that a recogniser slower
+    than the camera skips frames instead of falling further and further behind. `dropped` counts the
+    frames it never saw."""
+
+    def __init__(self, frames):
+        self._frames = iter(frames)
+        self._cond = threading.Condition()
+        self._frame = None
+        self._done = False
+        self._error = None
+        self._stop = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._read, daemon=True, name="ppfr-camera")
+        self._thread.start()
+
+    def _read(self):
+        try:
+            for frame in self._frames:
+                with self._cond:
+                    if self._stop:
+                        break
+                    if self._frame is not None:
+                        self.dropped += 1
+                    self._frame = frame
+                    self._cond.notify()
+        except BaseException as e:  # noqa: BLE001 - handed to the reader
+            self._error = e
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify()
+
+    def __iter__(self):
+        while True:
+            with self._cond:
+                while self._frame is None and not self._done:
+                    self._cond.wait()
+                if self._frame is None:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                frame, self._frame = self._frame, None
+            yield frame
+
+    def stop(self):
+        with self._cond:
+            self._stop = True
+
+
+# -- drawing ---------------------------------------------------------------------------------------------------
+KNOWN, UNKNOWN = (0, 200, 0), (0, 0, 255)   # BGR
+
+
+def annotate(bgr: np.ndarray, faces) -> np.ndarray:
+    """A copy of the frame with each face's box and 'name probability' label."""
+    import cv2
+
+    out = bgr.copy()
+    for f in faces:
+        b, colour = f.box, KNOWN if f.known else UNKNOWN
+        cv2.rectangle(out, (b.left, b.top), (b.right, b.bottom), colour, 2)
+        label = f"{f.name} {f.probability:.2f}"
+        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        y = b.bottom if b.bottom + h + base + 4 <= out.shape[0] else max(0, b.top - h - base - 4)
+        cv2.rectangle(out, (b.left, y), (b.left + w + 4, y + h + base + 4), colour, cv2.FILLED)
+        cv2.putText(out, label, (b.left + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return out
+
+
+class Window:
+    """The --show window; q or Esc asks to stop. Opening it checks first that there is a display at all:
+    with no display some GUI builds of OpenCV abort the whole process instead of raising."""
+
+    TITLE = "ppfr recognize (q quits)"
+
+    def __init__(self):
+        import cv2
+
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise MediaError("--show needs a display, and none is available (DISPLAY is not set); run without "
+                             "--show, and use --output DIR to keep annotated images or video")
+        try:
+            cv2.namedWindow(self.TITLE)
+        except cv2.error:
+            raise MediaError("--show needs an OpenCV build with GUI support (opencv-python, not "
+                             "opencv-python-headless) and a display; run without --show, or use --output DIR") from None
+
+    def show(self, bgr, wait_ms: int = 1) -> bool:
+        """False when the user pressed q or Esc (or closed the window)."""
+        import cv2
+
+        cv2.imshow(self.TITLE, bgr)
+        key = cv2.waitKey(wait_ms) & 0xFF
+        try:
+            visible = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
+        except cv2.error:
+            visible = False
+        return key not in (ord("q"), 27) and visible
+
+    def close(self):
+        import cv2
+
+        try:
+            cv2.destroyWindow(self.TITLE)
+        except cv2.error:
+            pass
+
+
+# -- outputs ---------------------------------------------------------------------------------------------------
+class ImageOutput:
+    """Annotated images into a folder as NAME.jpg (NAME-2.jpg, ... when two inputs share a name)."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self._used: set[str] = set()
+
+    def path_for(self, source: Path) -> Path:
+        stem, n = source.stem, 1
+        name = f"{stem}.jpg"
+        while name in self._used:
+            n += 1
+            name = f"{stem}-{n}.jpg"
+        self._used.add(name)
+        return self.folder / name
+
+    def write(self, source: Path, bgr) -> Path:
+        import cv2
+
+        ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise MediaError("OpenCV could not encode a JPEG")
+        path = self.path_for(source)
+        write_bytes_atomic(path, data.tobytes())
+        return path
+
+
+class VideoOutput:
+    """An annotated video (Motion JPEG in .avi, which every OpenCV build can write). The frames go to a
+    temporary file beside the target, which replaces the target only when the video is complete."""
+
+    def __init__(self, path, fps: float):
+        self.path = Path(path)
+        self.fps = fps
+        self.frames = 0
+        self._ctx = None
+        self._writer = None
+
+    def write(self, bgr):
+        import cv2
+
+        if self._writer is None:
+            self._ctx = atomic_path(self.path, suffix=".avi")
+            tmp = self._ctx.__enter__()
+            h, w = bgr.shape[:2]
+            self._writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), self.fps, (w, h))
+            if not self._writer.isOpened():
+                self._abort()
+                raise MediaError(f"OpenCV cannot write a video to {self.path}")
+        self._writer.write(bgr)
+        self.frames += 1
+
+    def _abort(self):
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            try:
+                ctx.__exit__(MediaError, MediaError("aborted"), None)
+            except MediaError:
+                pass
+
+    def close(self, ok: bool = True):
+        """Finish the video (ok) or throw the partial one away."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self._ctx is not None:
+            if ok:
+                ctx, self._ctx = self._ctx, None
+                ctx.__exit__(None, None, None)
+            else:
+                self._abort()
