@@ -36,3 +36,10 @@ def lfw_image(lfw_images):
     def path(name: str, number: int) -> Path:
         return lfw_images / name / f"{name}_{number:04d}.jpg"
     return path
+
+
+def pytest_collection_modifyitems(items):
+    # every test that needs LFW carries the `lfw` marker, so `-m "not lfw"` runs the rest
+    for item in items:
+        if "lfw_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lfw)
