@@ -21,7 +21,8 @@ def _d(key, default):
                    "[default: $PPFR_LFW, else ../shared/data/lfw beside the repository]")
 @click.option("--people", type=click.IntRange(1), default=_d("people", 20), show_default=True,
               help="How many people the classifier learns (drawn among those with --min-images images).")
-@click.option("--min-images", type=click.IntRange(2), default=_d("min_images", 20), show_default=True)
+@click.option("--min-images", type=click.IntRange(2), default=_d("min_images", 20), show_default=True,
+              help="Only people with at least this many LFW images can be chosen (enough to train and test).")
 @click.option("--max-images", type=click.IntRange(2), default=_d("max_images", 50), show_default=True,
               help="Use at most this many images of one person (LFW has 530 of George W. Bush).")
 @click.option("--background", type=click.IntRange(0), default=_d("background", 300), show_default=True,

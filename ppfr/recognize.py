@@ -80,6 +80,8 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     from .recognition.media import MediaError
 
     webcam = webcam or camera is not None
+    if webcam and camera is None:
+        camera = 0
     if sum([bool(paths), video is not None, webcam]) != 1:
         raise click.UsageError("give exactly one source: image files or folders, --video FILE, or --webcam")
     if detect_scale is None:

@@ -43,10 +43,19 @@ def open_video(path=None, camera: int | None = None):
 
     from ppfr.capture.sources import CaptureError, VideoSource
 
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    if camera is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)    # errors only: OpenCV's warnings about camera back-ends say nothing useful here
     try:
-        source = VideoSource(camera=camera, video=path) if path is not None else VideoSource(camera=camera)
+        source = VideoSource(video=path) if path is not None else VideoSource(camera=camera)
     except CaptureError as e:
-        raise MediaError(str(e)) from None
+        if path is not None:
+            raise MediaError(str(e)) from None
+        raise MediaError(f"no camera at index {camera}: none is connected, it is busy, or this user may not "
+                         f"open it (try another --camera, or give --video FILE or image files)") from None
+    finally:
+        logging.setLogLevel(level)
     fps = source.cap.get(cv2.CAP_PROP_FPS)
     return source, (fps if fps and 1 <= fps <= 240 else 15.0)
 
@@ -80,6 +89,9 @@ class LatestFrame:
         except BaseException as e:  # noqa: BLE001 - handed to the reader
             self._error = e
         finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()    # a generator's cleanup releases the camera now, not whenever it is collected
             with self._cond:
                 self._done = True
                 self._cond.notify()
