@@ -32,7 +32,7 @@ from ppfr.embed.lfw import load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
 from ppfr.models.softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
 from ppfr.models.store import load_model, save_model
-from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, UNKNOWN, _new_session
+from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, UNKNOWN, new_session
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = HERE / "out" / "lfw158"
@@ -69,7 +69,7 @@ def train_model(out_dir, seed: int = 0, epochs: int | None = None, background: i
     x_train, y_train, *_, class_names = split
     prep = Preprocessing()
     config = TrainConfig.from_config(epochs=epochs, seed=seed)
-    with _new_session() as session:
+    with new_session() as session:
         log(f"training on shares: {len(y_train)} images, {len(class_names)} classes, {config.epochs} epochs ...")
         trained = train_mpc(session, [(prep.apply(x_train), y_train)], len(class_names), config)
         save_model(session, out_dir, class_names, prep.as_dict(), config.as_dict())
@@ -109,7 +109,7 @@ def main(argv=None):
     x_train, y_train, x_known, y_known, x_strangers, names = split
     log(f"trained in {trained.seconds:.1f} s; classifying {len(y_known)} held-out and {len(x_strangers)} "
         f"stranger images on shares ...")
-    with _new_session() as session:
+    with new_session() as session:
         load_model(session, args.model_out)
         t = time.perf_counter()
         p_known = predict_mpc(session, prep.apply(x_known))

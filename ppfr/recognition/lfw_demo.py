@@ -134,7 +134,7 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
     from ppfr.models.softmax import TrainConfig, train_mpc, train_plaintext
     from ppfr.models.store import save_model
 
-    from .recognizer import DEFAULT_THRESHOLD, Recognizer, _new_session
+    from .recognizer import DEFAULT_THRESHOLD, Recognizer, new_session
 
     if threshold is None:
         from ppfr.config import section
@@ -158,7 +158,7 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
         tmp = tempfile.TemporaryDirectory(prefix="ppfr-demo-")
         model_dir = Path(tmp.name)
     try:
-        with _new_session() as session:
+        with new_session() as session:
             batches = -(-len(y) // config.batch_size) * config.epochs
             bar = tqdm(total=batches, desc="MPC training", unit="batch", disable=not progress, leave=False)
             try:

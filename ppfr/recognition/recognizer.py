@@ -88,7 +88,7 @@ class Recognizer:
         self.threshold = threshold
         self.detector = detector or FaceDetector("hog", upsample=0, retry_upsample=1)
         self._own_session = session is None
-        self.session = session if session is not None else _new_session()
+        self.session = session if session is not None else new_session()
         try:
             self.record = load_model(self.session, model_root)
             self.embedder = make_embedder(embedder)
@@ -184,7 +184,9 @@ class Recognizer:
         self.close()
 
 
-def _new_session():
+def new_session():
+    """A LocalSession with the fixed-point settings of the config (the model halves record theirs, and the
+    loader refuses a mismatch)."""
     from ppfr.config import section
     from ppfr.mpc import FixedPoint, LocalSession
 
