@@ -219,7 +219,7 @@ class _Run:
                 if writer or self.window:
                     view = annotate(bgr, faces)
                     if writer:
-                        writer.write(view)
+                        writer.write(view, self._repeats(writer.fps) if live is not None else 1)
                     if self.window and not self.window.show(view, wait_ms=1):
                         break
                 if self.max_frames and index + 1 >= self.max_frames:
@@ -236,6 +236,12 @@ class _Run:
                 writer.close(ok)
                 self.written = writer.path if ok and writer.frames else None
             self._close()
+
+    def _repeats(self, fps: float) -> int:
+        """How many video frames the frame just recognised from a live source stands for."""
+        now = time.perf_counter()
+        last, self._last_write = getattr(self, "_last_write", None), now
+        return 1 if last is None else max(1, round((now - last) * fps))
 
     def _close(self):
         self.elapsed = time.perf_counter() - self.started

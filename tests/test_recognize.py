@@ -235,3 +235,20 @@ def test_a_slow_reader_of_a_live_source_gets_the_newest_frame():
         time.sleep(0.02)          # a recogniser ten times slower than the camera
     assert produced.is_set() and seen[-1] == 49 and seen == sorted(seen)
     assert len(seen) < 25         # it skipped frames rather than queueing them
+
+
+def test_the_annotated_video_appears_only_when_complete(tmp_path):
+    from ppfr.recognition.media import VideoOutput
+
+    frame = np.full((120, 160, 3), 50, np.uint8)
+    out = VideoOutput(tmp_path / "v.avi", fps=10)
+    out.write(frame)
+    out.write(frame, repeat=3)      # a live frame that stayed current for three frame times
+    assert not (tmp_path / "v.avi").exists()
+    out.close()
+    cap = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4 == out.frames
+    broken = VideoOutput(tmp_path / "w.avi", fps=10)
+    broken.write(frame)
+    broken.close(ok=False)           # a failed run leaves neither the video nor its temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.avi"]

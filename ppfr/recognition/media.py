@@ -212,7 +212,9 @@ class VideoOutput:
         self._ctx = None
         self._writer = None
 
-    def write(self, bgr):
+    def write(self, bgr, repeat: int = 1):
+        """Append a frame, `repeat` times (a live source recognised slower than its frame rate repeats each
+        annotated frame for as long as it was current, so the video plays at the speed it was filmed)."""
         import cv2
 
         if self._writer is None:
@@ -223,8 +225,9 @@ class VideoOutput:
             if not self._writer.isOpened():
                 self._abort()
                 raise MediaError(f"OpenCV cannot write a video to {self.path}")
-        self._writer.write(bgr)
-        self.frames += 1
+        for _ in range(max(1, repeat)):
+            self._writer.write(bgr)
+            self.frames += 1
 
     def _abort(self):
         if self._ctx is not None:
