@@ -141,6 +141,7 @@ class _Run:
         self.live = False
         self.is_video = False
         self.written = None
+        self._last_write = None
         self.started = time.perf_counter()
         self.recognizer = None
         self.model_dir = model_dir
@@ -191,15 +192,20 @@ class _Run:
 
         source, fps = open_video(path, camera)
         writer = None
-        if self.output_dir:
-            if path is not None:
-                target = Path(self.output_dir) / f"{path.stem}.avi"
-                if target.resolve() == path.resolve():
-                    raise MediaError(f"the annotated video would overwrite the input {path}; choose another --output")
-            else:
-                target = Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi"
-            writer = VideoOutput(target, fps)
-        self._open_model()
+        try:
+            if self.output_dir:
+                if path is not None:
+                    target = Path(self.output_dir) / f"{path.stem}.avi"
+                    if target.resolve() == path.resolve():
+                        raise MediaError(f"the annotated video would overwrite the input {path}; "
+                                         f"choose another --output")
+                else:
+                    target = Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi"
+                writer = VideoOutput(target, fps)
+            self._open_model()
+        except BaseException:
+            source.cap.release()     # let go of the camera at once, not when the object is collected
+            raise
         live = LatestFrame(source) if path is None else None
         self.live, self.is_video = live is not None, True
         frames = live if live is not None else source
@@ -240,7 +246,7 @@ class _Run:
     def _repeats(self, fps: float) -> int:
         """How many video frames the frame just recognised from a live source stands for."""
         now = time.perf_counter()
-        last, self._last_write = getattr(self, "_last_write", None), now
+        last, self._last_write = self._last_write, now
         return 1 if last is None else max(1, round((now - last) * fps))
 
     def _close(self):
