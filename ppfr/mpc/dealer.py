@@ -62,11 +62,17 @@ def subsets(monomial):
     return [tuple(v for i, v in enumerate(monomial) if mask >> i & 1) for mask in range(1, 2 ** len(monomial))]
 
 
+def variable(literal: int) -> int:
+    """Monomials are tuples of literals: j stands for variable j, -(j + 1) for NOT variable j."""
+    return literal if literal >= 0 else -literal - 1
+
+
 @functools.lru_cache(maxsize=None)
 def monomial_layout(variables: int, monomials: tuple):
     """The rows of the dealer's mask-product matrix: every variable, then every larger subset that a
-    monomial needs, in an order both sides derive the same way."""
-    larger = sorted({t for m in monomials for t in subsets(m) if len(t) > 1})
+    monomial needs, in an order both sides derive the same way. (A negated variable shares the mask of
+    the variable, so negation changes nothing here.)"""
+    larger = sorted({t for m in monomials for t in subsets(tuple(map(variable, m))) if len(t) > 1})
     return [(v,) for v in range(variables)] + larger
 
 
@@ -81,25 +87,39 @@ def monomial_material(rng, n: int, variables: int, monomials):
     return xor(rng, products)
 
 
-# The radix-4 prefix of the comparison: spans 3..0 (high to low) combine as
-#   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,   P = P3 P2 P1 P0
-# with variables numbered P3 P2 P1 P0 G2 G1 G0 = 0..6.
-PREFIX_MONOMIALS = ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3))
-PREFIX_LEVELS = 3  # 4^3 = 64 bit positions
+# The prefix circuit of the comparison combines spans of bits, high to low. Radix 2 (6 levels):
+#   G = G1 ^ P1 G0,  P = P1 P0                       over variables P1 P0 G0 = 0..2
+# Radix 4 (3 levels, fewer rounds, about four times the arithmetic):
+#   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,  P = P3 P2 P1 P0   over P3 P2 P1 P0 G2 G1 G0 = 0..6
+# The last level needs G only.
+PREFIX = {
+    2: {"variables": 3, "monomials": ((0, 2), (0, 1)), "levels": 6},
+    4: {"variables": 7, "monomials": ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3)), "levels": 3},
+}
 
 
-def msb_material(rng, n: int):
+def prefix_monomials(radix: int, last: bool):
+    monomials = PREFIX[radix]["monomials"]
+    return monomials[:-1] if last else monomials
+
+
+def msb_material(rng, n: int, radix: int = 4):
     """For the sign test of n values: a mask r shared both additively and bitwise (XOR), and the
-    monomial material of the three prefix levels (the last needs G only)."""
+    monomial material of each level of the prefix circuit."""
     r = rng.uint64((n,))
     (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, r)
+    spec = PREFIX[radix]
     levels0, levels1 = [], []
-    for level in range(PREFIX_LEVELS):
-        monomials = PREFIX_MONOMIALS if level < PREFIX_LEVELS - 1 else PREFIX_MONOMIALS[:3]
-        m0, m1 = monomial_material(rng, n, 7, monomials)
+    for level in range(spec["levels"]):
+        m0, m1 = monomial_material(rng, n, spec["variables"], prefix_monomials(radix, level == spec["levels"] - 1))
         levels0.append(m0)
         levels1.append(m1)
     return {"r": ra0, "r_bits": rb0, "levels": levels0}, {"r": ra1, "r_bits": rb1, "levels": levels1}
+
+
+def and_material(rng, n: int, variables: int, monomials):
+    m0, m1 = monomial_material(rng, n, variables, monomials)
+    return {"products": m0}, {"products": m1}
 
 
 def selection_material(rng, n: int, count: int):
@@ -121,8 +141,9 @@ MATERIAL = {
     "triples": lambda rng, specs: beaver_triples(rng, specs),
     "squares": lambda rng, shapes: square_pairs(rng, shapes),
     "truncation": lambda rng, segments: truncation_pairs(rng, segments),
-    "msb": lambda rng, n: msb_material(rng, n),
+    "msb": lambda rng, n, radix: msb_material(rng, n, radix),
     "selection": lambda rng, n, count: selection_material(rng, n, count),
+    "and": lambda rng, n, variables, monomials: and_material(rng, n, variables, monomials),
 }
 
 

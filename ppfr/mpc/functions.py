@@ -15,6 +15,7 @@ from . import protocols
 from .tensor import SharedTensor, multiply_many, square_many
 
 U64 = np.uint64
+ONE = U64(1)
 
 
 # -- comparison ----------------------------------------------------------------------------------------
@@ -41,9 +42,23 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
     return b + bit * (a - b)
 
 
-def _pairwise_tree(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
-    """Tournament along `axis`: each level compares neighbours in one batch and keeps the winners
-    (4 rounds of comparison + 1 round of selection a level)."""
+# A tournament level compares the members of groups. Pairs: one comparison m = [v0 loses to v1] per
+# pair, winner one-hot (NOT m, m). Fours: the six comparisons m_ij = [v_i loses to v_j] (i < j) at once,
+# and the first best member wins: w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group.
+# Literal k is comparison k, -(k + 1) its negation.
+GROUPS = {
+    2: {"pairs": ((0, 1),), "winner": ((-1,), (0,))},
+    4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
+        "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
+}
+FOURS_MAX_VALUES = 1024  # groups of four (fewer levels, three times the comparisons) up to this many values
+
+
+def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
+    """Tournament along `axis`. Small levels play in groups of four: one comparison of all six pairs of
+    every group (4 rounds), one round of 3-input ANDs for the one-hot winner, one round that applies it to
+    the values (and indices) — 6 rounds a level, ceil(log4 n) levels, 24 rounds for 158 values. Large
+    levels, where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round)."""
     with x.server.plan("tournament", x.shape, axis, want_min, with_index):
         return _tournament(x, axis, want_min, with_index)
 
@@ -58,46 +73,64 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
     server = x.server
     while x.shape[-1] > 1:
-        m = x.shape[-1] // 2 * 2
-        a, b = x[..., 0:m:2], x[..., 1:m:2]
-        gain = b - a
-        # take b where it wins (b > a for max, b < a for min): winner = a + bit * (b - a); the bit stays
-        # XOR-shared and is applied to the values (and indices) in one round
-        moves = [gain] + ([index[..., 1:m:2] - index[..., 0:m:2]] if with_index else [])
-        comparison = server.ask("msb", n=gain.size)
-        selection = server.ask("selection", n=gain.size, count=len(moves))
-        take_b = protocols.msb_bits(server, (gain if want_min else -gain).share, comparison)
-        chosen = protocols.select(server, take_b, [mv.share for mv in moves], selection)
-        winners = a + x._new(chosen[0].reshape(gain.shape))
+        k = 4 if x.size <= FOURS_MAX_VALUES or x.shape[-1] <= 4 else 2
+        group = GROUPS[k]
+        groups = -(-x.shape[-1] // k)
+        pad = k * groups - x.shape[-1]  # fill the last group with copies of its first member: ties are harmless
+        x = _grouped(x, k, pad)
+        index = _grouped(index, k, pad) if with_index else None
+        members = [x[..., i] for i in range(k)]
+        # m_ij = [v_i loses to v_j]: v_i < v_j for max, v_i > v_j for min; the sign of one difference
+        losses = _stack_first([(members[i] - members[j]) if not want_min else (members[j] - members[i])
+                               for i, j in group["pairs"]])
+        size = members[0].size
+        comparison = protocols.ask_msb(server, losses.size)
+        winner_and = server.ask("and", n=size, variables=len(group["pairs"]), monomials=group["winner"]) if k > 2 else None
+        selection = server.ask("selection", n=k * size, count=2 if with_index else 1)
+        bits = protocols.msb_bits(server, losses.share, comparison).reshape(len(group["pairs"]), size)
+        if k > 2:
+            one_hot = protocols.and_monomials(server, list(bits), group["winner"], server.take(winner_and)["products"])
+        else:  # NOT m, m: local
+            one_hot = [bits[0] ^ (ONE if server.index == 0 else U64(0)), bits[0]]
+        one_hot = np.concatenate(one_hot) & ONE
+        values = [np.concatenate([m.share.ravel() for m in members])]
         if with_index:
-            win_index = index[..., 0:m:2] + index._new(chosen[1].reshape(gain.shape))
-        if m < x.shape[-1]:  # an odd one out goes through to the next level
-            winners = _concat_last(winners, x[..., m:])
-            if with_index:
-                win_index = _concat_last(win_index, index[..., m:])
-        x = winners
+            values.append(np.concatenate([index[..., i].share.ravel() for i in range(k)]))
+        chosen = protocols.select(server, one_hot, values, selection)
+        shape = members[0].shape
+        x = x._new(chosen[0].reshape(k, *shape).sum(axis=0, dtype=U64))
         if with_index:
-            index = win_index
+            index = index._new(chosen[1].reshape(k, *shape).sum(axis=0, dtype=U64))
     return x[..., 0], (index[..., 0] if with_index else None)
 
 
-def _concat_last(a: SharedTensor, b: SharedTensor) -> SharedTensor:
-    return a._new(np.concatenate([a.share, b.share], axis=-1))
+def _grouped(t: SharedTensor, k: int, pad: int) -> SharedTensor:
+    """(..., kg - pad) -> (..., g, k), padding the last group with copies of its first member."""
+    share = t.share
+    if pad:
+        start = (share.shape[-1] // k) * k
+        share = np.concatenate([share, np.repeat(share[..., start:start + 1], pad, axis=-1)], axis=-1)
+    return t._new(share.reshape(*share.shape[:-1], share.shape[-1] // k, k))
+
+
+def _stack_first(tensors):
+    """Same-shaped tensors stacked along a new leading axis, so that each pair's signs form one row."""
+    return tensors[0]._new(np.stack([t.share for t in tensors]))
 
 
 def max_along(x: SharedTensor, axis: int = -1) -> SharedTensor:
     """Maximum along an axis: ceil(log2 n) levels of 9 rounds. Exact."""
-    return _pairwise_tree(x, axis, want_min=False, with_index=False)[0]
+    return _tournament_planned(x, axis, want_min=False, with_index=False)[0]
 
 
 def argmax(x: SharedTensor, axis: int = -1):
     """(maximum, index of a maximum) along an axis, both shared. Exact."""
-    return _pairwise_tree(x, axis, want_min=False, with_index=True)
+    return _tournament_planned(x, axis, want_min=False, with_index=True)
 
 
 def argmin(x: SharedTensor, axis: int = -1):
     """(minimum, index of a minimum) along an axis, both shared. Exact."""
-    return _pairwise_tree(x, axis, want_min=True, with_index=True)
+    return _tournament_planned(x, axis, want_min=True, with_index=True)
 
 
 # -- exp --------------------------------------------------------------------------------------------------
@@ -160,44 +193,45 @@ def max_log2(x: float) -> int:
 
 # -- reciprocal ---------------------------------------------------------------------------------------------
 RECIPROCAL_RANGE = (1.0 / 32, 32.0)
-_OCTAVES_PER_STEP = 2     # one comparison per two octaves of the input range
-_NEWTON_STEPS = 5         # (3/5)^(2^5) < 1e-7
 
 
 def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float = RECIPROCAL_RANGE[1],
-               frac: int | None = None) -> SharedTensor:
+               frac: int | None = None, octaves_per_comparison: float = 2.0, tolerance: float = 1e-6) -> SharedTensor:
     """1/x for x in [lower, upper] (default [1/32, 32]), relative error below 1e-3 (about 1e-4).
 
-    Initial guess: the servers compare x with every fourth power of two 2^j inside the range, all in one
-    8-round comparison; the sum of the bits [x >= 2^j] locates x in a band [2^k, 2^(k+2)), and
-    y0 = 0.4 / 2^k is a public combination of those bits (local, exact). Then x*y0 lies in [0.4, 1.6], the
-    Newton error e = 1 - x*y0 is at most 0.6, and five Newton-Raphson steps y <- y(2 - xy) raise it to the
-    32nd power: below 1e-7. Each step is two products (4 rounds); 28 rounds in all. The iteration runs at
-    as many fractional bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
+    Initial guess: the servers compare x with powers of two spaced `octaves_per_comparison` apart inside
+    the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
+    [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
+    Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
+    y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), two
+    products (4 rounds) each. Denser thresholds buy fewer steps: softmax, which inverts one value per
+    row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional bits as the truncation bound
+    allows for 1/lower, then is rounded to `frac`.
     """
-    with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac):
-        return _reciprocal(x, lower, upper, frac)
+    with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
+        return _reciprocal(x, lower, upper, frac, octaves_per_comparison, tolerance)
 
 
-def _reciprocal(x: SharedTensor, lower: float, upper: float, frac: int | None) -> SharedTensor:
+def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     fixed = x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if not 0 < lower < upper:
         raise ValueError(f"reciprocal needs 0 < lower < upper, got [{lower}, {upper}]")
-    lo, hi = math.floor(math.log2(lower)), math.ceil(math.log2(upper))
-    # keep x*y (below 1.6) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
-    reciprocal_bits = math.ceil(math.log2(1.0 / lower)) + 1 if lower < 1 else 1
+    lo, hi = math.log2(lower), math.log2(upper)
+    # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
+    reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
-    step = _OCTAVES_PER_STEP
-    bands = list(range(lo, hi, step))  # band k covers [2^k, 2^(k+step))
-    guess = lambda k: 2.0 / (1 + 2.0**step) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
-    y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(lo)
+    bands = [lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))]  # band k: [2^k, 2^(k+w))
+    guess = lambda k: 2.0 / (1 + 2.0**width) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
+    y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
         thresholds = np.array([2.0**k for k in bands[1:]])
         at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds)
-        steps = fixed.encode([guess(k) - guess(k - step) for k in bands[1:]], y_frac)
+        steps = fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
-    for _ in range(_NEWTON_STEPS):
+    error = (2.0**width - 1) / (2.0**width + 1)
+    newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
+    for _ in range(newton_steps):
         (xy,) = multiply_many([(x, y)], frac=y_frac)
         (y,) = multiply_many([(y, 2.0 - xy)], frac=y_frac)
     return y.with_frac(out_frac)
@@ -222,7 +256,8 @@ def _softmax(x: SharedTensor, axis: int) -> SharedTensor:
     inner = x.server.fixed.frac_bits + 7
     e = exp(shifted, upper=0.0, frac=inner)
     s = e.sum(axis=-1, keepdims=True)
-    r = reciprocal(s, lower=1.0, upper=max_value_for(n), frac=inner)
+    # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
+    r = reciprocal(s, lower=1.0, upper=max_value_for(n), frac=inner, octaves_per_comparison=0.25, tolerance=1e-4)
     (p,) = multiply_many([(e, r)], frac=x.frac)
     order = list(range(x.ndim - 1))
     order.insert(axis % x.ndim, x.ndim - 1)

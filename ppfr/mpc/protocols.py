@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from .dealer import PREFIX_MONOMIALS, monomial_layout, subsets
+from .dealer import monomial_layout, prefix_monomials, subsets, variable
 
 U64 = np.uint64
 ONE = U64(1)
@@ -131,18 +131,19 @@ def _truncate_flat(srv, x, shifts, material):
 def _monomial_plan(variables: int, monomials: tuple):
     """Index arrays that evaluate all monomials with a handful of whole-matrix operations.
 
-    Every monomial S expands into one term per non-empty subset T: (dealer row of M_T) AND (public
-    product of the opened d_j over S minus T). The public products needed (and their prefixes) are built
-    one subset size at a time, each from a smaller one AND one opened value."""
+    A monomial S (a tuple of literals, see dealer.variable) expands into one term per non-empty subset T
+    of its literals: (dealer row of the AND of T's masks) AND (public product of the opened literals in
+    S minus T). The public products needed (and their prefixes) are built one size at a time, each from
+    a smaller one AND one opened literal; literal j reads row j of the opened values, NOT j row V + j."""
     row = {t: i for i, t in enumerate(monomial_layout(variables, monomials))}
-    used = sorted({j for m in monomials for j in m})
+    used = sorted({variable(lit) for m in monomials for lit in m})
     wholes = [tuple(sorted(m)) for m in monomials]
     term_rows, complements, starts = [], [], []
     for m in wholes:
         starts.append(len(term_rows))
         for t in subsets(m):
-            term_rows.append(row[t])
-            complements.append(tuple(j for j in m if j not in t))
+            term_rows.append(row[tuple(sorted(map(variable, t)))])
+            complements.append(tuple(lit for lit in m if lit not in t))
     needed = {t[:k] for t in set(complements) | set(wholes) for k in range(len(t) + 1)}
     order = sorted(needed, key=lambda t: (len(t), t))
     at = {t: i for i, t in enumerate(order)}
@@ -150,22 +151,25 @@ def _monomial_plan(variables: int, monomials: tuple):
     for size in range(1, max(map(len, order)) + 1):
         layer = [t for t in order if len(t) == size]
         steps.append((np.array([at[t] for t in layer]), np.array([at[t[:-1]] for t in layer]),
-                      np.array([t[-1] for t in layer])))
+                      np.array([t[-1] if t[-1] >= 0 else variables + variable(t[-1]) for t in layer])))
     return (used, len(order), steps, np.array(term_rows), np.array([at[c] for c in complements]),
             np.array(starts), np.array([at[m] for m in wholes]))
 
 
 def and_monomials(srv, variables, monomials, material):
-    """ANDs of several XOR-shared words at once, in one round (multi-input Beaver, GF(2) version).
+    """ANDs of literals of XOR-shared words, all in one round (multi-input Beaver, GF(2) version).
 
-    With masks m_j from the dealer, the servers open d_j = v_j XOR m_j; then for a monomial S,
-    AND_{j in S} v_j = XOR over subsets T of S of (AND_{S minus T} d_j) AND M_T, with M_T = AND_{j in T} m_j
-    XOR-shared by the dealer and the T = {} term (all public) added by server 0."""
+    With masks m_j from the dealer, the servers open d_j = v_j XOR m_j (NOT v_j is then NOT d_j under the
+    same mask); for a monomial S, AND of its literals = XOR over subsets T of S of (AND of the opened
+    literals in S minus T) AND M_T, with M_T = AND of the masks in T XOR-shared by the dealer and the
+    T = {} term (all public) added by server 0."""
     used, count, steps, term_rows, term_public, starts, wholes = _monomial_plan(len(variables), tuple(monomials))
     opened = srv.open_xor(*[variables[j] ^ material[j] for j in used])
-    d = np.zeros((len(variables), variables[0].size), dtype=U64)
+    width = variables[0].size
+    d = np.zeros((2 * len(variables), width), dtype=U64)
     d[used] = opened
-    public = np.empty((count, variables[0].size), dtype=U64)
+    d[[len(variables) + j for j in used]] = ~np.asarray(opened)
+    public = np.empty((count, width), dtype=U64)
     public[0] = ~U64(0)  # the empty product
     for rows, parents, last in steps:
         public[rows] = public[parents] & d[last]
@@ -175,36 +179,53 @@ def and_monomials(srv, variables, monomials, material):
     return list(out)
 
 
+# Below this many values a comparison is latency-bound and uses the radix-4 prefix (4 rounds); above,
+# it is compute-bound and uses radix 2 (7 rounds, a quarter of the arithmetic).
+RADIX4_MAX_VALUES = 2048
+
+
+def comparison_radix(n: int) -> int:
+    return 4 if n <= RADIX4_MAX_VALUES else 2
+
+
+def ask_msb(srv, n: int) -> int:
+    return srv.ask("msb", n=n, radix=comparison_radix(n))
+
+
 def msb_bits(srv, x, ticket: int | None = None):
-    """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0]. 4 rounds.
+    """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0].
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
         msb(x) = msb(c) XOR msb(r) XOR borrow,   borrow = [c mod 2^63 < r mod 2^63].
     The borrow compares a public number with a bitwise-shared one: per bit, g = r AND NOT c ("r is larger
-    here") and p = NOT (r XOR c) ("equal here"). A radix-4 Kogge-Stone prefix over the 64 bit positions,
-    run on whole uint64 words so that all positions move at once, combines four spans at a time,
-        G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,   P = P3 P2 P1 P0,
-    each level in one round of multi-input ANDs (3 levels for 64 bits).
-    Costs each server 21 ring elements per value.
+    here") and p = NOT (r XOR c) ("equal here"). A Kogge-Stone prefix over the 64 bit positions, run on
+    whole uint64 words so that all positions move at once, combines spans of bits level by level, each
+    level one round of multi-input ANDs (dealer.PREFIX): radix 4 takes 3 levels (4 rounds in all, 21 ring
+    elements per value), radix 2 takes 6 (7 rounds, 19 elements, a quarter of the arithmetic).
     """
     shape = x.shape
     x = x.ravel()
-    m = srv.take(srv.ask("msb", n=x.size) if ticket is None else ticket)
+    radix = comparison_radix(x.size)
+    m = srv.take(ask_msb(srv, x.size) if ticket is None else ticket)
     (c,) = srv.open(x + m["r"])
     c_low = c & LOW63
     r_bits = m["r_bits"]
     g = (~c_low & LOW63) & r_bits
     p = (r_bits & LOW63) ^ (~c_low if srv.index == 0 else U64(0))
     for level, material in enumerate(m["levels"]):
-        s = U64(4**level)
-        p1, p2, p3 = p >> s, p >> U64(2) * s, p >> U64(3) * s
-        g1, g2, g3 = g >> s, g >> U64(2) * s, g >> U64(3) * s
         last = level == len(m["levels"]) - 1
-        monomials = PREFIX_MONOMIALS[:3] if last else PREFIX_MONOMIALS
-        products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, material)
-        g = g3 ^ products[0] ^ products[1] ^ products[2]
+        monomials = prefix_monomials(radix, last)
+        s = U64(radix**level)
+        if radix == 2:
+            products = and_monomials(srv, [p >> s, p, g], monomials, material)
+            g = (g >> s) ^ products[0]
+        else:
+            p1, p2, p3 = p >> s, p >> U64(2) * s, p >> U64(3) * s
+            g1, g2, g3 = g >> s, g >> U64(2) * s, g >> U64(3) * s
+            products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, material)
+            g = g3 ^ products[0] ^ products[1] ^ products[2]
         if not last:
-            p = products[3]
+            p = products[-1]
     bit = ((r_bits >> U64(63)) ^ g) & ONE
     if srv.index == 0:
         bit ^= c >> U64(63)
@@ -212,9 +233,9 @@ def msb_bits(srv, x, ticket: int | None = None):
 
 
 def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None):
-    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert. 5 rounds."""
+    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert."""
     if ticket is None:
-        ticket = srv.ask("msb", n=x.size)
+        ticket = ask_msb(srv, x.size)
     if b2a_ticket is None:
         b2a_ticket = srv.ask("selection", n=x.size, count=0)
     bits = msb_bits(srv, x, ticket)
