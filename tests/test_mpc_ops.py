@@ -158,3 +158,39 @@ def test_ten_million_truncations_are_within_one_ulp(session):
     assert np.max(np.abs(err)) < 1.0
     # stochastic rounding is unbiased: the mean error is ~0, not -0.5 as with flooring
     assert abs(float(np.mean(err))) < 1e-3
+
+
+def test_reused_operand_products_match_and_cost_only_the_query(session):
+    """x @ W with W masked once: exact products, and after the pool is opened a query of m rows costs m*d."""
+    from ppfr.mpc.reuse import MaskedOperand
+
+    w = rng.normal(size=(128, 158)) * 0.3
+    queries = [rng.normal(size=(m, 128)) for m in (1, 3, 1, 5)]
+    costs = []
+
+    def program(srv):
+        weights = srv.receive()
+        operand = MaskedOperand(weights, pool_rows=6)
+        outs = []
+        for _ in queries:
+            x = srv.receive()
+            before = srv.channel.stats.copy()
+            outs.append(operand.matmul(x))
+            if srv.index == 0:
+                costs.append(srv.channel.stats - before)
+        for out in outs:
+            srv.reveal_to(out)
+
+    job = session.run(program)
+    session.client.share(w)
+    for q in queries:
+        session.client.share(q)
+    results = [session.client.reconstruct() for _ in queries]
+    job.result()
+    for q, got in zip(queries, results):
+        assert np.all(np.abs(got - encoded(q) @ encoded(w)) < ULP)
+    # the first query opens the pool (W - B: 128 x 158), the third fits the pool, the fourth needs a new one;
+    # each also truncates its m x 158 result (a rare retry re-sends a few of those elements)
+    expected = [128 * 158 + 1 * 128, 3 * 128, 1 * 128, 128 * 158 + 5 * 128]
+    for cost, m, opened in zip(costs, (1, 3, 1, 5), expected):
+        assert 8 * (opened + m * 158) <= cost.bytes_sent <= 8 * (opened + m * 158 + 16)
