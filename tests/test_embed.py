@@ -322,3 +322,42 @@ def test_nn4_small2_loads_a_weights_file_and_embeds_a_real_face(tmp_path, lfw_im
         load_nn4_small2(tmp_path / "junk.pt")
     with pytest.raises(WeightsError, match="not found"):
         load_nn4_small2(tmp_path / "absent.pt")
+
+
+def test_lfw_cache_builds_once_selects_subsets_and_pairs(tmp_path, lfw_image):
+    import os
+    from ppfr.embed.lfw import cache_path, load_lfw_embeddings, pair_rows, read_pairs
+    lfw = tmp_path / "lfw"
+    for name, numbers in (("Colin_Powell", (1, 2, 3)), ("Tony_Blair", (1, 2)), ("Abel_Pacheco", (1,))):
+        (lfw / "images_deepfunneled" / name).mkdir(parents=True)
+        for n in numbers:
+            (lfw / "images_deepfunneled" / name / f"{name}_{n:04d}.jpg").write_bytes(lfw_image(name, n).read_bytes())
+    # one of Blair's images holds no face: it still counts toward min_images, as in LFW's own counts
+    (lfw / "images_deepfunneled" / "Tony_Blair" / "Tony_Blair_0002.jpg").write_bytes(b"broken")
+    (lfw / "pairs.txt").write_text("1\t1\nColin_Powell\t1\t2\nColin_Powell\t3\tTony_Blair\t2\n")
+    cache = tmp_path / "cache"
+
+    with pytest.raises(FileNotFoundError, match="no LFW embedding cache"):
+        load_lfw_embeddings(lfw, cache_dir=cache, compute=False)
+    lock = cache_path(cache).with_suffix(".running")
+    lock.parent.mkdir()
+    lock.write_text(f"{os.getpid()}\n")                         # a live builder: do not start a second
+    with pytest.raises(RuntimeError, match="being computed"):
+        load_lfw_embeddings(lfw, cache_dir=cache)
+    lock.unlink()
+
+    full = load_lfw_embeddings(lfw, cache_dir=cache, workers=1, progress=False)
+    assert len(full) == 5 and full.skipped == [("Tony_Blair/Tony_Blair_0002.jpg", "unreadable")]
+    assert cache_path(cache).exists() and not lock.exists()
+    assert cache_path(cache).with_suffix(".report.json").exists()
+    again = load_lfw_embeddings(lfw, cache_dir=cache, compute=False)   # from the cache, no recompute
+    np.testing.assert_array_equal(again.embeddings, full.embeddings)
+
+    two = load_lfw_embeddings(lfw, min_images=2, cache_dir=cache, compute=False)
+    assert two.class_names == ["Colin_Powell", "Tony_Blair"] and two.labels.tolist() == [0, 0, 0, 1]
+
+    pairs = read_pairs(lfw)
+    a, b, same, fold = pair_rows(full, pairs)
+    assert same.tolist() == [True, False] and fold.tolist() == [0, 0]
+    assert full.paths[a[0]] == "Colin_Powell/Colin_Powell_0001.jpg" and b[1] == -1   # Blair 2 has no embedding
+    assert np.linalg.norm(full.embeddings[a[0]] - full.embeddings[b[0]]) < 0.6

@@ -88,9 +88,6 @@ class FaceDetector:
         return [Box(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), float(d.confidence))
                 for d in found]
 
-    def describe(self) -> str:
-        retry = f",retry{self.retry_upsample}" if self.retry_upsample is not None else ""
-        return f"{self.kind}(upsample{self.upsample}{retry})"
 
 
 def choose_face(boxes: list[Box], image_shape, policy: str = "largest") -> Box:
