@@ -179,6 +179,11 @@ def test_cli_errors_on_empty_missing_or_faceless_datasets(tmp_path):
     assert json.loads((tmp_path / "f.report.json").read_text())["skipped"][0]["reason"] == "unreadable"
     res = runner.invoke(embed, [str(tmp_path / "faceless"), "--embedder", "facenet"])
     assert res.exit_code == 2 and "unknown embedder" in res.output
+    # a bad weights file is reported before the pool starts (a failing worker initializer would
+    # otherwise be respawned forever)
+    res = runner.invoke(embed, [str(tmp_path / "faceless"), "-o", str(tmp_path / "o.npz"),
+                                "--embedder", f"openface:{tmp_path / 'absent.pt'}", "--workers", "2"])
+    assert res.exit_code == 1 and "weights file" in res.output and "not found" in res.output
 
 
 def test_read_rgb_and_walk_errors(tmp_path):

@@ -58,19 +58,19 @@ def embed(dataset_dir, output, policy, detector, upsample, retry_upsample, embed
     Example: ppfr embed ../shared/data/lfw/images_deepfunneled -o lfw.npz --policy center
     """
     from .dataset import DatasetError
-    from .embedders import embedder_name
+    from .embedders import EmbedderError, embedder_name
     from .pipeline import EmbedSettings, embed_dataset
     from ppfr.atomic import write_bytes_atomic
 
     try:
         embedder_name(embedder)
-    except ValueError as e:
+    except EmbedderError as e:
         raise click.BadParameter(str(e), param_hint="--embedder") from None
     settings = EmbedSettings(embedder=embedder, detector=detector, policy=policy, upsample=upsample,
                              retry_upsample=retry_upsample or None)
     try:
         result, summary = embed_dataset(dataset_dir, settings, workers=workers, progress=not quiet)
-    except DatasetError as e:
+    except (DatasetError, EmbedderError) as e:
         raise click.ClickException(str(e)) from None
 
     report = report or default_report_path(output)

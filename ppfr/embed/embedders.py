@@ -19,6 +19,10 @@ from .align import align_openface, landmarks_array
 from .detect import Box
 
 
+class EmbedderError(ValueError):
+    """The embedder cannot be built: an unknown spec, torch missing, a bad weights file."""
+
+
 class Embedder(ABC):
     name: str     # stored in the output file, so embeddings of different models are never mixed
     dim: int
@@ -53,9 +57,14 @@ class OpenFaceEmbedder(Embedder):
     dim = 128
 
     def __init__(self, weights_path):
-        from .openface import load_nn4_small2
-
-        self.net = load_nn4_small2(weights_path)
+        try:
+            from .openface import WeightsError, load_nn4_small2
+        except ImportError:
+            raise EmbedderError("the openface embedder needs torch: pip install 'ppfr[openface]'") from None
+        try:
+            self.net = load_nn4_small2(weights_path)
+        except WeightsError as e:
+            raise EmbedderError(str(e)) from None
         self.name = "openface_nn4.small2"
 
     def embed(self, rgb, box):
@@ -77,7 +86,7 @@ def embedder_name(spec: str = "dlib") -> str:
         return "dlib_resnet_v1-68pt"
     if spec.startswith("openface:"):
         return "openface_nn4.small2"
-    raise ValueError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
+    raise EmbedderError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
 
 
 def make_embedder(spec: str = "dlib") -> Embedder:
@@ -87,4 +96,4 @@ def make_embedder(spec: str = "dlib") -> Embedder:
         return DlibResNetEmbedder(68)
     if spec.startswith("openface:"):
         return OpenFaceEmbedder(spec.split(":", 1)[1])
-    raise ValueError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
+    raise EmbedderError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")

@@ -64,10 +64,16 @@ def default_workers() -> int:
 
 def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers: int | None = None,
                 progress: bool = True, desc: str = "embedding"):
-    """Embed files in order; yields (vector or None, reason, detail) per file."""
+    """Embed files in order; yields (vector or None, reason, detail) per file.
+
+    Raises EmbedderError (before any work) when settings.embedder cannot be built.
+    """
     from tqdm import tqdm
 
     workers = max(1, min(workers or default_workers(), len(paths) or 1))
+    # Build the embedder here first: a bad spec or weights file raises EmbedderError now, in the
+    # caller, rather than in every pool worker's initializer (where Pool would respawn it forever).
+    make_embedder(settings.embedder)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, smoothing=0.05)
     try:
         if workers == 1:
