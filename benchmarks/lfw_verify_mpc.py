@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -158,6 +159,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the 6,000 matches")
     parser.add_argument("--roc", type=Path, default=HERE / "out" / "lfw_verify_mpc_roc.png", help="ROC image to write")
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]   # other work on the machine skews the timings: reported
     lfw_dir = Path(args.lfw) if args.lfw else default_lfw_dir()
 
     X, ia, ib, same, fold, boxed = pair_embeddings(lfw_dir)
@@ -190,7 +192,7 @@ def main():
     print(f"ROC curve written to {args.roc}")
 
     print(json.dumps(dict(
-        benchmark="lfw_verify_mpc", pairs=len(ia), distinct_images=len(X), images_from_fixed_box=boxed,
+        benchmark="lfw_verify_mpc", load_average_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], pairs=len(ia), distinct_images=len(X), images_from_fixed_box=boxed,
         frac_bits=FRAC_BITS,
         accuracy_10fold_mpc=round(acc_mpc, 5), accuracy_10fold_plaintext=round(acc_plain, 5),
         accuracy_10fold_std_mpc=round(std_mpc, 5), accuracy_identical=acc_mpc == acc_plain,
