@@ -117,7 +117,7 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
         click.echo(json.dumps(summary))
     else:
         click.echo(f"enrolled {len(ok)} image(s) of {name}; the gallery now holds {summary['entries']} "
-                   f"entries of {summary['people']} people (version {rec.version}, {gallery_dir})")
+                   f"entries of {_people(summary['people'])} (version {rec.version}, {gallery_dir})")
 
 
 @click.command(epilog=_HOW)
@@ -241,4 +241,8 @@ def remove(name, gallery_dir, as_json):
         click.echo(json.dumps(summary))
     else:
         click.echo(f"removed {removed} entries of {name}; {summary['entries']} entries of "
-                   f"{summary['people']} people remain")
+                   f"{_people(summary['people'])} remain")
+
+
+def _people(n: int) -> str:
+    return f"{n} person" if n == 1 else f"{n} people"
