@@ -51,7 +51,7 @@ GROUPS = {
     4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
         "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
 }
-FOURS_MAX_VALUES = 1024  # groups of four (fewer levels, three times the comparisons) up to this many values
+FOURS_MAX_VALUES = 256  # groups of four (fewer levels, three times the comparisons) up to this many values
 
 
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool):

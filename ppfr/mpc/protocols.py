@@ -163,6 +163,8 @@ def and_monomials(srv, variables, monomials, material):
     same mask); for a monomial S, AND of its literals = XOR over subsets T of S of (AND of the opened
     literals in S minus T) AND M_T, with M_T = AND of the masks in T XOR-shared by the dealer and the
     T = {} term (all public) added by server 0."""
+    if all(len(m) == 2 and min(m) >= 0 for m in monomials):
+        return _and_pairs(srv, variables, monomials, material)
     used, count, steps, term_rows, term_public, starts, wholes = _monomial_plan(len(variables), tuple(monomials))
     opened = srv.open_xor(*[variables[j] ^ material[j] for j in used])
     width = variables[0].size
@@ -181,7 +183,7 @@ def and_monomials(srv, variables, monomials, material):
 
 # Below this many values a comparison is latency-bound and uses the radix-4 prefix (4 rounds); above,
 # it is compute-bound and uses radix 2 (7 rounds, a quarter of the arithmetic).
-RADIX4_MAX_VALUES = 2048
+RADIX4_MAX_VALUES = 512
 
 
 def comparison_radix(n: int) -> int:
@@ -190,6 +192,21 @@ def comparison_radix(n: int) -> int:
 
 def ask_msb(srv, n: int) -> int:
     return srv.ask("msb", n=n, radix=comparison_radix(n))
+
+
+def _and_pairs(srv, variables, monomials, material):
+    """and_monomials when every monomial is a plain 2-input AND: Beaver's formula term by term,
+    v_i v_j = M_ij ^ d_i m_j ^ d_j m_i (^ d_i d_j on server 0), with no index gymnastics."""
+    row = {t: i for i, t in enumerate(monomial_layout(len(variables), tuple(monomials)))}
+    used = sorted({j for m in monomials for j in m})
+    opened = dict(zip(used, srv.open_xor(*[variables[j] ^ material[j] for j in used])))
+    out = []
+    for i, j in (tuple(sorted(m)) for m in monomials):
+        z = material[row[(i, j)]] ^ (opened[i] & material[j]) ^ (opened[j] & material[i])
+        if srv.index == 0:
+            z ^= opened[i] & opened[j]
+        out.append(z)
+    return out
 
 
 def msb_bits(srv, x, ticket: int | None = None):
