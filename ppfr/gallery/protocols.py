@@ -9,27 +9,22 @@ the encoded coordinates), and shared with it: a server never needs a product to 
     ||q - g||^2 = ||q||^2 - 2 q.g + ||g||^2       (the cross term is the only product between parties)
 
 Identification computes the cross terms of m queries against all n entries as one Beaver matrix
-product Q (m x d) @ G^T (d x n). A Beaver product opens E = Q - A and F = G^T - B; for a whole gallery F
-is n x d ring elements per server, far more than the query. So the servers take one triple for a pool of
-K future queries, (A: K x d, B: d x n, C = A B), open F once, and then each query consumes fresh rows of
-A and C: query i opens only its own E_i = q_i - A_i (d elements) and gets
-    q_i G^T = E_i F + E_i B + A_i F + C_i.
-This is exactly the Beaver product of the stacked K x d query matrix, evaluated a row at a time: every
-row of A is used once, B only against this version of the gallery (a new version gets a new pool), so
-what a server sees stays uniform and independent of queries and gallery.
+product Q (m x d) @ G^T (d x n). Its mask for G^T is opened once per pool of queries and each query then
+opens only its own d values (ppfr.mpc.reuse.MaskedOperand); a new version of the gallery gets a new pool.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ppfr.mpc import functions as F
+from ppfr.mpc.reuse import MaskedOperand
 from ppfr.mpc.storage import check_halves
 
 from . import store
 
 U64 = np.uint64
 STATE = "gallery"            # srv.state key of the loaded gallery half
-MASK = "gallery_mask"        # srv.state key of the pool of preprocessed query rows
+MASK = "gallery_mask"        # srv.state key of (gallery id, MaskedOperand of G^T)
 EXCLUDED = U64(2**60)        # added to an excluded entry's squared distance (ring units): never nearest
 REVEAL_MODES = ("all", "nearest", "match")
 
@@ -82,28 +77,14 @@ def prune_halves(srv, root, keep: int) -> int:
 
 # -- distances ----------------------------------------------------------------------------------------------
 def cross_products(srv, q: np.ndarray, pool_size: int) -> np.ndarray:
-    """Shares of Q @ G^T at 2*frac bits for this server's query shares q (m x d), from the pool (module
-    docstring). One round, m*d ring elements per server, plus n*d once per pool of `pool_size` queries."""
+    """Shares of Q @ G^T at 2*frac bits for this server's query shares q (m x d), through the engine's
+    MaskedOperand (module docstring): one round, m*d ring elements per server, plus n*d once a pool."""
     state = srv.state[STATE]
-    m = q.shape[0]
-    mask = srv.state.get(MASK)
-    if mask is None or mask["id"] != state["id"] or mask["used"] + m > mask["rows"]:
-        mask = srv.state[MASK] = _new_mask(srv, state, max(m, pool_size))
-    rows = slice(mask["used"], mask["used"] + m)
-    mask["used"] += m
-    (e,) = srv.open(q - mask["a"][rows])
-    return e @ mask["bf"] + mask["afc"][rows]
-
-
-def _new_mask(srv, state, k: int) -> dict:
-    g_t = np.ascontiguousarray(state["emb"].T)
-    d, n = g_t.shape
-    [(a, b, c)] = srv.dealer("triples", specs=[("matmul", (k, d), (d, n))])
-    (f,) = srv.open(g_t - b)
-    # precompute what does not depend on the query: E F + E B = E (B + F) on server 0, E B on server 1
-    bf = b + f if srv.index == 0 else b
-    c += a @ f
-    return {"id": state["id"], "rows": k, "used": 0, "a": a, "bf": bf, "afc": c}
+    operand = srv.state.get(MASK)
+    if operand is None or operand[0] != state["id"]:
+        gallery_t = srv.local(np.ascontiguousarray(state["emb"].T), state["frac"])
+        operand = srv.state[MASK] = (state["id"], MaskedOperand(gallery_t, pool_rows=pool_size))
+    return operand[1].matmul(srv.local(q, state["frac"]), frac=2 * state["frac"]).share
 
 
 def query(srv, mode: str, pool_size: int, tolerance_sq: float, exclude=None) -> None:
