@@ -247,7 +247,8 @@ def test_cli_trains_saves_and_summarises(tmp_path):
     assert summary["mpc"]["train_accuracy"] >= 0.99 and summary["mpc"]["test_accuracy"] >= 0.9
     assert abs(summary["mpc"]["test_accuracy"] - summary["plaintext"]["test_accuracy"]) <= 1 / 12 + 1e-9
     assert len(summary["mpc"]["losses"]) == 3 and summary["mpc"]["losses"][-1] < summary["mpc"]["losses"][0]
-    assert np.allclose(summary["mpc"]["losses"], summary["plaintext"]["losses"], rtol=0.05)
+    # near p = 1 the loss is about 1 - p, which fixed point resolves to ~1e-5 a sample: absolute there
+    assert np.allclose(summary["mpc"]["losses"], summary["plaintext"]["losses"], rtol=0.05, atol=1e-3)
     for server in ("server0", "server1"):
         assert summary["mpc"]["stats"][server]["rounds"] > 0
     record = json.loads(model_paths(out)["client"].read_text())
