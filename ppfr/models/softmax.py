@@ -168,27 +168,30 @@ def _train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, r
     clock = time.perf_counter
     for epoch, batches in enumerate(batch_schedule(n, config)):
         for i, rows in enumerate(batches):
-            t0 = clock()
-            xb, yb = x[rows], y[rows]
-            (z,) = multiply_many([(xb, w)], op="matmul")
-            z = z + b
-            t1 = clock()
-            p = F.softmax(z, axis=1)
-            t2 = clock()
-            if reveal_probs:
-                srv.reveal_to(p)
-            d = p - yb
-            (gw,) = multiply_many([(xb.T, d)], op="matmul")   # sum over the batch, |.| <= nb * max|x|
-            gb = d.sum(axis=0)
-            t3 = clock()
-            step = _scaled_int(config.lr / len(rows))
-            # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
-            new_uw = uw * mu + gw * step + w * decay
-            new_ub = ub * mu + gb * step
-            flat = concatenate([new_uw.reshape(-1), new_ub]).reinterpret(f + UPDATE_BITS).with_frac(f)
-            uw, ub = flat[:w.size].reshape(w.shape), flat[w.size:]
-            w, b = w - uw, b - ub
-            t4 = clock()
+            # a step asks the dealer for the same material every time (it depends on shapes only): from the
+            # second step on, it is all requested on entry and drawn while the servers compute
+            with srv.plan("softmax_sgd_step", len(rows), *w.shape):
+                t0 = clock()
+                xb, yb = x[rows], y[rows]
+                (z,) = multiply_many([(xb, w)], op="matmul")
+                z = z + b
+                t1 = clock()
+                p = F.softmax(z, axis=1)
+                t2 = clock()
+                if reveal_probs:
+                    srv.reveal_to(p)
+                d = p - yb
+                (gw,) = multiply_many([(xb.T, d)], op="matmul")   # sum over the batch, |.| <= nb * max|x|
+                gb = d.sum(axis=0)
+                t3 = clock()
+                step = _scaled_int(config.lr / len(rows))
+                # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
+                new_uw = uw * mu + gw * step + w * decay
+                new_ub = ub * mu + gb * step
+                flat = concatenate([new_uw.reshape(-1), new_ub]).reinterpret(f + UPDATE_BITS).with_frac(f)
+                uw, ub = flat[:w.size].reshape(w.shape), flat[w.size:]
+                w, b = w - uw, b - ub
+                t4 = clock()
             for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 seconds[name] += dt
             if progress is not None and srv.index == 0:
@@ -224,6 +227,7 @@ def _predict_program(srv, chunks: list[int]):
 class MPCTraining:
     seconds: float
     phase_seconds: dict          # server 0's wall time in each phase of a batch, summed over training
+                                 # ("forward" includes sending the step's dealer requests ahead)
     stats: dict                  # per server: online bytes, rounds, offline bytes during training
     losses: list = field(default_factory=list)  # per-epoch mean loss, seen by the client only (if asked)
     batches: int = 0
