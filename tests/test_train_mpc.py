@@ -118,6 +118,20 @@ def test_model_halves_round_trip_through_disk(trained):
     assert header["meta"]["classes"] == 8 and header["meta"]["fixed_point"]["frac_bits"] == 16
 
 
+def test_single_queries_share_one_opening_of_the_weights(trained):
+    """After the first small query, a query opens only its own row (W - B was opened for the pool)."""
+    with LocalSession() as session:
+        load_model(session, trained["root"])
+        costs = []
+        for row in trained["probe"][:3]:
+            before = session.stats()["server0"]
+            p = predict_mpc(session, row[None, :])
+            costs.append((session.stats()["server0"] - before).bytes_sent)
+            assert np.abs(p - softmax_rows(row[None, :] @ trained["w"] + trained["b"])).max() < 1e-3
+    weight_bytes = 128 * 8 * 8  # W - B for 8 classes (a rare truncation retry adds a few bytes, not this)
+    assert costs[0] - costs[1] >= weight_bytes and costs[0] - costs[2] >= weight_bytes, costs
+
+
 def _copy_model(src, dst):
     shutil.copytree(src, dst)
     return model_paths(dst)
@@ -253,5 +267,6 @@ def test_cli_trains_saves_and_summarises(tmp_path):
         assert summary["mpc"]["stats"][server]["rounds"] > 0
     record = json.loads(model_paths(out)["client"].read_text())
     assert record["id"] == summary["model_id"] and record["class_names"] == [f"person_{i:02d}" for i in range(6)]
+    assert record["embedder"] == "dlib_resnet_v1"
     text = CliRunner().invoke(train_mpc_command, [str(path), "-o", str(out), "--epochs", "1", "--quiet"]).output
     assert "accuracy MPC" in text and "rounds" in text

@@ -72,6 +72,7 @@ class Split:
     class_names: list[str]
     train: list[ClientData]
     test: list[ClientData] = field(default_factory=list)
+    embedder: str = ""
 
     @staticmethod
     def _stack(parts, prep: Preprocessing):
@@ -182,4 +183,4 @@ def split_dataset(data: Dataset, test_fraction: float, seed: int) -> Split:
         start += len(c.labels)
         train_parts.append(ClientData(c.source, c.embeddings[~t], c.labels[~t]))
         test_parts.append(ClientData(c.source, c.embeddings[t], c.labels[t]))
-    return Split(data.class_names, train_parts, test_parts)
+    return Split(data.class_names, train_parts, test_parts, data.embedder)

@@ -38,6 +38,7 @@ from .defaults import TRAIN_DEFAULTS
 
 UPDATE_BITS = 24  # extra fractional bits for the public factors of the update (see module doc)
 STATE_KEY = "softmax_model"
+QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see _predict_program)
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,16 @@ def _predict_program(srv, chunks: list[int]):
     if model is None:
         raise RuntimeError(f"{srv.name} holds no classifier: train or load one first")
     t = time.perf_counter()
-    # the same weights meet every row: one triple and one opening of W - B serve all the chunks
-    weight = MaskedOperand(model["weight"], pool_rows=max(sum(chunks), 1))
+    # The same weights meet every row: one triple and one opening of W - B serve a pool of rows, so a
+    # row costs only its own opening. Small calls (a face or a few) share one pool kept with the model
+    # across calls; a large call gets a pool of its own size.
+    rows = sum(chunks)
+    if rows <= QUERY_POOL_ROWS:
+        weight = model.get("masked")
+        if weight is None:
+            weight = model["masked"] = MaskedOperand(model["weight"], pool_rows=QUERY_POOL_ROWS)
+    else:
+        weight = MaskedOperand(model["weight"], pool_rows=rows)
     for _ in chunks:
         x = srv.receive()
         if x.ndim != 2 or x.shape[1] != model["weight"].shape[0]:

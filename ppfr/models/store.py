@@ -3,7 +3,7 @@
     ROOT/server0/softmax.npz   server 0's shares of weight and bias, header with model id and settings
     ROOT/server1/softmax.npz   server 1's
     ROOT/client/softmax.json   the client's record: class names, model id, both halves' digests,
-                               preprocessing and fixed-point settings
+                               preprocessing, fixed-point settings and the embedder
 
 The halves are written and checked by ppfr.mpc.storage (atomic writes, digests, ids); this module only
 decides what goes in them. Loading refuses a missing half or record, a modified file, halves of two
@@ -44,18 +44,21 @@ def _save_program(srv, model_id: str, meta: dict, path):
                       meta={**meta, "weight_frac": w.frac, "bias_frac": b.frac})
 
 
-def save_model(session, root, class_names, preprocessing: dict, train_settings: dict | None = None) -> dict:
+def save_model(session, root, class_names, preprocessing: dict, train_settings: dict | None = None,
+               embedder: str = "") -> dict:
     """Each server writes its half; the client writes its record last (so a record always names two halves
-    that exist). Returns the record."""
+    that exist). `embedder` names what produced the training vectors (e.g. dlib_resnet_v1): a recogniser
+    must embed with the same one. Returns the record."""
     paths = model_paths(root)
     model_id = secrets.token_hex(8)
     fixed = {"frac_bits": session.fixed.frac_bits, "bound_bits": session.fixed.bound_bits}
     meta = {"model_id": model_id, "classes": len(class_names), "fixed_point": fixed,
-            "preprocessing": preprocessing}
+            "preprocessing": preprocessing, "embedder": embedder}
     job = session.run(_save_program, model_id, meta, per_server=((paths["server0"],), (paths["server1"],)))
     digests = job.result()
     record = {"kind": KIND, "id": model_id, "sha256": digests, "class_names": list(class_names),
               "classes": len(class_names), "fixed_point": fixed, "preprocessing": preprocessing,
+              "embedder": embedder,
               "train": train_settings or {}, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "halves": {k: str(paths[k]) for k in ("server0", "server1")}}
     write_bytes_atomic(paths["client"], json.dumps(record, indent=1).encode())

@@ -48,7 +48,8 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
     x_test, y_test = split.test_arrays(prep)
     batches = -(-len(y_train) // config.batch_size) * config.epochs
     summary = {"classes": classes, "train_samples": int(len(y_train)), "test_samples": int(len(y_test)),
-               "clients": len(split.train), "config": config.as_dict(), "preprocessing": prep.as_dict()}
+               "clients": len(split.train), "config": config.as_dict(), "preprocessing": prep.as_dict(),
+               "embedder": split.embedder}
 
     if fixed is None:
         from ppfr.config import section
@@ -65,7 +66,8 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
         p_train = predict_mpc(session, x_train)
         p_test = predict_mpc(session, x_test) if len(y_test) else np.zeros((0, classes))
         predict_seconds = time.perf_counter() - t
-        record = save_model(session, output, split.class_names, prep.as_dict(), config.as_dict())
+        record = save_model(session, output, split.class_names, prep.as_dict(), config.as_dict(),
+                            embedder=split.embedder)
     summary["mpc"] = {
         "train_accuracy": _accuracy(p_train, y_train), "test_accuracy": _accuracy(p_test, y_test),
         "train_seconds": trained.seconds, "seconds_per_epoch": trained.seconds / config.epochs,
