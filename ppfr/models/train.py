@@ -33,6 +33,7 @@ class _Progress:
         if self.bar is not None:
             if batch == 0:
                 self.bar.set_description(f"{self.desc}, epoch {epoch + 1}/{self.epochs}")
+            self.bar.set_postfix_str(f"batch {batch + 1}/{batches}", refresh=False)
             self.bar.update(1)
 
     def close(self):
