@@ -98,3 +98,12 @@ def test_softmax_along_axis_0_and_tiny_rows(session):
     assert np.max(np.abs(evaluate(session, lambda t: F.softmax(t, axis=0), x) - _softmax(x, axis=0))) <= 1e-3
     x = rng.uniform(-30, 30, (5, 1))
     assert np.max(np.abs(evaluate(session, F.softmax, x) - 1)) <= 1e-3
+
+
+def test_softmax_is_safe_for_rows_spanning_far_more_than_64(session):
+    """exp is only guaranteed down to -64; the default clamp makes any logits safe."""
+    x = rng.uniform(-30, 30, (20, 158))
+    x[:, :40] = rng.uniform(-900, -100, (20, 40))  # far below the row's maximum
+    x[np.arange(20), rng.integers(40, 158, 20)] = 400.0  # and a winner far above
+    got = evaluate(session, F.softmax, x)
+    assert np.max(np.abs(got - _softmax(x))) <= 1e-3

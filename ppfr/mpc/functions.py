@@ -238,21 +238,32 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
 
 
 # -- softmax ------------------------------------------------------------------------------------------------
-def softmax(x: SharedTensor, axis: int = -1) -> SharedTensor:
-    """softmax along `axis` for rows whose values span less than 64 (e.g. any logits in [-32, 32]),
-    within 1e-4 absolute of float64. Nothing is revealed: not the maximum, not the denominator.
+def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor:
+    """softmax along `axis`, within 1e-4 absolute of float64. Nothing is revealed: not the maximum, not
+    the denominator.
 
-    m = max (exact, comparisons), e = exp(x - m) in [e^-64, 1] at extra precision, s = sum(e) in [1, n],
-    p = e * (1/s) with the reciprocal run over [1, n]."""
-    with x.server.plan("softmax", x.shape, x.frac, axis):
-        return _softmax(x, axis)
+    m = max (exact, comparisons), d = x - m, e = exp(d) in (0, 1] at extra precision, s = sum(e) in [1, n],
+    p = e * (1/s) with the reciprocal run over [1, n]. exp is only guaranteed on [-64, 0]; with `clamp`
+    (the default) d is raised to -64 where it is lower (one more comparison, 5 rounds for a row), which
+    changes nothing at this precision (e^-64 rounds to 0) and makes any logits safe. Without it, rows
+    must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
+    """
+    with x.server.plan("softmax", x.shape, x.frac, axis, clamp):
+        return _softmax(x, axis, clamp)
 
 
-def _softmax(x: SharedTensor, axis: int) -> SharedTensor:
+def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     x_last = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x_last.shape[-1]
     m = max_along(x_last, axis=-1)
     shifted = x_last - m.reshape(*m.shape, 1)
+    if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
+        server = x.server
+        comparison = protocols.ask_msb(server, shifted.size)
+        selection = server.ask("selection", n=shifted.size, count=1)
+        below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison)
+        (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
+        shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
     inner = x.server.fixed.frac_bits + 7
     e = exp(shifted, upper=0.0, frac=inner)
     s = e.sum(axis=-1, keepdims=True)
