@@ -41,6 +41,7 @@ def cases(rng):
         ("exp 64x158", F.exp, np.exp, (e158,)),
         ("reciprocal 64x158", F.reciprocal, np.reciprocal, (r158,)),
         ("softmax 64x158", F.softmax, softmax_np, (a158,)),
+        ("softmax 1x158 (one face)", F.softmax, softmax_np, (a158[:1],)),
         ("mul 100x100", lambda p, q: p * q, np.multiply, (a100, b100)),
         ("matmul 100x100", lambda p, q: p @ q, np.matmul, (a100, b100)),
         ("exp 100x100", F.exp, np.exp, (e100,)),
