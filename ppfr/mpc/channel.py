@@ -84,7 +84,9 @@ class Channel:
         self.stats = PartyStats()
         self._received_since_send = True
 
-    def send(self, to: str, message) -> None:
+    def send(self, to: str, message, copy: bool = True) -> None:
+        """Send plain data. copy=False hands arrays over without copying them, for a sender that keeps
+        no reference to them (the dealer's fresh material); a network transport copies anyway."""
         size = payload_bytes(message)
         if to in OFFLINE or self.name in OFFLINE:
             self.stats.offline_bytes += size
@@ -95,7 +97,7 @@ class Channel:
             self.stats.bytes_sent += size
             self.stats.messages_sent += 1
             self.stats.bytes_to[to] += size
-        self._put(to, message)
+        self._put(to, message, copy)
 
     def recv(self, sender: str):
         message = self._get(sender)
@@ -105,7 +107,7 @@ class Channel:
             self._received_since_send = True
         return message
 
-    def _put(self, to, message):  # pragma: no cover - interface
+    def _put(self, to, message, copy: bool = True):  # pragma: no cover - interface
         raise NotImplementedError
 
     def _get(self, sender):  # pragma: no cover - interface
@@ -146,12 +148,13 @@ class _InProcessChannel(Channel):
         super().__init__(name)
         self._net = network
 
-    def _put(self, to, message):
+    def _put(self, to, message, copy: bool = True):
         if to not in self._net.parties:
             raise ValueError(f"unknown party {to!r}")
         if self._net._closed is not None:
             raise ProtocolAborted(f"{self.name} cannot send to {to}: {self._net._closed.reason}")
-        message = _copy(message)
+        if copy:
+            message = _copy(message)
         if self._net.transcript is not None:
             self._net.transcript.append((self.name, to, message))
         self._net._queues[(self.name, to)].put(message)

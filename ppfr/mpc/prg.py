@@ -14,11 +14,17 @@ class SecureRandom:
     def __init__(self, key: bytes | None = None):
         key = key if key is not None else os.urandom(16)
         self._stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
+        self._zeros = bytearray()  # the keystream is AES-CTR over zeros; this buffer only grows
 
     def uint64(self, shape) -> np.ndarray:
         shape = tuple(np.atleast_1d(shape).tolist()) if not isinstance(shape, tuple) else shape
         n = int(np.prod(shape, dtype=np.int64))
-        return np.frombuffer(self._stream.update(bytes(8 * n)), dtype=np.uint64).reshape(shape).copy()
+        out = bytearray(8 * n + 15)  # update_into wants room for a block more than it writes
+        if len(self._zeros) < 8 * n:
+            self._zeros = bytearray(max(8 * n, 2 * len(self._zeros)))
+        written = self._stream.update_into(memoryview(self._zeros)[: 8 * n], out)
+        assert written == 8 * n
+        return np.frombuffer(out, dtype=np.uint64, count=n).reshape(shape)
 
     def bits(self, shape) -> np.ndarray:
         """Uniform 0/1 values as uint64."""
