@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import protocols
-from .tensor import SharedTensor, _rescale_product
+from .tensor import SharedTensor, _rescaled
 
 
 class MaskedOperand:
@@ -41,7 +41,7 @@ class MaskedOperand:
         (e,) = self.w.server.open(x.share - pool["a"][rows])
         z = e @ pool["bf"] + pool["afc"][rows]
         out_frac = max(x.frac, self.w.frac) if frac is None else frac
-        return _rescale_product(x, z, x.frac + self.w.frac, out_frac)
+        return _rescaled(x, z, x.frac + self.w.frac, out_frac)
 
     def _new_pool(self, k: int) -> dict:
         srv, w = self.w.server, self.w.share

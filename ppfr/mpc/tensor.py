@@ -50,9 +50,6 @@ class SharedTensor:
             raise SessionMismatch(f"a tensor of {self.server.name} (session {self.server.session_id}) was "
                                   f"used by {server.name} (session {server.session_id})")
 
-    def _shared(self, other: "SharedTensor") -> None:
-        other._check_owner(self.server)
-
     def _new(self, share, frac=None) -> "SharedTensor":
         return SharedTensor(self.server, share, self.frac if frac is None else frac)
 
@@ -63,7 +60,7 @@ class SharedTensor:
 
     def _aligned(self, other: "SharedTensor"):
         """Both operands at the larger fractional precision (a left shift is exact and local)."""
-        self._shared(other)
+        other._check_owner(self.server)
         frac = max(self.frac, other.frac)
         return self.share << U64(frac - self.frac), other.share << U64(frac - other.frac), frac
 
@@ -95,7 +92,7 @@ class SharedTensor:
             return self._new(_broadcast_checked(np.multiply, self.share, ring(other)))
         f = self.server.fixed.frac_bits
         product = _broadcast_checked(np.multiply, self.share, self.server.fixed.encode(other, f))
-        return self._new(protocols.truncate(self.server, [product], [f])[0])
+        return _rescaled(self, product, self.frac + f, self.frac)
 
     __rmul__ = __mul__
 
@@ -113,15 +110,14 @@ class SharedTensor:
         return _public_matmul(self, other, left=True)
 
     def square(self, frac: int | None = None) -> "SharedTensor":
-        (z,) = protocols.squares(self.server, [self.share])
-        return _rescale_product(self, z, 2 * self.frac, self.frac if frac is None else frac)
+        return square_many([self], frac)[0]
 
     # -- rescaling ------------------------------------------------------------------------------------
     def with_frac(self, frac: int) -> "SharedTensor":
         """The same value with `frac` fractional bits: a left shift (local) or a truncation (one round)."""
         if frac >= self.frac:
             return self._new(self.share << U64(frac - self.frac), frac)
-        return self._new(protocols.truncate(self.server, [self.share], [self.frac - frac])[0], frac)
+        return _rescaled(self, self.share, self.frac, frac)
 
     def reinterpret(self, frac: int) -> "SharedTensor":
         """The same ring elements read with other fractional bits: x.reinterpret(f + k) is x / 2^k, free."""
@@ -162,9 +158,9 @@ def _broadcast_checked(op, a, b):
         raise ValueError(f"shapes {np.shape(a)} and {np.shape(b)} do not broadcast") from e
 
 
-def _rescale_product(like: SharedTensor, z: np.ndarray, frac_in: int, frac_out: int) -> SharedTensor:
+def _rescaled(like: SharedTensor, z: np.ndarray, frac_in: int, frac_out: int) -> SharedTensor:
     if frac_out > frac_in:
-        raise ValueError(f"a product with {frac_in} fractional bits cannot be given {frac_out}")
+        raise ValueError(f"truncation cannot take a value with {frac_in} fractional bits to {frac_out}")
     if frac_out < frac_in:
         (z,) = protocols.truncate(like.server, [z], [frac_in - frac_out])
     return like._new(z, frac_out)
@@ -181,7 +177,7 @@ def _public_matmul(x: SharedTensor, public, left: bool) -> SharedTensor:
     except ValueError as e:
         raise ValueError(f"matmul shapes {np.shape(public) if left else x.shape} and "
                          f"{x.shape if left else np.shape(public)} do not match") from e
-    return _rescale_product(x, z, x.frac + frac, x.frac)
+    return _rescaled(x, z, x.frac + frac, x.frac)
 
 
 def multiply_many(pairs, op: str = "mul", frac: int | None = None):
