@@ -174,8 +174,8 @@ def main():
         g.batch = 1
         timed = rng.choice(probes, args.latency_queries, replace=False)
         # preprocessing of one pool, timed alone: a triple for `pool` rows and one opening of the gallery
-        g.parties.session.servers[0].state.pop(P.MASK, None)
-        g.parties.session.servers[1].state.pop(P.MASK, None)
+        g.parties.session.servers[0].state[P.STATE].pop("masked", None)
+        g.parties.session.servers[1].state[P.STATE].pop("masked", None)
         before = server_stats(g)
         t = time.perf_counter()
         g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])

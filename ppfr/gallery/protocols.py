@@ -18,21 +18,20 @@ import numpy as np
 
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
-from ppfr.mpc.storage import check_halves
 
 from . import store
 
 U64 = np.uint64
 STATE = "gallery"            # srv.state key of the loaded gallery half
-MASK = "gallery_mask"        # srv.state key of (gallery id, MaskedOperand of G^T)
 EXCLUDED = U64(2**60)        # added to an excluded entry's squared distance (ring units): never nearest
 REVEAL_MODES = ("all", "nearest", "match")
 
 
 # -- loading and changing the gallery ---------------------------------------------------------------------
 def open_gallery(srv, root, version: int, object_id: str, dim: int, frac: int) -> str | None:
-    """Load this server's half of `version` (once per session), check that the other server holds the
-    same version, and return the half's digest for the client to compare with its record."""
+    """Load this server's half of `version` (once per session) and return its digest for the client to
+    compare with its record. Each server checks its half against the id the client sends it, so the two
+    hold halves of the same version without a further exchange."""
     state = srv.state.get(STATE)
     if state is None or state["id"] != object_id:
         if version == 0:   # a new gallery has no files yet
@@ -46,7 +45,6 @@ def open_gallery(srv, root, version: int, object_id: str, dim: int, frac: int) -
             raise store.GalleryError(f"server {srv.index}'s half of {object_id} holds {state['emb'].shape[1]}-d "
                                      f"vectors at {state['frac']} fractional bits; the record says {dim} at {frac}")
         srv.state[STATE] = state
-    check_halves(srv, {"id": object_id, "kind": store.KIND})   # both servers, every time: one tiny exchange
     return state["sha256"]
 
 
@@ -59,7 +57,7 @@ def append_rows(srv, root, version: int, object_id: str) -> str:
         raise store.GalleryError(f"new rows {rows.shape} at {rows.frac} bits do not fit the gallery")
     emb = np.concatenate([state["emb"], rows.share])
     nrm = np.concatenate([state["norms"], norms.share])
-    return store.save_half(root, srv.index, version, object_id, emb, nrm, state["frac"])
+    return _save_and_keep(srv, root, version, object_id, emb, nrm, state["frac"])
 
 
 def remove_rows(srv, root, rows, version: int, object_id: str) -> str:
@@ -67,8 +65,16 @@ def remove_rows(srv, root, rows, version: int, object_id: str) -> str:
     go, not whose they are)."""
     state = srv.state[STATE]
     keep = np.setdiff1d(np.arange(state["emb"].shape[0]), np.asarray(rows, dtype=np.int64))
-    return store.save_half(root, srv.index, version, object_id, state["emb"][keep], state["norms"][keep],
-                           state["frac"])
+    return _save_and_keep(srv, root, version, object_id, state["emb"][keep], state["norms"][keep], state["frac"])
+
+
+def _save_and_keep(srv, root, version: int, object_id: str, emb, norms, frac: int) -> str:
+    """Write this server's half of a new version and hold it, so the next use need not read it back. (If
+    the client does not commit the version, its record names the old version's id, which does not match,
+    and the committed half is loaded anew.)"""
+    digest = store.save_half(root, srv.index, version, object_id, emb, norms, frac)
+    srv.state[STATE] = {"id": object_id, "emb": emb, "norms": norms, "frac": frac, "sha256": digest}
+    return digest
 
 
 def prune_halves(srv, root, keep: int) -> int:
@@ -80,11 +86,10 @@ def cross_products(srv, q: np.ndarray, pool_size: int) -> np.ndarray:
     """Shares of Q @ G^T at 2*frac bits for this server's query shares q (m x d), through the engine's
     MaskedOperand (module docstring): one round, m*d ring elements per server, plus n*d once a pool."""
     state = srv.state[STATE]
-    operand = srv.state.get(MASK)
-    if operand is None or operand[0] != state["id"]:
+    if "masked" not in state:  # kept with this version of the gallery; a new version gets a new pool
         gallery_t = srv.local(np.ascontiguousarray(state["emb"].T), state["frac"])
-        operand = srv.state[MASK] = (state["id"], MaskedOperand(gallery_t, pool_rows=pool_size))
-    return operand[1].matmul(srv.local(q, state["frac"]), frac=2 * state["frac"]).share
+        state["masked"] = MaskedOperand(gallery_t, pool_rows=pool_size)
+    return state["masked"].matmul(srv.local(q, state["frac"]), frac=2 * state["frac"]).share
 
 
 def query(srv, mode: str, pool_size: int, tolerance_sq: float, exclude=None) -> None:

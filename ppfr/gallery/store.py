@@ -15,8 +15,8 @@ complete. Writers hold an exclusive lock on the gallery, readers a shared one, s
 the version it is loading pruned under it.
 
 The share files are written and checked with the project's one mechanism, ppfr.mpc.storage: each half
-carries the gallery id and version and a digest of its arrays, the servers compare their ids
-(`check_halves`) and the client compares both digests with its record (`check_record`).
+carries the gallery id and version and a digest of its arrays, each server checks its half against the id the client names,
+and the client compares both digests with its record (`check_record`).
 """
 from __future__ import annotations
 

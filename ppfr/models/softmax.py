@@ -212,16 +212,12 @@ def _predict_program(srv, chunks: list[int]):
     if model is None:
         raise RuntimeError(f"{srv.name} holds no classifier: train or load one first")
     t = time.perf_counter()
-    # The same weights meet every row: one triple and one opening of W - B serve a pool of rows, so a
-    # row costs only its own opening. Small calls (a face or a few) share one pool kept with the model
-    # across calls; a large call gets a pool of its own size.
-    rows = sum(chunks)
-    if rows <= QUERY_POOL_ROWS:
-        weight = model.get("masked")
-        if weight is None:
-            weight = model["masked"] = MaskedOperand(model["weight"], pool_rows=QUERY_POOL_ROWS)
-    else:
-        weight = MaskedOperand(model["weight"], pool_rows=rows)
+    # The same weights meet every row: one triple and one opening of W - B serve a pool of rows kept with
+    # the model across calls, so a row costs only its own opening; a large call reserves a pool its size.
+    weight = model.get("masked")
+    if weight is None:
+        weight = model["masked"] = MaskedOperand(model["weight"], pool_rows=QUERY_POOL_ROWS)
+    weight.reserve(sum(chunks))
     for _ in chunks:
         x = srv.receive()
         if x.ndim != 2 or x.shape[1] != model["weight"].shape[0]:

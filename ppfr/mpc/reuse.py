@@ -33,15 +33,20 @@ class MaskedOperand:
         if x.ndim != 2 or x.shape[1] != self.w.shape[0]:
             raise ValueError(f"matmul shapes {x.shape} and {self.w.shape} do not match")
         m = x.shape[0]
+        self.reserve(m)
         pool = self._pool
-        if pool is None or pool["used"] + m > pool["rows"]:
-            pool = self._pool = self._new_pool(max(m, self.pool_rows))
         rows = slice(pool["used"], pool["used"] + m)
         pool["used"] += m
         (e,) = self.w.server.open(x.share - pool["a"][rows])
         z = e @ pool["bf"] + pool["afc"][rows]
         out_frac = max(x.frac, self.w.frac) if frac is None else frac
         return _rescaled(x, z, x.frac + self.w.frac, out_frac)
+
+    def reserve(self, rows: int) -> None:
+        """Make sure the next `rows` query rows come from one pool (a new one if too few are left), so
+        that a large batch opens W - B once rather than once per pool."""
+        if self._pool is None or self._pool["used"] + rows > self._pool["rows"]:
+            self._pool = self._new_pool(max(rows, self.pool_rows))
 
     def _new_pool(self, k: int) -> dict:
         srv, w = self.w.server, self.w.share

@@ -3,10 +3,10 @@
 Each server writes its half to its own directory as one .npz: the share arrays plus a JSON header with the
 kind of object ("model", "gallery"), its id, the server index, fixed-point settings, free metadata and a
 SHA-256 digest of the arrays. The client keeps a record with the id and both digests. Loading refuses:
-a missing half; a half of the wrong server or kind; a half whose arrays no longer match its digest; two
-halves with different ids (`check_halves`, run by both servers); and, on the client, a half whose digest
-is not the one it recorded (`Client`-side `check_record`) — which catches a file rewritten with a fresh
-digest. Files are written atomically, so an interrupted write leaves the previous version in place.
+a missing half; a half of the wrong server or kind; a half whose arrays no longer match its digest; a
+half whose id is not the one the client names (each server checks its own against the id it is sent,
+so two halves of different objects are refused); and, on the client, a half whose digest is not the one
+it recorded (`check_record`) — which catches a file rewritten with a fresh digest. Files are written atomically, so an interrupted write leaves the previous version in place.
 """
 from __future__ import annotations
 
@@ -66,13 +66,6 @@ def load_share(path, *, party: int, kind: str):
     if digest(arrays) != header.get("sha256"):
         raise ShareFileError(f"{path} has been modified: its arrays do not match the digest written with them")
     return arrays, header
-
-
-def check_halves(srv, header: dict) -> None:
-    """Run by both servers after loading: refuse halves of two different objects."""
-    theirs = srv.exchange(header["id"])
-    if theirs != header["id"]:
-        raise ShareFileError(f"the two servers hold halves of different {header['kind']}s: {header['id']} and {theirs}")
 
 
 def check_record(record: dict, digests: list[str]) -> None:
