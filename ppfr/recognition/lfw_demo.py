@@ -198,18 +198,24 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
 
 def _score(results, plain, prep, split: DemoSplit, threshold) -> dict:
     """Decisions of the MPC run next to the plaintext model's (same algorithm in float64) on the same faces."""
+    from .recognizer import decide
+
     names = split.class_names
 
-    def decide(p):
-        label = int(np.argmax(p))
-        return label if p[label] >= threshold and names[label] != UNKNOWN else -1
+    def plain_decision(p):
+        label, _, known = decide(p, names, threshold)
+        return label if known else -1
 
     faced = [(truth, f) for _, truth, f in results if f is not None]
     p_mpc = np.array([f.probabilities for _, f in faced]).reshape(len(faced), len(names))
-    p_plain = plain.predict_proba(prep.apply(np.array([f.embedding for _, f in faced]).reshape(len(faced), -1)))
-    truth = np.array([t for t, _ in faced])
-    d_mpc = np.array([decide(p) for p in p_mpc])
-    d_plain = np.array([decide(p) for p in p_plain])
+    if faced:
+        p_plain = plain.predict_proba(prep.apply(np.array([f.embedding for _, f in faced])))
+    else:    # no query image had a face: nothing to score
+        p_plain = np.zeros((0, len(names)))
+    truth = np.array([t for t, _ in faced], dtype=np.int64)
+    # the MPC run's faces were named by the Recognizer (same class names and threshold)
+    d_mpc = np.array([f.label if f.known else -1 for _, f in faced], dtype=np.int64)
+    d_plain = np.array([plain_decision(p) for p in p_plain], dtype=np.int64)
     known = truth >= 0
 
     def rates(d):

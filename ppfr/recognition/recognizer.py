@@ -63,6 +63,14 @@ class Timings:
                               "offline_bytes_per_server": per_batch(self.offline_bytes)}}
 
 
+def decide(probs: np.ndarray, class_names, threshold: float) -> tuple[int, float, bool]:
+    """The naming rule: (top class, its probability, whether the face is named after it). A face is named
+    when the top class's probability reaches the threshold and that class is not the `unknown` one."""
+    label = int(np.argmax(probs))
+    p = float(probs[label])
+    return label, p, p >= threshold and class_names[label] != UNKNOWN
+
+
 def scale_box(box: Box, factor: float) -> Box:
     """A box found on an image resized by `factor`, in the original image's coordinates."""
     return Box(int(round(box.left / factor)), int(round(box.top / factor)), int(round(box.right / factor)),
@@ -152,11 +160,8 @@ class Recognizer:
         return p
 
     def name(self, probabilities: np.ndarray) -> tuple[int, float, str, bool]:
-        label = int(np.argmax(probabilities))
-        p = float(probabilities[label])
-        name = self.class_names[label]
-        known = p >= self.threshold and name != UNKNOWN
-        return label, p, (name if known else UNKNOWN), known
+        label, p, known = decide(probabilities, self.class_names, self.threshold)
+        return label, p, (self.class_names[label] if known else UNKNOWN), known
 
     # -- all of it -------------------------------------------------------------------------------------
     def recognize(self, rgb: np.ndarray, detect_scale: float = 1.0, policy: str = "all") -> list[Face]:
