@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ppfr.capture.capture import capture_faces, check_name, crop_with_margin, next_number
 from ppfr.capture.cli import capture
-from ppfr.capture.sources import CaptureError, VideoSource
+from ppfr.capture.sources import CaptureError, ImageFolderSource, VideoSource
 from ppfr.embed.detect import Box, FaceDetector, read_rgb
 from ppfr.embed.embedders import make_embedder
 from ppfr.embed.pipeline import embed_image
@@ -92,6 +92,19 @@ def test_cli_capture_from_images_reports_json_and_passes_over_bad_files(tmp_path
     assert summary["unreadable_images"] == ["broken.jpg"]
     assert sorted(p.name for p in (out / "Colin_Powell").iterdir()) == ["0001.jpg", "0002.jpg", "0003.jpg"]
     assert next_number(out / "Colin_Powell") == 4
+
+
+def test_capture_from_images_lists_an_empty_file_as_unreadable(tmp_path, lfw_image):
+    # a 0-byte .jpg made cv2.imdecode raise (!buf.empty()) and ended the whole run
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a_empty.jpg").write_bytes(b"")
+    (src / "b_real.jpg").write_bytes(lfw_image("Colin_Powell", 1).read_bytes())
+    source = ImageFolderSource(src)
+    result = capture_faces(source, tmp_path / "dataset", "Colin_Powell", count=5, every=1, progress=False)
+    assert [p.name for p in result.saved] == ["0001.jpg"]
+    assert result.frames_read == 1
+    assert result.unreadable == ["a_empty.jpg"]
 
 
 @pytest.mark.parametrize("args, message", [

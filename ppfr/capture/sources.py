@@ -81,11 +81,12 @@ class ImageFolderSource(FrameSource):
         self.unreadable: list[str] = []
 
     def __iter__(self):
-        import cv2
+        from ppfr.embed.detect import SkipImage, read_bgr
 
         for f in self.files:
-            frame = cv2.imdecode(np.fromfile(f, dtype=np.uint8), cv2.IMREAD_COLOR)
-            if frame is None:
+            try:
+                frame = read_bgr(f)
+            except SkipImage:    # empty, unreadable or not an image: listed, and the run goes on
                 self.unreadable.append(f.name)
                 continue
             yield frame

@@ -21,8 +21,8 @@ class SkipImage(Exception):
         self.detail = detail
 
 
-def read_rgb(path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array, or raise SkipImage('unreadable')."""
+def read_bgr(path) -> np.ndarray:
+    """Decode an image file to a BGR uint8 array (OpenCV's order), or raise SkipImage('unreadable')."""
     import cv2
 
     path = Path(path)
@@ -35,7 +35,12 @@ def read_rgb(path) -> np.ndarray:
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise SkipImage("unreadable", "not a decodable JPEG/PNG image (corrupt or not an image)")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return bgr
+
+
+def read_rgb(path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array, or raise SkipImage('unreadable')."""
+    return np.ascontiguousarray(read_bgr(path)[:, :, ::-1])
 
 
 @dataclass(frozen=True)
