@@ -11,7 +11,7 @@ background class of other people's faces, as `ppfr demo` trains) also reads as u
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,7 +50,6 @@ class Timings:
     bytes_sent: int = 0           # online bytes server 0 sent (server 1 sends as many)
     rounds: int = 0
     offline_bytes: int = 0        # server 0's traffic with the dealer
-    per_batch_mpc: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         per_face = (lambda v: round(1000 * v / self.faces, 3) if self.faces else None)
@@ -152,7 +151,6 @@ class Recognizer:
         cost = self.session.stats()["server0"] - before
         tm = self.timings
         tm.mpc += dt
-        tm.per_batch_mpc.append(dt)
         tm.batches += 1
         tm.bytes_sent += cost.bytes_sent
         tm.rounds += cost.rounds
