@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ppfr.config import section
-from ppfr.embed.lfw import load_lfw_embeddings
+from ppfr.embed.embedders import embedder_name  # noqa: E402
+from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
 from ppfr.models.softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
 from ppfr.models.store import load_model, save_model
@@ -72,7 +73,9 @@ def train_model(out_dir, seed: int = 0, epochs: int | None = None, background: i
     with new_session() as session:
         log(f"training on shares: {len(y_train)} images, {len(class_names)} classes, {config.epochs} epochs ...")
         trained = train_mpc(session, [(prep.apply(x_train), y_train)], len(class_names), config)
-        save_model(session, out_dir, class_names, prep.as_dict(), config.as_dict())
+        # the record names the embedder, so that `ppfr recognize` refuses vectors of another one
+        save_model(session, out_dir, class_names, prep.as_dict(), {**config.as_dict(), "split_seed": seed},
+                   embedder=embedder_name(LFW_SETTINGS.embedder))
     plain = train_plaintext(prep.apply(x_train), y_train, len(class_names), config)
     return split, plain, trained, prep, config
 

@@ -33,6 +33,7 @@ from open_set import DEFAULT_MODEL, train_model  # noqa: E402
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import stratified_split  # noqa: E402
+from ppfr.models.store import read_record  # noqa: E402
 from ppfr.recognition.recognizer import Recognizer  # noqa: E402
 
 TARGET_MPC_MS_PER_FACE = 5.0
@@ -83,7 +84,8 @@ def main(argv=None):
         log(f"no model at {args.model}: training the 158-person model on shares first")
         train_model(args.model, log=log)
 
-    photos = heldout_photos(args.images)
+    # held out from the model's own training split (open_set.py records the seed it split with)
+    photos = heldout_photos(args.images, read_record(args.model)["train"].get("split_seed", 0))
     result = {"benchmark": "recognize", "target_mpc_ms_per_face": TARGET_MPC_MS_PER_FACE}
     with Recognizer(args.model) as rec:
         classes = len(rec.class_names)

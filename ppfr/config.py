@@ -21,3 +21,12 @@ def load_config(path: str | None = None) -> dict:
 
 def section(name: str) -> dict:
     return dict(load_config().get(name, {}))
+
+
+def fixed_point():
+    """The session's fixed-point settings from the `mpc:` section (model and gallery halves record theirs,
+    and their loaders refuse a mismatch)."""
+    from ppfr.mpc import FixedPoint
+
+    cfg = section("mpc")
+    return FixedPoint(cfg.get("frac_bits", 16), cfg.get("bound_bits", 48))

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ppfr.config import fixed_point
 from ppfr.mpc import FixedPoint, LocalSession
 
 from .data import Preprocessing, Split
@@ -45,19 +46,14 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
                  report_loss: bool = False, progress: bool = True, fixed: FixedPoint | None = None) -> dict:
     classes = len(split.class_names)
     parts = [(prep.apply(c.embeddings), c.labels) for c in split.train if len(c.labels)]
-    x_train, y_train = split.train_arrays(prep)
+    x_train, y_train = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
     x_test, y_test = split.test_arrays(prep)
     batches = -(-len(y_train) // config.batch_size) * config.epochs
     summary = {"classes": classes, "train_samples": int(len(y_train)), "test_samples": int(len(y_test)),
                "clients": len(split.train), "config": config.as_dict(), "preprocessing": prep.as_dict(),
                "embedder": split.embedder}
 
-    if fixed is None:
-        from ppfr.config import section
-
-        mpc_cfg = section("mpc")
-        fixed = FixedPoint(mpc_cfg.get("frac_bits", 16), mpc_cfg.get("bound_bits", 48))
-    with LocalSession(fixed=fixed) as session:
+    with LocalSession(fixed=fixed or fixed_point()) as session:
         bar = _Progress(batches, config.epochs, "MPC training", progress)
         try:
             trained = train_mpc(session, parts, classes, config, progress=bar, report_loss=report_loss)
