@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -139,6 +140,20 @@ def test_show_without_a_display_is_a_clear_error(tmp_path, lfw_image):
         pass
     res = CliRunner().invoke(capture, ["X", "--out", str(tmp_path / "o"), "--images", str(src), "--show"])
     assert res.exit_code == 1 and "--show needs a display" in res.output
+
+
+def test_show_with_no_display_set_is_a_clear_error(tmp_path, lfw_image, monkeypatch):
+    # checked before OpenCV is asked: some GUI builds abort the process when there is no display
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(lfw_image("Colin_Powell", 1).read_bytes())
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the DISPLAY check is for Linux")
+    res = CliRunner().invoke(capture, ["X", "--out", str(tmp_path / "o"), "--images", str(src), "--show"])
+    assert res.exit_code == 1 and "--show needs a display" in res.output and "run without --show" in res.output
+    assert not (tmp_path / "o" / "X").exists()
 
 
 def test_name_and_crop_rules(tmp_path):

@@ -2,4 +2,5 @@
 
     ppfr.capture.capture  capture_faces, crop_with_margin, next_number
     ppfr.capture.sources  VideoSource, ImageFolderSource, CaptureError
+    ppfr.capture.window   Window, WindowError (the --show preview, shared with ppfr recognize)
 """

@@ -11,6 +11,10 @@ from ppfr.atomic import write_bytes_atomic
 from ppfr.embed.detect import Box, FaceDetector
 
 from .sources import CaptureError, FrameSource
+from .window import Window, WindowError
+
+PREVIEW_TITLE = "ppfr capture (q to stop)"
+SAVED, NOT_USABLE = (0, 200, 0), (0, 0, 255)   # BGR box colours in the preview
 
 _NUMBERED = re.compile(r"^(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
@@ -52,7 +56,7 @@ class CaptureResult:
     no_face: int = 0
     several_faces: int = 0
     unreadable: list[str] = field(default_factory=list)
-    stopped_early: bool = False   # Ctrl-C, or q/Esc in the preview
+    stopped_early: bool = False   # Ctrl-C, or q/Esc in (or closing) the preview
 
     def summary(self) -> dict:
         return dict(person_dir=str(self.person_dir), saved=len(self.saved),
@@ -60,34 +64,6 @@ class CaptureResult:
                     frames_checked=self.frames_checked, frames_without_face=self.no_face,
                     frames_with_several_faces=self.several_faces, unreadable_images=self.unreadable,
                     stopped_early=self.stopped_early)
-
-
-class Preview:
-    """A window showing each checked frame with its boxes (green: saved, red: not usable)."""
-
-    WINDOW = "ppfr capture (q to stop)"
-
-    def __init__(self):
-        import cv2
-        try:
-            cv2.namedWindow(self.WINDOW)
-        except cv2.error:
-            raise CaptureError("--show needs a display and an OpenCV build with GUI support "
-                               "(opencv-python, not opencv-python-headless); run without --show") from None
-
-    def show(self, frame, boxes, saved: bool) -> bool:
-        """Draw and show; False when the user asked to stop."""
-        import cv2
-        view = frame.copy()
-        colour = (0, 200, 0) if saved else (0, 0, 255)
-        for b in boxes:
-            cv2.rectangle(view, (b.left, b.top), (b.right, b.bottom), colour, 2)
-        cv2.imshow(self.WINDOW, view)
-        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
-
-    def close(self):
-        import cv2
-        cv2.destroyWindow(self.WINDOW)
 
 
 def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, every: int = 5,
@@ -108,7 +84,10 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
     detector = detector or FaceDetector("hog", upsample=0, retry_upsample=None)
     result = CaptureResult(person_dir)
     number = next_number(person_dir)
-    preview = Preview() if show else None
+    try:
+        preview = Window(PREVIEW_TITLE) if show else None
+    except WindowError as e:
+        raise CaptureError(f"{e}; run without --show") from None
     bar = tqdm(total=count, desc=f"capturing {name}", unit="face", disable=not progress)
     wait_until = 0   # index of the next frame worth checking
     try:
@@ -136,9 +115,13 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
             else:
                 result.no_face += 1
             bar.set_postfix(frames=result.frames_read, refresh=False)
-            if preview and not preview.show(frame, boxes, usable):
-                result.stopped_early = True
-                break
+            if preview:
+                view = frame.copy()
+                for b in boxes:
+                    cv2.rectangle(view, (b.left, b.top), (b.right, b.bottom), SAVED if usable else NOT_USABLE, 2)
+                if not preview.show(view):
+                    result.stopped_early = True
+                    break
             if len(result.saved) >= count:
                 break
     except KeyboardInterrupt:

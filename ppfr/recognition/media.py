@@ -2,14 +2,14 @@
 labels drawn on frames; a preview window; annotated images or an annotated video written atomically."""
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from ppfr.atomic import atomic_path, write_bytes_atomic
+from ppfr.capture.window import Window as _Window
+from ppfr.capture.window import WindowError
 from ppfr.embed.dataset import IMAGE_EXTENSIONS
 
 
@@ -134,43 +134,17 @@ def annotate(bgr: np.ndarray, faces) -> np.ndarray:
     return out
 
 
-class Window:
-    """The --show window; q or Esc asks to stop. Opening it checks first that there is a display at all:
-    with no display some GUI builds of OpenCV abort the whole process instead of raising."""
+class Window(_Window):
+    """The --show window of `ppfr recognize` (ppfr.capture.window's, raising MediaError)."""
 
     TITLE = "ppfr recognize (q quits)"
 
     def __init__(self):
-        import cv2
-
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise MediaError("--show needs a display, and none is available (DISPLAY is not set); run without "
-                             "--show, and use --output DIR to keep annotated images or video")
         try:
-            cv2.namedWindow(self.TITLE)
-        except cv2.error:
-            raise MediaError("--show needs an OpenCV build with GUI support (opencv-python, not "
-                             "opencv-python-headless) and a display; run without --show, or use --output DIR") from None
-
-    def show(self, bgr, wait_ms: int = 1) -> bool:
-        """False when the user pressed q or Esc (or closed the window)."""
-        import cv2
-
-        cv2.imshow(self.TITLE, bgr)
-        key = cv2.waitKey(wait_ms) & 0xFF
-        try:
-            visible = cv2.getWindowProperty(self.TITLE, cv2.WND_PROP_VISIBLE) >= 1
-        except cv2.error:
-            visible = False
-        return key not in (ord("q"), 27) and visible
-
-    def close(self):
-        import cv2
-
-        try:
-            cv2.destroyWindow(self.TITLE)
-        except cv2.error:
-            pass
+            super().__init__()
+        except WindowError as e:
+            raise MediaError(f"{e}; run without --show, and use --output DIR to keep annotated images or "
+                             f"video") from None
 
 
 # -- outputs ---------------------------------------------------------------------------------------------------
