@@ -34,10 +34,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from lfw_verify_plain import fallback_box  # noqa: E402  (the plaintext benchmark's stand-in for missed faces)
+from lfw_verify_plain import embed_from_box  # noqa: E402  (the plaintext benchmark's stand-in for missed faces)
 
-from ppfr.embed.detect import read_rgb  # noqa: E402
-from ppfr.embed.embedders import make_embedder  # noqa: E402
 
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.gallery import Gallery  # noqa: E402
@@ -53,11 +51,9 @@ def every_lfw_image():
     missing = sorted(p for p, _ in full.skipped)
     emb, labels, paths = full.embeddings, full.labels, list(full.paths)
     if missing:
-        root = images_dir()
-        box = fallback_box(root, full.paths[::50])
-        embedder = make_embedder("dlib")
+        extra = embed_from_box(images_dir(), full, missing)
         names = {n: i for i, n in enumerate(full.class_names)}
-        emb = np.concatenate([emb, [embedder.embed(read_rgb(root / p), box) for p in missing]])
+        emb = np.concatenate([emb, [extra[p] for p in missing]])
         labels = np.concatenate([labels, [names[p.split("/")[0]] for p in missing]])
         paths += missing
     return emb, labels, list(full.class_names), paths, len(missing), full.embedder

@@ -32,10 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from lfw_verify_plain import fallback_box, ten_fold_accuracy  # noqa: E402  (the plaintext protocol itself)
+from lfw_verify_plain import embed_from_box, ten_fold_accuracy  # noqa: E402  (the plaintext protocol itself)
 
-from ppfr.embed.detect import read_rgb  # noqa: E402
-from ppfr.embed.embedders import make_embedder  # noqa: E402
 from ppfr.embed.lfw import default_lfw_dir, images_dir, load_lfw_embeddings, pair_rows, read_pairs  # noqa: E402
 from ppfr.gallery import encode_vectors  # noqa: E402
 from ppfr.gallery import protocols as P  # noqa: E402
@@ -53,12 +51,7 @@ def pair_embeddings(lfw_dir):
     pairs = read_pairs(lfw_dir)
     a, b, same, fold = pair_rows(full, pairs)
     missing = sorted({p.path_a for p, i in zip(pairs, a) if i < 0} | {p.path_b for p, i in zip(pairs, b) if i < 0})
-    extra = {}
-    if missing:
-        root = images_dir(lfw_dir)
-        box = fallback_box(root, full.paths[::50])
-        embedder = make_embedder("dlib")
-        extra = {p: embedder.embed(read_rgb(root / p), box) for p in missing}
+    extra = embed_from_box(images_dir(lfw_dir), full, missing)
     index = full.index()
     paths = sorted({p.path_a for p in pairs} | {p.path_b for p in pairs})
     X = np.array([extra[p] if p in extra else full.embeddings[index[p]] for p in paths], dtype=np.float64)
