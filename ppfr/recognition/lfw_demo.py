@@ -95,22 +95,24 @@ def embed_training(split: DemoSplit, use_cache: bool = True, workers: int | None
     """Embeddings of the training images: from the shared LFW cache when it exists and was made from this
     very folder (same people, same files), else computed now with the same settings. Images without a face
     are dropped. Returns (x, labels, source, seconds)."""
-    from ppfr.embed.lfw import LFW_SETTINGS, cache_path
+    from ppfr.embed.lfw import LFW_SETTINGS, cache_path, load_lfw_embeddings
     from ppfr.embed.pipeline import embed_files
-    from ppfr.embed.store import EmbeddingSet
 
     start = time.perf_counter()
     paths = [r for r, _ in split.train]
     labels = np.array([y for _, y in split.train])
-    cache = cache_path()
-    if use_cache and cache.exists():
-        cached = EmbeddingSet.load(cache)
-        if cached.settings.get("dataset") == f"lfw/{split.root.name}":
-            index = cached.index()
-            rows = np.array([index.get(p, -1) for p in paths])
-            x = cached.embeddings[np.maximum(rows, 0)].astype(np.float64)
-            keep = rows >= 0
-            return x[keep], labels[keep], f"cache {cache.name}", time.perf_counter() - start
+    cached = None
+    if use_cache:
+        try:
+            cached = load_lfw_embeddings(compute=False, progress=False)
+        except (FileNotFoundError, RuntimeError):   # no cache yet (RuntimeError: one is being built)
+            cached = None
+    if cached is not None and cached.settings.get("dataset") == f"lfw/{split.root.name}":
+        index = cached.index()
+        rows = np.array([index.get(p, -1) for p in paths])
+        x = cached.embeddings[np.maximum(rows, 0)].astype(np.float64)
+        keep = rows >= 0
+        return x[keep], labels[keep], f"cache {cache_path().name}", time.perf_counter() - start
     vectors, keep = [], []
     for vec, _, _ in embed_files([split.root / p for p in paths], LFW_SETTINGS, workers, progress,
                                  desc="embedding training images"):
