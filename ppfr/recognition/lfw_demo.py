@@ -65,7 +65,8 @@ def choose(root, people: int = 20, min_images: int = 20, max_images: int | None 
     if people < 2 and background == 0:
         raise ValueError("a classifier needs two classes: take at least 2 people, or a background class")
     known = sorted(rng.choice(eligible, people, replace=False).tolist(), key=lambda p: listing.class_names[p])
-    others = [p for p in sorted(by_person) if p not in set(known)]
+    known_set = set(known)
+    others = [p for p in sorted(by_person) if p not in known_set]
     rng.shuffle(others)
     if background + strangers > len(others):
         raise ValueError(f"{len(others)} other people, fewer than the {background} + {strangers} asked for")
