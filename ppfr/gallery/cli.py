@@ -142,6 +142,11 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     """
     from .service import Gallery
 
+    gallery = Gallery(gallery_dir)  # its MPC session starts only when a query needs it
+    try:  # before the slow part: nobody enrolled, nothing to embed for
+        gallery.require_entries()
+    except _errors() as e:
+        _fail(e)
     embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json)
     ok = [(p, v) for p, v, _ in embedded if v is not None]
     results = {str(p): {"image": str(p), "error": why} for p, v, why in embedded if v is None}
@@ -149,7 +154,7 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     if ok:
         start = time.perf_counter()
         try:
-            with Gallery(gallery_dir) as g:
+            with gallery as g:
                 before = g.parties.session.stats()["server0"]
                 answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
                 stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)

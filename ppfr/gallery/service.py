@@ -152,6 +152,13 @@ class Gallery:
         self.parties.close()
 
     # -- state ---------------------------------------------------------------------------------------------
+    def require_entries(self) -> GalleryRecord:
+        """The committed record, or a clear error when there is nobody to compare with."""
+        rec = self.record
+        if rec is None or not rec.entries:
+            raise GalleryError(f"the gallery at {self.root} is empty: enrol someone first (ppfr enroll)")
+        return rec
+
     @property
     def record(self) -> GalleryRecord | None:
         """The committed record, re-read whenever the file has been replaced (a commit is a rename, so a
@@ -239,9 +246,7 @@ class Gallery:
         if reveal not in P.REVEAL_MODES:
             raise ValueError(f"unknown reveal mode {reveal!r}; choose one of {', '.join(P.REVEAL_MODES)}")
         with store.locked(self.root, exclusive=False):
-            rec = self.record
-            if rec is None or not rec.entries:
-                raise GalleryError(f"the gallery at {self.root} is empty: enrol someone first (ppfr enroll)")
+            rec = self.require_entries()
             self._open(rec)
             x, norms = encode_vectors(queries, rec.dim, rec.frac_bits)
             exclude = None if exclude is None else np.asarray(exclude, dtype=np.int64)
