@@ -27,6 +27,11 @@ class Embedder(ABC):
     name: str     # stored in the output file, so embeddings of different models are never mixed
     dim: int
 
+    @staticmethod
+    def name_for(*args) -> str:
+        """The `name` an embedder built with these arguments has, without loading any model."""
+        raise NotImplementedError
+
     @abstractmethod
     def embed(self, rgb: np.ndarray, box: Box) -> np.ndarray:
         """A float32 vector of length `dim` for the face in `box`."""
@@ -40,9 +45,13 @@ class DlibResNetEmbedder(Embedder):
     def __init__(self, landmark_points: int = 5, jitters: int = 0):
         self.landmark_points = landmark_points
         self.jitters = jitters
+        self.name = self.name_for(landmark_points, jitters)
+
+    @staticmethod
+    def name_for(landmark_points: int = 5, jitters: int = 0) -> str:
         suffix = "" if landmark_points == 5 else f"-{landmark_points}pt"
         suffix += f"-jitter{jitters}" if jitters else ""
-        self.name = "dlib_resnet_v1" + suffix
+        return "dlib_resnet_v1" + suffix
 
     def embed(self, rgb, box):
         shape = models.shape_predictor(self.landmark_points)(rgb, box.to_dlib())
@@ -65,7 +74,11 @@ class OpenFaceEmbedder(Embedder):
             self.net = load_nn4_small2(weights_path)
         except WeightsError as e:
             raise EmbedderError(str(e)) from None
-        self.name = "openface_nn4.small2"
+        self.name = self.name_for(weights_path)
+
+    @staticmethod
+    def name_for(weights_path=None) -> str:
+        return "openface_nn4.small2"     # one network; the weights file is not part of the name
 
     def embed(self, rgb, box):
         import torch
@@ -78,22 +91,23 @@ class OpenFaceEmbedder(Embedder):
             return self.net(x)[0].numpy().astype(np.float32)
 
 
+def parse_spec(spec: str = "dlib") -> tuple[type[Embedder], tuple]:
+    """The embedder class a spec string names and the arguments to build it with."""
+    if spec == "dlib":
+        return DlibResNetEmbedder, (5,)
+    if spec == "dlib68":
+        return DlibResNetEmbedder, (68,)
+    if spec.startswith("openface:"):
+        return OpenFaceEmbedder, (spec.split(":", 1)[1],)
+    raise EmbedderError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
+
+
 def embedder_name(spec: str = "dlib") -> str:
     """The name `make_embedder(spec).name` will have, without loading any model."""
-    if spec == "dlib":
-        return "dlib_resnet_v1"
-    if spec == "dlib68":
-        return "dlib_resnet_v1-68pt"
-    if spec.startswith("openface:"):
-        return "openface_nn4.small2"
-    raise EmbedderError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
+    cls, args = parse_spec(spec)
+    return cls.name_for(*args)
 
 
 def make_embedder(spec: str = "dlib") -> Embedder:
-    if spec == "dlib":
-        return DlibResNetEmbedder(5)
-    if spec == "dlib68":
-        return DlibResNetEmbedder(68)
-    if spec.startswith("openface:"):
-        return OpenFaceEmbedder(spec.split(":", 1)[1])
-    raise EmbedderError(f"unknown embedder {spec!r}: use dlib, dlib68 or openface:WEIGHTS.pt")
+    cls, args = parse_spec(spec)
+    return cls(*args)
