@@ -11,9 +11,11 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.embed.detect import DETECTORS
+from ppfr.recognition.recognizer import DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
-_THRESHOLD = float(_cfg.get("threshold", 0.5))
+_THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
 _WEBCAM_SCALE = float(_cfg.get("webcam_detect_scale", 0.5))
 
 _EPILOG = """
@@ -54,7 +56,7 @@ Examples:
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write annotated copies here: OUTPUT/NAME.jpg for images, OUTPUT/NAME.avi for a video, "
                    "OUTPUT/webcam-N-TIME.avi for a webcam. Each file appears only when complete.")
-@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=_cfg.get("detector", "hog"),
+@click.option("--detector", type=click.Choice(DETECTORS), default=_cfg.get("detector", "hog"),
               show_default=True, help="dlib's HOG face detector, or its CNN (MMOD) one (far slower on a CPU).")
 @click.option("--upsample", type=click.IntRange(0, 3), default=int(_cfg.get("upsample", 0)), show_default=True,
               help="Upsample this many times before detecting (finds smaller faces; slower). On images a "
