@@ -105,8 +105,9 @@ def build_cache(lfw_dir=None, cache_dir=None, *, workers: int | None = None, pro
     lock = path.with_suffix(".running")
     lock.write_text(f"{os.getpid()}\n")
     try:
-        result, report = embed_dataset(images_dir(lfw_dir), settings, workers=workers, progress=progress)
-        result.settings["dataset"] = "lfw/" + images_dir(lfw_dir).name
+        images = images_dir(lfw_dir)
+        result, report = embed_dataset(images, settings, workers=workers, progress=progress)
+        result.settings["dataset"] = "lfw/" + images.name
         result.save(path)
         from ppfr.atomic import write_bytes_atomic
         write_bytes_atomic(path.with_suffix(".report.json"), json.dumps(report, indent=1).encode())

@@ -24,9 +24,10 @@ class EmbedSettings:
     upsample: int = 0
     retry_upsample: int | None = 1
 
-    def build(self) -> tuple[FaceDetector, Embedder]:
+    def build(self, embedder: Embedder | None = None) -> tuple[FaceDetector, Embedder]:
+        """The detector and the embedder (`embedder` when given: one already built from these settings)."""
         return (FaceDetector(self.detector, self.upsample, self.retry_upsample),
-                make_embedder(self.embedder))
+                embedder if embedder is not None else make_embedder(self.embedder))
 
 
 def embed_image(rgb: np.ndarray, detector: FaceDetector, embedder: Embedder,
@@ -40,9 +41,9 @@ def embed_image(rgb: np.ndarray, detector: FaceDetector, embedder: Embedder,
 _state: tuple | None = None
 
 
-def _init_worker(settings: EmbedSettings):
+def _init_worker(settings: EmbedSettings, embedder: Embedder | None = None):
     global _state
-    _state = (*settings.build(), settings.policy)
+    _state = (*settings.build(embedder), settings.policy)
 
 
 def _embed_file(path: str):
@@ -62,6 +63,11 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def worker_count(workers: int | None, files: int) -> int:
+    """The processes a run over `files` files uses: `workers` (default: every CPU), at most one per file."""
+    return max(1, min(workers or default_workers(), files or 1))
+
+
 def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers: int | None = None,
                 progress: bool = True, desc: str = "embedding"):
     """Embed files in order; yields (vector or None, reason, detail) per file.
@@ -70,14 +76,14 @@ def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers:
     """
     from tqdm import tqdm
 
-    workers = max(1, min(workers or default_workers(), len(paths) or 1))
+    workers = worker_count(workers, len(paths))
     # Build the embedder here first: a bad spec or weights file raises EmbedderError now, in the
     # caller, rather than in every pool worker's initializer (where Pool would respawn it forever).
-    make_embedder(settings.embedder)
+    embedder = make_embedder(settings.embedder)
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, smoothing=0.05)
     try:
         if workers == 1:
-            _init_worker(settings)
+            _init_worker(settings, embedder)     # in this process: the embedder just built, not a second one
             for p in paths:
                 yield _embed_file(str(p))
                 bar.update()
@@ -107,6 +113,7 @@ def embed_dataset(root, settings: EmbedSettings = EmbedSettings(), workers: int 
     vectors, labels, paths = [], [], []
     skipped = [dict(path=p, reason=r, detail=d) for p, r, d in listing.ignored]
     files = [root / rel for rel, _ in listing.images]
+    workers = worker_count(workers, len(files))
     results = embed_files(files, settings, workers, progress)
     for (rel, label), (vec, reason, detail) in zip(listing.images, results):
         if vec is None:
@@ -142,7 +149,7 @@ def embed_dataset(root, settings: EmbedSettings = EmbedSettings(), workers: int 
         skipped_count=len(skipped),
         skipped_by_reason=reasons,
         classes=len(listing.class_names),
-        workers=max(1, min(workers or default_workers(), len(files))),
+        workers=workers,
         seconds=round(seconds, 3),
         images_per_second=round(len(files) / seconds, 2) if seconds > 0 else None,
         skipped=skipped,
