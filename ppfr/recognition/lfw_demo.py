@@ -242,6 +242,7 @@ def _frac(a, b):
 
 def format_report(r: dict) -> str:
     pct = lambda v: "   -   " if v is None else f"{100 * v:6.1f} %"  # noqa: E731
+    num = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731 - None when no face was found
     m, p, q, tr, rc = r["mpc"], r["plaintext"], r["queries"], r["training"], r["recognition"]
     srv = tr["per_server"]
     ms, batch = rc["ms_per_face"], rc["per_batch"]
@@ -256,7 +257,7 @@ def format_report(r: dict) -> str:
         f"{'known faces misnamed':28}{pct(m['known_misnamed']):>10}{pct(p['known_misnamed']):>12}",
         f"{'unknown faces rejected':28}{pct(m['strangers_rejected']):>10}{pct(p['strangers_rejected']):>12}",
         f"MPC and plaintext (same training in float64) take the same decision on {pct(r['same_decision']).strip()} "
-        f"of faces; largest probability difference {r['max_probability_difference']:.4f}",
+        f"of faces; largest probability difference {num(r['max_probability_difference'], '.4f')}",
         "",
         f"embedding     {r['embedding']['images']} training images ({r['embedding']['source']}, "
         f"{r['embedding']['seconds']:.1f} s)",
@@ -264,9 +265,11 @@ def format_report(r: dict) -> str:
         f"{tr['mpc_seconds']:.1f} s (plaintext {tr['plaintext_seconds']:.2f} s); per server "
         f"{srv['bytes_sent'] / 1e6:,.0f} MB sent in {srv['rounds']:,} rounds, {srv['offline_bytes'] / 1e6:,.0f} MB "
         f"from the dealer",
-        f"recognition   per face: detect {ms['detect']:.0f} ms, embed {ms['embed']:.0f} ms, MPC {ms['mpc']:.0f} ms; "
-        f"per query {batch['bytes_per_server'] / 1e3:,.0f} kB in {batch['rounds']} rounds per server, "
-        f"{batch['offline_bytes_per_server'] / 1e3:,.0f} kB from the dealer",
+        f"recognition   per face: detect {num(ms['detect'], '.0f')} ms, embed {num(ms['embed'], '.0f')} ms, "
+        f"MPC {num(ms['mpc'], '.0f')} ms; "
+        f"per query {num(batch['bytes_per_server'] and batch['bytes_per_server'] / 1e3, ',.0f')} kB in "
+        f"{num(batch['rounds'], 'd')} rounds per server, "
+        f"{num(batch['offline_bytes_per_server'] and batch['offline_bytes_per_server'] / 1e3, ',.0f')} kB from the dealer",
         f"total         {r['seconds']:.0f} s" + (f"; model kept in {r['model']}" if r.get("model") else ""),
     ]
     if q["no_face"]:
