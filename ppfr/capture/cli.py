@@ -64,8 +64,13 @@ def capture(name, out_dir, camera, video, images_dir, count, every, margin, dete
     try:
         if images_dir is not None:
             source = ImageFolderSource(images_dir)
+        elif video is not None:
+            source = VideoSource(video=video)
         else:
-            source = VideoSource(camera=camera, video=video)
+            try:
+                source = VideoSource(camera=camera)
+            except CaptureError as e:
+                raise CaptureError(f"{e} (try another --camera, or --video/--images)") from None
         result = capture_faces(source, out_dir, name, count=count, every=every,
                                detector=FaceDetector(detector, upsample, None), margin=margin,
                                show=show, progress=not quiet)

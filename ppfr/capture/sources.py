@@ -40,8 +40,7 @@ class VideoSource(FrameSource):
         else:
             self.cap = cv2.VideoCapture(camera)
             self.description = f"camera {camera}"
-            unusable = (f"no camera at index {camera}: none is connected, it is busy, or this user "
-                        f"may not open it (try --camera 1, or --video/--images)")
+            unusable = f"no camera at index {camera}: none is connected, it is busy, or this user may not open it"
         # A capture can "open" and still deliver nothing (a truncated file, a camera held by
         # another program), so read the first frame now to fail here with a clear message.
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)

@@ -50,10 +50,7 @@ def open_video(path=None, camera: int | None = None):
     try:
         source = VideoSource(video=path) if path is not None else VideoSource(camera=camera)
     except CaptureError as e:
-        if path is not None:
-            raise MediaError(str(e)) from None
-        raise MediaError(f"no camera at index {camera}: none is connected, it is busy, or this user may not "
-                         f"open it (try another --camera, or give --video FILE or image files)") from None
+        raise MediaError(str(e)) from None
     finally:
         logging.setLogLevel(level)
     fps = source.cap.get(cv2.CAP_PROP_FPS)
