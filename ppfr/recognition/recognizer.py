@@ -190,8 +190,7 @@ class Recognizer:
 def new_session():
     """A LocalSession with the fixed-point settings of the config (the model halves record theirs, and the
     loader refuses a mismatch)."""
-    from ppfr.config import section
-    from ppfr.mpc import FixedPoint, LocalSession
+    from ppfr.config import fixed_point
+    from ppfr.mpc import LocalSession
 
-    cfg = section("mpc")
-    return LocalSession(fixed=FixedPoint(cfg.get("frac_bits", 16), cfg.get("bound_bits", 48)))
+    return LocalSession(fixed=fixed_point())
