@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.embed.detect import DETECTORS
 
 _cfg = section("capture")
 
@@ -27,7 +28,7 @@ _cfg = section("capture")
                    f"[default: {_cfg.get('every', 5)} for --camera/--video, 1 for --images]")
 @click.option("--margin", type=click.FloatRange(0, 2), default=_cfg.get("margin", 0.5), show_default=True,
               help="Crop margin on each side, as a fraction of the face box (the embedder needs context).")
-@click.option("--detector", type=click.Choice(["hog", "cnn"]), default=_cfg.get("detector", "hog"),
+@click.option("--detector", type=click.Choice(DETECTORS), default=_cfg.get("detector", "hog"),
               show_default=True, help="dlib's HOG face detector, or its slower CNN (MMOD) detector.")
 @click.option("--upsample", type=click.IntRange(0, 3), default=_cfg.get("upsample", 0), show_default=True,
               help="Upsample frames this many times before detecting (finds faces far from the camera; slower).")
