@@ -192,7 +192,12 @@ class _Run:
 
         from .recognition.media import LatestFrame, MediaError, VideoOutput, annotate, open_video
 
-        source, fps = open_video(path, camera)
+        try:
+            source, fps = open_video(path, camera)
+        except MediaError as e:
+            if camera is None:
+                raise
+            raise MediaError(f"{e} (try another --camera, or give --video FILE or image files)") from None
         writer = None
         try:
             if self.output_dir:
