@@ -2,7 +2,7 @@
 
 For each image or frame the client detects every face (optionally on a downscaled copy, which is what
 makes a webcam keep up), embeds each face at full resolution, and sends the servers shares of all the
-frame's embeddings at once: one MPC batch per frame, so the ~125 communication rounds of the secure
+frame's embeddings at once: one MPC batch per frame, so the ~65 communication rounds of the secure
 softmax are paid once per frame, not once per face. The servers compute softmax(xW + b) on shares and
 reveal the result to the client only, who names each face after its top class when that class's
 probability reaches the threshold, and `unknown` otherwise. A class whose name is `unknown` (a
