@@ -15,7 +15,6 @@ from .errors import ProtocolAborted
 from .prg import SecureRandom
 
 
-
 def additive(rng: SecureRandom, x: np.ndarray):
     s0 = rng.uint64(x.shape)
     return s0, x - s0
@@ -137,13 +136,14 @@ def selection_material(rng, n: int, count: int):
     return {"t_bits": tb0, "t": ta0, "masks": masks0}, {"t_bits": t ^ tb0, "t": ta1, "masks": masks1}
 
 
+# kind of request -> generator(rng, **params): (server 0's material, server 1's)
 MATERIAL = {
-    "triples": lambda rng, specs: beaver_triples(rng, specs),
-    "squares": lambda rng, shapes: square_pairs(rng, shapes),
-    "truncation": lambda rng, segments: truncation_pairs(rng, segments),
-    "msb": lambda rng, n, radix: msb_material(rng, n, radix),
-    "selection": lambda rng, n, count: selection_material(rng, n, count),
-    "and": lambda rng, n, variables, monomials: and_material(rng, n, variables, monomials),
+    "triples": beaver_triples,
+    "squares": square_pairs,
+    "truncation": truncation_pairs,
+    "msb": msb_material,
+    "selection": selection_material,
+    "and": and_material,
 }
 
 

@@ -55,8 +55,7 @@ class Server:
         """Ask the dealer for material now, take it later: the dealer draws it while the servers work.
         Both servers number their asks the same way (they run the same program); only server 0 sends.
         Inside `plan`, an ask that was sent ahead is matched instead of sent again."""
-        signature = (kind, repr(params))
-        if self._prefetched and self._prefetched[0][0] == signature:
+        if self._prefetched and self._prefetched[0][0] == _signature(kind, params):
             return self._prefetched.popleft()[1]
         if planned and self._recording is not None:
             self._recording.append((kind, params))
@@ -87,7 +86,7 @@ class Server:
             finally:
                 self._recording = None
             return
-        self._prefetched = deque(((kind, repr(params)), self._send_ask(kind, params)) for kind, params in recorded)
+        self._prefetched = deque((_signature(kind, params), self._send_ask(kind, params)) for kind, params in recorded)
         try:
             yield
             for _, ticket in self._prefetched:  # both servers drain what went unused, in the same order
@@ -126,6 +125,11 @@ class Server:
         from .tensor import SharedTensor
 
         return SharedTensor(self, np.asarray(raw, dtype=np.uint64), self.fixed.frac_bits if frac is None else frac)
+
+
+def _signature(kind: str, params: dict) -> tuple:
+    """What makes two dealer requests interchangeable: same kind, same shapes."""
+    return kind, repr(params)
 
 
 class Client:
