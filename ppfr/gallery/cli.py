@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ppfr.config import section
+from ppfr.config import fixed_point, section
 
 from .service import REVEAL, TOLERANCE
 
@@ -209,7 +209,7 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
         raise click.ClickException("no face to compare in " + "; ".join(missing))
     start = time.perf_counter()
     try:
-        with LocalSession() as session:
+        with LocalSession(fixed=fixed_point()) as session:
             before = session.stats()["server0"]
             (sq,) = pair_distances(embedded[0][1][None], embedded[1][1][None], session=session)
             stats = _mpc_stats(session, before, time.perf_counter() - start)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ppfr.config import section
+from ppfr.config import fixed_point, section
 from ppfr.mpc import FixedPoint, LocalSession, ProtocolAborted
 from ppfr.mpc.storage import check_record
 
@@ -92,7 +92,7 @@ class _Parties:
     @property
     def session(self) -> LocalSession:
         if self._session is None:
-            self._session = LocalSession()
+            self._session = LocalSession(fixed=fixed_point())  # the config's mpc: settings, as elsewhere
         return self._session
 
     def run(self, program, *args, client=None):
