@@ -12,11 +12,12 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
-from ppfr.recognition.recognizer import DEFAULT_THRESHOLD
+from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
 _THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
 _WEBCAM_SCALE = float(_cfg.get("webcam_detect_scale", 0.5))
+_SOFTMAX_BY = str(_cfg.get("softmax_by", DEFAULT_SOFTMAX_BY))
 
 _EPILOG = """
 \b
@@ -64,16 +65,21 @@ Examples:
 @click.option("--detect-scale", type=click.FloatRange(0, 4, min_open=True), default=None,
               help="Detect faces on a copy of each frame resized by this factor (boxes are mapped back and "
                    f"faces embedded at full size).  [default: {_WEBCAM_SCALE:g} for --webcam, 1 otherwise]")
+@click.option("--softmax-by", type=click.Choice(["client", "servers"]), default=_SOFTMAX_BY, show_default=True,
+              help="Who computes the softmax over the logits. client: the servers reveal the logits behind a "
+                   "random offset per face, which tells the client only the logit differences, i.e. exactly "
+                   "what the probabilities tell (3 rounds). servers: the softmax runs on shares too and the "
+                   "client reconstructs probabilities (about 66 rounds per frame).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many video/webcam frames.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show, output_dir, detector, upsample,
-              detect_scale, max_frames, quiet):
+              detect_scale, softmax_by, max_frames, quiet):
     """Name the faces in image files or folders (PATHS), a --video, or a --webcam.
 
     The client detects each face (dlib), embeds it (dlib ResNet, 128-d), and splits the embeddings of all
     faces of an image or frame into two additive secret shares, one per server: one MPC batch per frame.
-    The servers compute the classifier's probabilities on the shares, with the model they hold as shares
-    (MODEL/server0/, MODEL/server1/), and only the client reconstructs them. The top class names the face
+    The servers compute the classifier on the shares, with the model they hold as shares (MODEL/server0/,
+    MODEL/server1/), and only the client reconstructs the probabilities (see --softmax-by). The top class names the face
     if its probability is at least --threshold; otherwise the face is 'unknown'.
     """
     from ppfr.embed.detect import FaceDetector
@@ -93,7 +99,7 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     retry = upsample + 1 if paths else None
     try:
         run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
-                   detect_scale, max_frames, progress=not quiet)
+                   detect_scale, max_frames, progress=not quiet, softmax_by=softmax_by)
         if paths:
             run.images(paths)
         else:
@@ -129,7 +135,7 @@ class _Run:
     """One recognize run: the recogniser, the optional window and writers, and what went wrong."""
 
     def __init__(self, model_dir, threshold, detector, printer, show, output_dir, detect_scale, max_frames,
-                 progress):
+                 progress, softmax_by=DEFAULT_SOFTMAX_BY):
         from .recognition.media import Window
 
         self.window = Window() if show else None     # before any work: no display fails at once
@@ -149,11 +155,12 @@ class _Run:
         self.model_dir = model_dir
         self.threshold = threshold
         self.detector = detector
+        self.softmax_by = softmax_by
 
     def _open_model(self):
         from .recognition.recognizer import Recognizer
 
-        self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector)
+        self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector, softmax_by=self.softmax_by)
         self.started = time.perf_counter()
 
     def images(self, paths):

@@ -100,6 +100,27 @@ def test_softmax_along_axis_0_and_tiny_rows(session):
     assert np.max(np.abs(evaluate(session, F.softmax, x) - 1)) <= 1e-3
 
 
+def test_hide_offset_leaves_the_client_only_the_differences_along_the_axis(session):
+    """What the client reconstructs is x plus one uniform offset per row: the differences within a row are
+    exact, the offsets (which would give the absolute level of the logits) are uniform and fresh per row."""
+    from mpc_util import chi_square_uniform_bytes
+
+    x = np.tile(rng.uniform(-30, 30, (1, 158)), (4000, 1))   # one row of logits, asked 4,000 times
+    job = session.run(lambda srv: srv.reveal_to(F.hide_offset(srv.receive(), axis=1)))
+    session.client.share(x)
+    raw, frac = session.client.reconstruct_raw()
+    job.result()
+    offsets = raw - (encoded(x) * 2**16).astype(np.int64).view(np.uint64)
+    assert frac == 16 and np.all(offsets == offsets[:, :1])     # one offset per row
+    stat, critical = chi_square_uniform_bytes(offsets[:, 0].tobytes())
+    assert stat < critical and len(np.unique(offsets[:, 0])) == len(x)
+    job = session.run(lambda srv: srv.reveal_to(F.hide_offset(srv.receive(), axis=0)))
+    session.client.share(x[:3].T)
+    got = session.client.reconstruct_differences(axis=0)
+    job.result()
+    assert np.array_equal(got, encoded(x[:3].T) - encoded(x[:3].T)[:1])
+
+
 def test_softmax_is_safe_for_rows_spanning_far_more_than_64(session):
     """exp is only guaranteed down to -64; the default clamp makes any logits safe."""
     x = rng.uniform(-30, 30, (20, 158))

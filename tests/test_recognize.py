@@ -91,7 +91,7 @@ def test_one_mpc_batch_per_image_whatever_its_number_of_faces(model):
     assert len(faces) == 2 and t.batches == 1 and t.faces == 2
     want = {split.class_names[split.heldout[i][1]] for i in (0, 4)}
     assert {f.name for f in faces} == want
-    assert t.rounds > 50 and t.bytes_sent > 0   # the classification really ran on shares
+    assert t.rounds >= 3 and t.bytes_sent > 0   # the classification really ran on shares
 
 
 def _run(args, **kw):
@@ -121,6 +121,10 @@ def test_cli_images_csv_and_json_one_line_per_face(model, tmp_path):
     record = json.loads(line)
     assert record["source"] == str(files[0]) and record["frame"] is None and record["known"] is True
     assert set(record["box"]) == {"top", "right", "bottom", "left"}
+    # the softmax on shares instead of at the client: the same face, the same probability to 1e-3
+    result = _run(["-m", model["root"], files[0], "--json", "--quiet", "--softmax-by", "servers"])
+    on_shares = json.loads(result.stdout)
+    assert on_shares["name"] == record["name"] and abs(on_shares["probability"] - record["probability"]) < 1e-3
 
 
 def write_video(path, frames, fps=5):

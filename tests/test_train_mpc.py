@@ -48,11 +48,12 @@ def trained(tmp_path_factory):
         # points between the clusters: unsaturated probabilities, where every term of the logits shows
         probe = PREP.apply(np.random.default_rng(9).normal(size=(32, 128))) * 0.5
         p_probe = predict_mpc(session, probe)
+        p_probe_client = predict_mpc(session, probe, softmax_by="client")
         w, b = reveal_model(session)
         root = tmp_path_factory.mktemp("weights")
         record = save_model(session, root, [f"c{i}" for i in range(8)], PREP.as_dict(), config.as_dict())
     return dict(x=x, y=y, config=config, run=run, p=p, w=w, b=b, root=root, record=record, probe=probe,
-                p_probe=p_probe)
+                p_probe=p_probe, p_probe_client=p_probe_client)
 
 
 def test_mpc_training_separates_a_separable_problem(trained):
@@ -73,6 +74,13 @@ def test_prediction_on_shares_matches_the_plaintext_softmax_of_the_reconstructed
         assert np.abs(p - want).max() < 1e-3
         assert np.allclose(p.sum(1), 1, atol=1e-3)
     assert trained["p_probe"].max() < 0.9  # the probe really is unsaturated
+
+
+def test_prediction_with_the_softmax_at_the_client_is_the_float64_softmax_of_the_logits(trained):
+    """The servers stop at the logits (on shares, truncated to 2^-16) and the client does the softmax."""
+    want = softmax_rows(trained["probe"] @ trained["w"] + trained["b"])
+    assert np.abs(trained["p_probe_client"] - want).max() < 1e-4
+    assert np.abs(trained["p_probe_client"] - trained["p_probe"]).max() < 1e-3
 
 
 def test_the_run_counts_time_bytes_and_rounds(trained):

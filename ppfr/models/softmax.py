@@ -205,9 +205,11 @@ def _scaled_int(value: float) -> int:
     return int(round(value * 2**UPDATE_BITS))
 
 
-def _predict_program(srv, chunks: list[int]):
-    """Run by both servers: for each chunk of rows the client shares, reveal shares of softmax(xW + b)
-    to the client. Returns seconds spent."""
+def _predict_program(srv, chunks: list[int], softmax_by: str):
+    """Run by both servers: for each chunk of rows the client shares, reveal to the client shares of
+    softmax(xW + b) (softmax_by="servers"), or the logits xW + b behind a hidden offset per row, from which
+    the client computes the same softmax itself (softmax_by="client"; see functions.hide_offset).
+    Returns seconds spent."""
     model = srv.state.get(STATE_KEY)
     if model is None:
         raise RuntimeError(f"{srv.name} holds no classifier: train or load one first")
@@ -223,7 +225,8 @@ def _predict_program(srv, chunks: list[int]):
         if x.ndim != 2 or x.shape[1] != model["weight"].shape[0]:
             raise ValueError(f"{srv.name}: inputs of shape {x.shape} do not fit a model of input dimension "
                              f"{model['weight'].shape[0]}")
-        srv.reveal_to(F.softmax(weight.matmul(x) + model["bias"], axis=1))
+        logits = weight.matmul(x) + model["bias"]
+        srv.reveal_to(F.softmax(logits, axis=1) if softmax_by == "servers" else F.hide_offset(logits, axis=1))
     return time.perf_counter() - t
 
 
@@ -276,16 +279,29 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
     return MPCTraining(seconds, timings, stats, losses, sum(len(b) for b in schedule))
 
 
-def predict_mpc(session, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+SOFTMAX_BY = ("client", "servers")
+
+
+def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "servers") -> np.ndarray:
     """Shares x (already preprocessed) with the servers, who hold a model; only the client reconstructs
-    the probabilities. Rows go in chunks to bound the servers' memory."""
+    the probabilities. Rows go in chunks to bound the servers' memory.
+
+    softmax_by="servers": the softmax runs on shares (about 66 rounds for a batch) and the client
+    reconstructs probabilities accurate to 1e-4. softmax_by="client": the servers stop at the logits and
+    reveal them behind a random offset per row, which leaves the client exactly the logit differences,
+    i.e. what the probabilities tell; it computes the softmax in float64 (3 rounds in all)."""
+    if softmax_by not in SOFTMAX_BY:
+        raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
     x = np.asarray(x, dtype=np.float64)
     bounds = list(range(0, len(x), chunk))
-    job = session.run(_predict_program, [min(chunk, len(x) - s) for s in bounds])
+    job = session.run(_predict_program, [min(chunk, len(x) - s) for s in bounds], softmax_by)
     out = []
     for s in bounds:
         session.client.share(x[s:s + chunk])
-        out.append(session.client.reconstruct())
+        if softmax_by == "servers":
+            out.append(session.client.reconstruct())
+        else:
+            out.append(softmax_rows(session.client.reconstruct_differences(axis=1)))
     job.result()
     return np.concatenate(out) if out else np.zeros((0, 0))
 

@@ -237,6 +237,20 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
 
 
 # -- softmax ------------------------------------------------------------------------------------------------
+def hide_offset(x: SharedTensor, axis: int = -1) -> SharedTensor:
+    """x + R, with one R for each line along `axis`, uniform on Z_2^64 and known to nobody: each server
+    adds a uniform offset of its own (no communication), and the two sum to one neither knows.
+
+    Revealed to the client (Client.reconstruct_differences) this tells exactly the differences x_i - x_j
+    along `axis`. For logits that is what the softmax probabilities tell, since p_i / p_j = exp(x_i - x_j):
+    the client can compute softmax(x) itself instead of the servers approximating it under MPC, and
+    learns nothing it would not learn from the probabilities (at the fixed-point resolution of x).
+    """
+    shape = list(x.shape)
+    shape[axis] = 1
+    return x._new(x.share + x.server.rng.uint64(tuple(shape)))
+
+
 def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor:
     """softmax along `axis`, within 1e-4 absolute of float64. Nothing is revealed: not the maximum, not
     the denominator.

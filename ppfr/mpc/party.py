@@ -29,6 +29,7 @@ class Server:
         self.fixed = fixed
         self.session_id = session_id
         self.state: dict = {}  # what this server keeps between programs (model shares, gallery, ...)
+        self.rng = SecureRandom()  # this server's own randomness (see functions.hide_offset)
         self._next_ticket = 0
         self._stash: dict = {}   # dealer material that arrived before it was needed
         self._plans: dict = {}   # what a planned step asked the dealer for, by step and shapes
@@ -155,6 +156,19 @@ class Client:
         self.channel.send("server1", ("share", self.session_id, frac, share1))
 
     def reconstruct(self) -> np.ndarray:
+        raw, frac = self.reconstruct_raw()
+        return self.fixed.decode(raw, frac) if frac else raw.view(np.int64)
+
+    def reconstruct_differences(self, axis: int = -1) -> np.ndarray:
+        """A result the servers hid behind an offset (functions.hide_offset): each value minus the first
+        along `axis`, the only thing such a result tells. The subtraction happens in the ring, where the
+        offset cancels exactly."""
+        raw, frac = self.reconstruct_raw()
+        first = np.take(raw, [0], axis=axis) if raw.shape[axis] else raw
+        return self.fixed.decode(raw - first, frac) if frac else (raw - first).view(np.int64)
+
+    def reconstruct_raw(self) -> tuple[np.ndarray, int]:
+        """The ring elements of the next result and their fractional bits."""
         parts = []
         for server in SERVERS:
             tag, session_id, frac, share = self.channel.recv(server)
@@ -164,8 +178,7 @@ class Client:
         (f0, s0), (f1, s1) = parts
         if f0 != f1 or s0.shape != s1.shape:
             raise SessionMismatch(f"the servers' result shares disagree (shape {s0.shape} vs {s1.shape})")
-        raw = s0 + s1
-        return self.fixed.decode(raw, f0) if f0 else raw.view(np.int64)
+        return s0 + s1, f0
 
 
 def _integers(x) -> np.ndarray:

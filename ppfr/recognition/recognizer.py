@@ -2,10 +2,12 @@
 
 For each image or frame the client detects every face (optionally on a downscaled copy, which is what
 makes a webcam keep up), embeds each face at full resolution, and sends the servers shares of all the
-frame's embeddings at once: one MPC batch per frame, so the ~65 communication rounds of the secure
-softmax are paid once per frame, not once per face. The servers compute softmax(xW + b) on shares and
-reveal the result to the client only, who names each face after its top class when that class's
-probability reaches the threshold, and `unknown` otherwise. A class whose name is `unknown` (a
+frame's embeddings at once: one MPC batch per frame. The servers compute the logits xW + b on shares and
+either reveal them to the client behind a random offset per face, from which the client computes the
+softmax itself (`softmax_by="client"`, the default: 3 rounds, and the client learns exactly what the
+probabilities would tell it), or compute the softmax on shares too (`"servers"`: about 66 rounds, paid
+once per frame). The client names each face after its top class when that class's probability reaches
+the threshold, and `unknown` otherwise. A class whose name is `unknown` (a
 background class of other people's faces, as `ppfr demo` trains) also reads as unknown.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ppfr.embed.embedders import make_embedder
 
 UNKNOWN = "unknown"
 DEFAULT_THRESHOLD = 0.5   # see benchmarks/open_set.py for the false-accept / false-reject trade-off
+DEFAULT_SOFTMAX_BY = "client"  # see ppfr.models.softmax.predict_mpc
 
 
 @dataclass
@@ -86,13 +89,17 @@ class Recognizer:
     """
 
     def __init__(self, model_root, threshold: float = DEFAULT_THRESHOLD, detector: FaceDetector | None = None,
-                 embedder: str = "dlib", session=None):
+                 embedder: str = "dlib", session=None, softmax_by: str = DEFAULT_SOFTMAX_BY):
         from ppfr.models.data import Preprocessing
+        from ppfr.models.softmax import SOFTMAX_BY
         from ppfr.models.store import load_model
 
         if not 0 <= threshold <= 1:
             raise ValueError(f"the threshold is a probability in [0, 1], got {threshold}")
+        if softmax_by not in SOFTMAX_BY:
+            raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
         self.threshold = threshold
+        self.softmax_by = softmax_by
         self.detector = detector or FaceDetector("hog", upsample=0, retry_upsample=1)
         self._own_session = session is None
         self.session = session if session is not None else new_session()
@@ -137,8 +144,8 @@ class Recognizer:
         return out
 
     def classify(self, embeddings: np.ndarray) -> np.ndarray:
-        """Probabilities of every class for each embedding: one MPC batch (share, classify on shares,
-        reconstruct at the client)."""
+        """Probabilities of every class for each embedding: one MPC batch (share, logits on shares and the
+        softmax where `softmax_by` says, reconstruct at the client)."""
         from ppfr.models.softmax import predict_mpc
 
         x = self.preprocessing.apply(embeddings)
@@ -146,7 +153,7 @@ class Recognizer:
             return np.zeros((0, len(self.class_names)))
         before = self.session.stats()["server0"]
         t = time.perf_counter()
-        p = predict_mpc(self.session, x, chunk=max(1, len(x)))
+        p = predict_mpc(self.session, x, chunk=max(1, len(x)), softmax_by=self.softmax_by)
         dt = time.perf_counter() - t
         cost = self.session.stats()["server0"] - before
         tm = self.timings
