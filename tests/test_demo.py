@@ -26,7 +26,7 @@ def test_demo_trains_on_shares_recognises_and_reports(lfw_dir, tmp_path):
     assert r["training"]["per_server"]["bytes_sent"] > 0 and r["training"]["per_server"]["rounds"] > 0
     rec = r["recognition"]
     assert rec["frames"] == 20 and rec["mpc_batches"] == rec["faces"] >= 19    # one face and one batch per photo
-    assert rec["per_batch"]["rounds"] > 20 and rec["ms_per_face"]["mpc"] > 0
+    assert rec["per_batch"]["rounds"] >= 3 and rec["ms_per_face"]["mpc"] > 0   # logits on shares, softmax at the client
 
     # the model it kept is an ordinary model for `ppfr recognize`
     photo = lfw_dir / "images_deepfunneled" / r["classes"][0] / f"{r['classes'][0]}_0001.jpg"

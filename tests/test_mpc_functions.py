@@ -37,15 +37,47 @@ def test_where(session):
     assert np.array_equal(got, np.minimum(encoded(a), encoded(b)))
 
 
+@pytest.mark.parametrize("n", [1, 3, 1001, 5000])   # radix-4 and radix-2 prefixes, odd lane counts
+def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
+    """With |x| < bound known, the sign runs on x mod 2^32, two values to a word."""
+    bound = 2.0**31 / 2**16 - 1e-3                                    # the largest bound 32 bits allow
+    x = rng.uniform(-bound, bound, n)
+    x[:4] = [0.0, -(2**-16), bound, -bound][:n] if n >= 4 else x[:4]
+    assert F.comparison_width(16, bound) == 32 and F.comparison_width(16, 2 * bound) == 64
+    got = evaluate(session, lambda t: F.less_than_zero(t, bound=bound), x)
+    assert np.array_equal(got, encoded(x) < 0)
+
+
+def test_a_32_bit_comparison_opens_half_the_bytes():
+    from ppfr.mpc import protocols
+
+    with LocalSession() as s:
+        cost = {}
+        for width in (32, 64):
+            def program(srv):
+                x = srv.receive()
+                before = srv.channel.stats.bytes_to["server1" if srv.index == 0 else "server0"]
+                protocols.msb_bits(srv, x.share, width=width)
+                return srv.channel.stats.bytes_to["server1" if srv.index == 0 else "server0"] - before
+            job = s.run(program)
+            s.client.share(np.ones(10_000))
+            cost[width] = job.result()[0]
+    # c (8 or 4 bytes a value), then six or five radix-2 levels on words of one or two values, each opening
+    # three masked words (P1, P0, G0) but the last, which needs G only (two)
+    assert cost[64] == 10_000 * 8 + (5 * 3 + 2) * 10_000 * 8
+    assert cost[32] == 10_000 * 4 + (4 * 3 + 2) * 5_000 * 8
+
+
 @pytest.mark.parametrize("shape, axis", [((6, 158), -1), ((5, 7), 0), ((1, 1), 1), ((3, 2, 9), 1)])
-def test_max_argmax_argmin(session, shape, axis):
+@pytest.mark.parametrize("bound", [None, 30.0])
+def test_max_argmax_argmin(session, shape, axis, bound):
     x = rng.uniform(-30, 30, shape)
     e = encoded(x)
-    assert np.array_equal(evaluate(session, lambda t: F.max_along(t, axis), x), e.max(axis=axis))
-    got_i = evaluate(session, lambda t: F.argmax(t, axis)[1], x)
+    assert np.array_equal(evaluate(session, lambda t: F.max_along(t, axis, bound), x), e.max(axis=axis))
+    got_i = evaluate(session, lambda t: F.argmax(t, axis, bound)[1], x)
     assert np.array_equal(got_i, e.argmax(axis=axis))
-    got_v = evaluate(session, lambda t: F.argmin(t, axis)[0], x)
-    got_i = evaluate(session, lambda t: F.argmin(t, axis)[1], x)
+    got_v = evaluate(session, lambda t: F.argmin(t, axis, bound)[0], x)
+    got_i = evaluate(session, lambda t: F.argmin(t, axis, bound)[1], x)
     assert np.array_equal(got_v, e.min(axis=axis))
     assert np.array_equal(got_i, e.argmin(axis=axis))
 

@@ -86,14 +86,18 @@ def monomial_material(rng, n: int, variables: int, monomials):
     return xor(rng, products)
 
 
-# The prefix circuit of the comparison combines spans of bits, high to low. Radix 2 (6 levels):
-#   G = G1 ^ P1 G0,  P = P1 P0                       over variables P1 P0 G0 = 0..2
-# Radix 4 (3 levels, fewer rounds, about four times the arithmetic):
+# The prefix circuit of the comparison combines spans of bits, high to low, one level per round. A radix-2
+# level:  G = G1 ^ P1 G0,  P = P1 P0                      over variables P1 P0 G0 = 0..2
+# A radix-4 level (fewer rounds, about four times the arithmetic):
 #   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,  P = P3 P2 P1 P0   over P3 P2 P1 P0 G2 G1 G0 = 0..6
-# The last level needs G only.
+# The last level needs G only. The radices of the levels multiply to the width of the compared values.
 PREFIX = {
-    2: {"variables": 3, "monomials": ((0, 2), (0, 1)), "levels": 6},
-    4: {"variables": 7, "monomials": ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3)), "levels": 3},
+    2: {"variables": 3, "monomials": ((0, 2), (0, 1))},
+    4: {"variables": 7, "monomials": ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3))},
+}
+RADICES = {  # width -> (radices when latency matters, radices when arithmetic does)
+    64: ((4, 4, 4), (2,) * 6),
+    32: ((4, 4, 2), (2,) * 5),
 }
 
 
@@ -102,15 +106,33 @@ def prefix_monomials(radix: int, last: bool):
     return monomials[:-1] if last else monomials
 
 
-def msb_material(rng, n: int, radix: int = 4):
-    """For the sign test of n values: a mask r shared both additively and bitwise (XOR), and the
-    monomial material of each level of the prefix circuit."""
-    r = rng.uint64((n,))
-    (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, r)
-    spec = PREFIX[radix]
+def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
+    """n values below 2^width -> ceil(n / lanes) uint64 words of 64 / width lanes; value i goes to lane
+    i // words of word i % words (the first `words` values fill the low lanes)."""
+    lanes = 64 // width
+    if lanes == 1:
+        return values
+    words = -(-values.size // lanes)
+    padded = np.zeros(lanes * words, dtype=np.uint64)
+    padded[:values.size] = values
+    parts = padded.reshape(lanes, words)
+    out = parts[0].copy()
+    for lane in range(1, lanes):
+        out |= parts[lane] << np.uint64(lane * width)
+    return out
+
+
+def msb_material(rng, n: int, radices, width: int = 64):
+    """For the sign test of n values of `width` bits: a mask r shared additively (n ring elements) and
+    bitwise (XOR, in lanes, see pack_lanes), and the monomial material of each level of the prefix circuit."""
+    if width not in RADICES:
+        raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {width}")
+    r = rng.uint64((n,)) if width == 64 else rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(np.uint64)
+    (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, pack_lanes(r, width))
     levels0, levels1 = [], []
-    for level in range(spec["levels"]):
-        m0, m1 = monomial_material(rng, n, spec["variables"], prefix_monomials(radix, level == spec["levels"] - 1))
+    for level, radix in enumerate(radices):
+        m0, m1 = monomial_material(rng, rb0.size, PREFIX[radix]["variables"],
+                                   prefix_monomials(radix, level == len(radices) - 1))
         levels0.append(m0)
         levels1.append(m1)
     return {"r": ra0, "r_bits": rb0, "levels": levels0}, {"r": ra1, "r_bits": rb1, "levels": levels1}

@@ -19,9 +19,16 @@ ONE = U64(1)
 
 
 # -- comparison ----------------------------------------------------------------------------------------
-def less_than_zero(x: SharedTensor) -> SharedTensor:
-    """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring. 5 rounds."""
-    return x._new(protocols.msb(x.server, x.share), 0)
+def less_than_zero(x: SharedTensor, bound: float | None = None) -> SharedTensor:
+    """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring; given a bound
+    on |x| small enough (comparison_width), the comparison runs on 32 bits at about half the cost. 5 rounds."""
+    return x._new(protocols.msb(x.server, x.share, width=comparison_width(x.frac, bound)), 0)
+
+
+def comparison_width(frac: int, bound: float | None) -> int:
+    """32 when every value compared with zero is known to be below `bound` in magnitude and that is below
+    2^31 ring units, less one for rounding (the sign of such a value is bit 31 of it modulo 2^32), else 64."""
+    return 32 if bound is not None and bound * 2.0**frac < 2.0**31 - 1 else 64
 
 
 def less_than(x: SharedTensor, y) -> SharedTensor:
@@ -51,19 +58,20 @@ GROUPS = {
     4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
         "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
 }
-FOURS_MAX_VALUES = 256  # groups of four (fewer levels, three times the comparisons) up to this many values
+FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the comparisons) up to this many values
 
 
-def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
+def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     """Tournament along `axis`. Small levels play in groups of four: one comparison of all six pairs of
     every group (4 rounds), one round of 3-input ANDs for the one-hot winner, one round that applies it to
     the values (and indices) — 6 rounds a level, ceil(log4 n) levels, 24 rounds for 158 values. Large
-    levels, where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round)."""
-    with x.server.plan("tournament", x.shape, axis, want_min, with_index):
-        return _tournament(x, axis, want_min, with_index)
+    levels, where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round).
+    With values known within +-bound, the comparisons of differences may run on 32 bits (less_than_zero)."""
+    with x.server.plan("tournament", x.shape, axis, want_min, with_index, bound):
+        return _tournament(x, axis, want_min, with_index, bound)
 
 
-def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
+def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     x = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x.shape[-1]
     if n == 0:
@@ -72,6 +80,7 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
     if with_index:  # public positions to start with; shared once the first selections are made
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
     server = x.server
+    width = comparison_width(x.frac, None if bound is None else 2 * bound)  # differences of two values
     while x.shape[-1] > 1:
         k = 4 if x.size <= FOURS_MAX_VALUES or x.shape[-1] <= 4 else 2
         group = GROUPS[k]
@@ -84,10 +93,10 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool):
         losses = _stack_first([(members[i] - members[j]) if not want_min else (members[j] - members[i])
                                for i, j in group["pairs"]])
         size = members[0].size
-        comparison = protocols.ask_msb(server, losses.size)
+        comparison = protocols.ask_msb(server, losses.size, width)
         winner_and = server.ask("and", n=size, variables=len(group["pairs"]), monomials=group["winner"]) if k > 2 else None
         selection = server.ask("selection", n=k * size, count=2 if with_index else 1)
-        bits = protocols.msb_bits(server, losses.share, comparison).reshape(len(group["pairs"]), size)
+        bits = protocols.msb_bits(server, losses.share, comparison, width).reshape(len(group["pairs"]), size)
         if k > 2:
             one_hot = protocols.and_monomials(server, list(bits), group["winner"], server.take(winner_and)["products"])
         else:  # NOT m, m: local
@@ -118,19 +127,20 @@ def _stack_first(tensors):
     return tensors[0]._new(np.stack([t.share for t in tensors]))
 
 
-def max_along(x: SharedTensor, axis: int = -1) -> SharedTensor:
-    """Maximum along an axis, by the tournament above (24 rounds for a row of 158). Exact."""
-    return _tournament_planned(x, axis, want_min=False, with_index=False)[0]
+def max_along(x: SharedTensor, axis: int = -1, bound: float | None = None) -> SharedTensor:
+    """Maximum along an axis, by the tournament above (24 rounds for a row of 158). Exact. A `bound` on
+    the magnitude of the values (if known) makes the comparisons cheaper; values beyond it give garbage."""
+    return _tournament_planned(x, axis, want_min=False, with_index=False, bound=bound)[0]
 
 
-def argmax(x: SharedTensor, axis: int = -1):
-    """(maximum, index of a maximum) along an axis, both shared. Exact."""
-    return _tournament_planned(x, axis, want_min=False, with_index=True)
+def argmax(x: SharedTensor, axis: int = -1, bound: float | None = None):
+    """(maximum, index of a maximum) along an axis, both shared. Exact. `bound` as for max_along."""
+    return _tournament_planned(x, axis, want_min=False, with_index=True, bound=bound)
 
 
-def argmin(x: SharedTensor, axis: int = -1):
-    """(minimum, index of a minimum) along an axis, both shared. Exact."""
-    return _tournament_planned(x, axis, want_min=True, with_index=True)
+def argmin(x: SharedTensor, axis: int = -1, bound: float | None = None):
+    """(minimum, index of a minimum) along an axis, both shared. Exact. `bound` as for max_along."""
+    return _tournament_planned(x, axis, want_min=True, with_index=True, bound=bound)
 
 
 # -- exp --------------------------------------------------------------------------------------------------
@@ -225,7 +235,7 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
         thresholds = np.array([2.0**k for k in bands[1:]])
-        at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds)
+        at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=upper)
         steps = fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     error = (2.0**width - 1) / (2.0**width + 1)
@@ -251,14 +261,18 @@ def hide_offset(x: SharedTensor, axis: int = -1) -> SharedTensor:
     return x._new(x.share + x.server.rng.uint64(tuple(shape)))
 
 
+SOFTMAX_BOUND = 2.0**13  # |logits| below this: differences of two fit the 32-bit comparisons
+
+
 def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor:
-    """softmax along `axis`, within 1e-4 absolute of float64. Nothing is revealed: not the maximum, not
-    the denominator.
+    """softmax along `axis` of logits within +-8192 (SOFTMAX_BOUND), within 1e-4 absolute of float64.
+    Nothing is revealed: not the maximum, not the denominator.
 
     m = max (exact, comparisons), d = x - m, e = exp(d) in (0, 1] at extra precision, s = sum(e) in [1, n],
     p = e * (1/s) with the reciprocal run over [1, n]. exp is only guaranteed on [-64, 0]; with `clamp`
     (the default) d is raised to -64 where it is lower (one more comparison, 5 rounds for a row), which
-    changes nothing at this precision (e^-64 rounds to 0) and makes any logits safe. Without it, rows
+    changes nothing at this precision (e^-64 rounds to 0) and makes any logits within the bound safe
+    (beyond it the 32-bit comparisons of the maximum and the clamp are wrong). Without it, rows
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
     """
     with x.server.plan("softmax", x.shape, x.frac, axis, clamp):
@@ -268,13 +282,14 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
 def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     x_last = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x_last.shape[-1]
-    m = max_along(x_last, axis=-1)
+    m = max_along(x_last, axis=-1, bound=SOFTMAX_BOUND)
     shifted = x_last - m.reshape(*m.shape, 1)
     if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
         server = x.server
-        comparison = protocols.ask_msb(server, shifted.size)
+        width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
+        comparison = protocols.ask_msb(server, shifted.size, width)
         selection = server.ask("selection", n=shifted.size, count=1)
-        below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison)
+        below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
         (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
         shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
     inner = x.server.fixed.frac_bits + 7

@@ -11,7 +11,7 @@ import functools
 
 import numpy as np
 
-from .dealer import monomial_layout, prefix_monomials, subsets, variable
+from .dealer import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, variable
 
 U64 = np.uint64
 ONE = U64(1)
@@ -181,17 +181,20 @@ def and_monomials(srv, variables, monomials, material):
     return list(out)
 
 
-# Below this many values a comparison is latency-bound and uses the radix-4 prefix (4 rounds); above,
-# it is compute-bound and uses radix 2 (7 rounds, a quarter of the arithmetic).
-RADIX4_MAX_VALUES = 512
+# Below this many words a comparison is latency-bound and uses radix-4 levels (4 rounds); above, it is
+# compute-bound and uses radix 2 (6 or 7 rounds, a quarter of the arithmetic).
+RADIX4_MAX_WORDS = 512
 
 
-def comparison_radix(n: int) -> int:
-    return 4 if n <= RADIX4_MAX_VALUES else 2
+def comparison_radices(n: int, width: int = 64) -> tuple:
+    """The radices of the prefix levels for a comparison of n values of `width` bits."""
+    words = -(-n * width // 64)
+    fast, lean = RADICES[width]
+    return fast if words <= RADIX4_MAX_WORDS else lean
 
 
-def ask_msb(srv, n: int) -> int:
-    return srv.ask("msb", n=n, radix=comparison_radix(n))
+def ask_msb(srv, n: int, width: int = 64) -> int:
+    return srv.ask("msb", n=n, radices=comparison_radices(n, width), width=width)
 
 
 def _and_pairs(srv, variables, monomials, material):
@@ -209,30 +212,44 @@ def _and_pairs(srv, variables, monomials, material):
     return out
 
 
-def msb_bits(srv, x, ticket: int | None = None):
+def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
     """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0].
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
         msb(x) = msb(c) XOR msb(r) XOR borrow,   borrow = [c mod 2^63 < r mod 2^63].
     The borrow compares a public number with a bitwise-shared one: per bit, g = r AND NOT c ("r is larger
-    here") and p = NOT (r XOR c) ("equal here"). A Kogge-Stone prefix over the 64 bit positions, run on
+    here") and p = NOT (r XOR c) ("equal here"). A Kogge-Stone prefix over the bit positions, run on
     whole uint64 words so that all positions move at once, combines spans of bits level by level, each
     level one round of multi-input ANDs (dealer.PREFIX): radix 4 takes 3 levels (4 rounds in all, 21 ring
     elements per value), radix 2 takes 6 (7 rounds, 19 elements, a quarter of the arithmetic).
+
+    width=32 is for values known to satisfy |x| < 2^31 (as ring integers): reducing both shares modulo
+    2^32 is local and exact, and the sign of such an x is bit 31 of x mod 2^32. Two values then share a
+    word (one per 32-bit lane; a lane's result after five levels depends on its own bits only), c is
+    opened as uint32, and the comparison costs about half as much.
     """
     shape = x.shape
     x = x.ravel()
-    radix = comparison_radix(x.size)
-    m = srv.take(ask_msb(srv, x.size) if ticket is None else ticket)
-    (c,) = srv.open(x + m["r"])
-    c_low = c & LOW63
+    n = x.size
+    radices = comparison_radices(n, width)
+    m = srv.take(ask_msb(srv, n, width) if ticket is None else ticket)
+    top = U64(width - 1)
+    lanes_low = pack_lanes(np.full(64 // width, 2**(width - 1) - 1, dtype=U64), width)[0]  # all but each lane's msb
+    lanes_bit0 = pack_lanes(np.ones(64 // width, dtype=U64), width)[0]
+    if width == 64:
+        (c,) = srv.open(x + m["r"])
+    else:
+        (c,) = srv.open((x + m["r"]).astype(np.uint32))
+        c = pack_lanes(c.astype(U64), width)
+    c_low = c & lanes_low
     r_bits = m["r_bits"]
-    g = (~c_low & LOW63) & r_bits
-    p = (r_bits & LOW63) ^ (~c_low if srv.index == 0 else U64(0))
-    for level, material in enumerate(m["levels"]):
-        last = level == len(m["levels"]) - 1
+    g = (~c_low & lanes_low) & r_bits
+    p = (r_bits & lanes_low) ^ (~c_low if srv.index == 0 else U64(0))
+    span = 1
+    for level, (radix, material) in enumerate(zip(radices, m["levels"])):
+        last = level == len(radices) - 1
         monomials = prefix_monomials(radix, last)
-        s = U64(radix**level)
+        s = U64(span)
         if radix == 2:
             products = and_monomials(srv, [p >> s, p, g], monomials, material)
             g = (g >> s) ^ products[0]
@@ -243,19 +260,22 @@ def msb_bits(srv, x, ticket: int | None = None):
             g = g3 ^ products[0] ^ products[1] ^ products[2]
         if not last:
             p = products[-1]
-    bit = ((r_bits >> U64(63)) ^ g) & ONE
+        span *= radix
+    bits = ((r_bits >> top) ^ g) & lanes_bit0
     if srv.index == 0:
-        bit ^= c >> U64(63)
-    return bit.reshape(shape)
+        bits ^= (c >> top) & lanes_bit0
+    if width != 64:  # one bit per lane -> one per value, in the order of pack_lanes
+        bits = np.concatenate([(bits >> U64(lane * width)) & ONE for lane in range(64 // width)])[:n]
+    return bits.reshape(shape)
 
 
-def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None):
+def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None, width: int = 64):
     """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert."""
     if ticket is None:
-        ticket = ask_msb(srv, x.size)
+        ticket = ask_msb(srv, x.size, width)
     if b2a_ticket is None:
         b2a_ticket = srv.ask("selection", n=x.size, count=0)
-    bits = msb_bits(srv, x, ticket)
+    bits = msb_bits(srv, x, ticket, width)
     m = srv.take(b2a_ticket)
     return _open_bits(srv, bits.ravel(), m, [])[0].reshape(x.shape)
 
