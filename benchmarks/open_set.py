@@ -11,7 +11,8 @@ default training configuration) on 80 % of each one's images (stratified, seed 0
     as anyone (the false-accept rate).
 A face is accepted when its top class's probability is at least the threshold (`recognize.threshold`,
 0.5 by default); the figures are given at that threshold and over a sweep, for the probabilities
-reconstructed from MPC and for the plaintext model trained the same way.
+reconstructed from MPC (softmax at the client by default, as `ppfr recognize` does; --softmax-by servers
+for the softmax on shares) and for the plaintext model trained the same way.
 
 --background N also trains a class 'unknown' on one image each of N people outside the 158 (then only
 the other outside people count as strangers): the approach `ppfr demo` takes with few people.
@@ -33,7 +34,7 @@ from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
 from ppfr.models.softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
 from ppfr.models.store import load_model, save_model
-from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, UNKNOWN, new_session
+from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD, UNKNOWN, new_session
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = HERE / "out" / "lfw158"
@@ -103,6 +104,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--background", type=int, default=0)
     ap.add_argument("--model-out", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--softmax-by", choices=("client", "servers"),
+                    default=section("recognize").get("softmax_by", DEFAULT_SOFTMAX_BY),
+                    help="where the softmax runs at prediction, as in `ppfr recognize` (default: the config's)")
     args = ap.parse_args(argv)
     threshold = float(section("recognize").get("threshold", DEFAULT_THRESHOLD))
 
@@ -115,8 +119,8 @@ def main(argv=None):
     with new_session() as session:
         load_model(session, args.model_out)
         t = time.perf_counter()
-        p_known = predict_mpc(session, prep.apply(x_known))
-        p_strangers = predict_mpc(session, prep.apply(x_strangers))
+        p_known = predict_mpc(session, prep.apply(x_known), softmax_by=args.softmax_by)
+        p_strangers = predict_mpc(session, prep.apply(x_strangers), softmax_by=args.softmax_by)
         predict_seconds = time.perf_counter() - t
     q_known, q_strangers = plain.predict_proba(prep.apply(x_known)), plain.predict_proba(prep.apply(x_strangers))
 
@@ -124,7 +128,7 @@ def main(argv=None):
         "benchmark": "open_set", "classes": len(names), "known_people": len(names) - (UNKNOWN in names),
         "train_images": int(len(y_train)), "heldout_images": int(len(y_known)),
         "stranger_images": int(len(x_strangers)), "background": args.background,
-        "epochs": config.epochs,
+        "epochs": config.epochs, "softmax_by": args.softmax_by,
         "default_threshold": threshold,
         "mpc": rates(p_known, y_known, p_strangers, names, threshold),
         "plaintext": rates(q_known, y_known, q_strangers, names, threshold),
