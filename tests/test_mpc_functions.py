@@ -42,7 +42,8 @@ def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
     """With |x| < bound known, the sign runs on x mod 2^32, two values to a word."""
     bound = 2.0**31 / 2**16 - 1e-3                                    # the largest bound 32 bits allow
     x = rng.uniform(-bound, bound, n)
-    x[:4] = [0.0, -(2**-16), bound, -bound][:n] if n >= 4 else x[:4]
+    if n >= 4:
+        x[:4] = [0.0, -(2**-16), bound, -bound]
     assert F.comparison_width(16, bound) == 32 and F.comparison_width(16, 2 * bound) == 64
     got = evaluate(session, lambda t: F.less_than_zero(t, bound=bound), x)
     assert np.array_equal(got, encoded(x) < 0)
