@@ -266,7 +266,7 @@ def format_report(r: dict) -> str:
         f"{srv['bytes_sent'] / 1e6:,.0f} MB sent in {srv['rounds']:,} rounds, {srv['offline_bytes'] / 1e6:,.0f} MB "
         f"from the dealer",
         f"recognition   per face: detect {num(ms['detect'], '.0f')} ms, embed {num(ms['embed'], '.0f')} ms, "
-        f"MPC {num(ms['mpc'], '.0f')} ms; "
+        f"MPC {num(ms['mpc'], '.1f')} ms; "
         f"per query {num(batch['bytes_per_server'] and batch['bytes_per_server'] / 1e3, ',.0f')} kB in "
         f"{num(batch['rounds'], 'd')} rounds per server, "
         f"{num(batch['offline_bytes_per_server'] and batch['offline_bytes_per_server'] / 1e3, ',.0f')} kB from the dealer",
