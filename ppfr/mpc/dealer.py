@@ -122,6 +122,13 @@ def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def unpack_lane_bits(words: np.ndarray, n: int, width: int) -> np.ndarray:
+    """The inverse of pack_lanes for one bit a lane: bit 0 of each lane, back in the order of the n values."""
+    if width == 64:
+        return words & np.uint64(1)
+    return np.concatenate([(words >> np.uint64(lane * width)) & np.uint64(1) for lane in range(64 // width)])[:n]
+
+
 def msb_material(rng, n: int, radices, width: int = 64):
     """For the sign test of n values of `width` bits: a mask r shared additively (n ring elements) and
     bitwise (XOR, in lanes, see pack_lanes), and the monomial material of each level of the prefix circuit."""

@@ -11,10 +11,9 @@ import functools
 
 import numpy as np
 
-from .dealer import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, variable
+from .dealer import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
 
 U64 = np.uint64
-ONE = U64(1)
 LOW63 = U64(2**63 - 1)
 
 
@@ -264,9 +263,7 @@ def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
     bits = ((r_bits >> top) ^ g) & lanes_bit0
     if srv.index == 0:
         bits ^= (c >> top) & lanes_bit0
-    if width != 64:  # one bit per lane -> one per value, in the order of pack_lanes
-        bits = np.concatenate([(bits >> U64(lane * width)) & ONE for lane in range(64 // width)])[:n]
-    return bits.reshape(shape)
+    return unpack_lane_bits(bits, n, width).reshape(shape)
 
 
 def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None, width: int = 64):
