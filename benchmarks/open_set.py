@@ -32,7 +32,7 @@ from ppfr.config import section
 from ppfr.embed.embedders import embedder_name  # noqa: E402
 from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
-from ppfr.models.softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
+from ppfr.models.softmax import SOFTMAX_BY, TrainConfig, predict_mpc, train_mpc, train_plaintext
 from ppfr.models.store import load_model, save_model
 from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD, UNKNOWN, new_session
 
@@ -104,7 +104,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--background", type=int, default=0)
     ap.add_argument("--model-out", type=Path, default=DEFAULT_MODEL)
-    ap.add_argument("--softmax-by", choices=("client", "servers"),
+    ap.add_argument("--softmax-by", choices=SOFTMAX_BY,
                     default=section("recognize").get("softmax_by", DEFAULT_SOFTMAX_BY),
                     help="where the softmax runs at prediction, as in `ppfr recognize` (default: the config's)")
     args = ap.parse_args(argv)

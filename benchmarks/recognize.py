@@ -34,6 +34,7 @@ from open_set import DEFAULT_MODEL, train_model  # noqa: E402
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import stratified_split  # noqa: E402
+from ppfr.models.softmax import SOFTMAX_BY  # noqa: E402
 from ppfr.models.store import read_record  # noqa: E402
 from ppfr.recognition.recognizer import Recognizer  # noqa: E402
 
@@ -119,7 +120,7 @@ def main(argv=None):
         #    and on shares
         rng = np.random.default_rng(0)
         pool = load_lfw_embeddings(compute=False, progress=False, min_images=10).embeddings
-        for softmax_by in ("client", "servers"):
+        for softmax_by in SOFTMAX_BY:
             rec.softmax_by = softmax_by
             sweep = []
             for n in BATCHES:

@@ -12,6 +12,7 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
+from ppfr.models.softmax import SOFTMAX_BY
 from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
@@ -65,7 +66,7 @@ Examples:
 @click.option("--detect-scale", type=click.FloatRange(0, 4, min_open=True), default=None,
               help="Detect faces on a copy of each frame resized by this factor (boxes are mapped back and "
                    f"faces embedded at full size).  [default: {_WEBCAM_SCALE:g} for --webcam, 1 otherwise]")
-@click.option("--softmax-by", type=click.Choice(["client", "servers"]), default=_SOFTMAX_BY, show_default=True,
+@click.option("--softmax-by", type=click.Choice(SOFTMAX_BY), default=_SOFTMAX_BY, show_default=True,
               help="Who computes the softmax over the logits. client: the servers reveal the logits behind a "
                    "random offset per face, which tells the client only the logit differences, i.e. exactly "
                    "what the probabilities tell (3 rounds). servers: the softmax runs on shares too and the "

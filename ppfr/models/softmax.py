@@ -282,6 +282,12 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
 SOFTMAX_BY = ("client", "servers")
 
 
+def check_softmax_by(softmax_by: str) -> str:
+    if softmax_by not in SOFTMAX_BY:
+        raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
+    return softmax_by
+
+
 def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "servers") -> np.ndarray:
     """Shares x (already preprocessed) with the servers, who hold a model; only the client reconstructs
     the probabilities. Rows go in chunks to bound the servers' memory.
@@ -290,8 +296,7 @@ def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "ser
     reconstructs probabilities accurate to 1e-4. softmax_by="client": the servers stop at the logits and
     reveal them behind a random offset per row, which leaves the client exactly the logit differences,
     i.e. what the probabilities tell; it computes the softmax in float64 (3 rounds in all)."""
-    if softmax_by not in SOFTMAX_BY:
-        raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
+    check_softmax_by(softmax_by)
     x = np.asarray(x, dtype=np.float64)
     bounds = list(range(0, len(x), chunk))
     job = session.run(_predict_program, [min(chunk, len(x) - s) for s in bounds], softmax_by)

@@ -91,15 +91,13 @@ class Recognizer:
     def __init__(self, model_root, threshold: float = DEFAULT_THRESHOLD, detector: FaceDetector | None = None,
                  embedder: str = "dlib", session=None, softmax_by: str = DEFAULT_SOFTMAX_BY):
         from ppfr.models.data import Preprocessing
-        from ppfr.models.softmax import SOFTMAX_BY
+        from ppfr.models.softmax import check_softmax_by
         from ppfr.models.store import load_model
 
         if not 0 <= threshold <= 1:
             raise ValueError(f"the threshold is a probability in [0, 1], got {threshold}")
-        if softmax_by not in SOFTMAX_BY:
-            raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
         self.threshold = threshold
-        self.softmax_by = softmax_by
+        self.softmax_by = check_softmax_by(softmax_by)   # before loading anything
         self.detector = detector or FaceDetector("hog", upsample=0, retry_upsample=1)
         self._own_session = session is None
         self.session = session if session is not None else new_session()
