@@ -3,7 +3,9 @@
 Protocol code talks to a `Channel` only through `send(to, message)` and `recv(sender)`; messages are
 plain data (numpy arrays, numbers, strings, tuples, lists, dicts), so a network transport can implement
 the same two methods. `InProcessNetwork` is the default transport: one FIFO queue per ordered pair of
-parties, each party in its own thread, arrays copied on send so that no party holds another's memory.
+parties, each party in its own thread. A sent array is handed over (see hand_over): the receiver gets
+it read-only, and the sender can no longer change it, so no party can write into another's memory or
+change what another has received, exactly as if it had been copied; a network transport copies anyway.
 
 Counting. Every party counts the bytes of the array payloads it sends (8 bytes for a scalar, the length of
 a string). Messages to or from the dealer are preprocessing (they do not depend on any input) and are
@@ -40,14 +42,30 @@ def payload_bytes(message) -> int:
     return 8
 
 
-def _copy(message):
+def hand_over(message, copy: bool = True):
+    """(message as the receiver gets it, its payload_bytes), in one pass over the message.
+
+    With copy, an array that owns its memory is frozen (made read-only, which its owner then is too) and
+    passed as it is, an array that is a view of other memory is copied and frozen: either way neither
+    side can change what the other holds, at the price of a flag instead of a copy for the fresh arrays
+    that protocols send. Without copy (a sender that keeps no reference, such as the dealer), arrays are
+    passed as they are."""
     if isinstance(message, np.ndarray):
-        return message.copy()
+        if copy:
+            if message.base is not None or not message.flags.writeable:
+                message = message.copy()
+            message.flags.writeable = False
+        return message, message.nbytes
     if isinstance(message, dict):
-        return {k: _copy(v) for k, v in message.items()}
+        out, size = {}, 0
+        for k, v in message.items():
+            out[k], n = hand_over(v, copy)
+            size += n
+        return out, size
     if isinstance(message, (tuple, list)):
-        return type(message)(_copy(v) for v in message)
-    return message
+        parts = [hand_over(v, copy) for v in message]
+        return type(message)(m for m, _ in parts), sum(n for _, n in parts)
+    return message, payload_bytes(message)
 
 
 @dataclass
@@ -85,9 +103,9 @@ class Channel:
         self._received_since_send = True
 
     def send(self, to: str, message, copy: bool = True) -> None:
-        """Send plain data. copy=False hands arrays over without copying them, for a sender that keeps
-        no reference to them (the dealer's fresh material); a network transport copies anyway."""
-        size = payload_bytes(message)
+        """Send plain data. copy=False hands arrays over as they are, for a sender that keeps no
+        reference to them (the dealer's fresh material); a network transport copies anyway."""
+        size = self._put(to, message, copy)
         if to in OFFLINE or self.name in OFFLINE:
             self.stats.offline_bytes += size
         else:
@@ -97,20 +115,21 @@ class Channel:
             self.stats.bytes_sent += size
             self.stats.messages_sent += 1
             self.stats.bytes_to[to] += size
-        self._put(to, message, copy)
 
     def recv(self, sender: str):
-        message = self._get(sender)
+        message, size = self._get(sender)
         if sender in OFFLINE or self.name in OFFLINE:
-            self.stats.offline_bytes += payload_bytes(message)
+            self.stats.offline_bytes += size
         else:
             self._received_since_send = True
         return message
 
-    def _put(self, to, message, copy: bool = True):  # pragma: no cover - interface
+    def _put(self, to, message, copy: bool = True) -> int:  # pragma: no cover - interface
+        """Deliver, or queue for delivery; return payload_bytes(message)."""
         raise NotImplementedError
 
     def _get(self, sender):  # pragma: no cover - interface
+        """The next message from sender, and its payload_bytes."""
         raise NotImplementedError
 
 
@@ -153,11 +172,11 @@ class _InProcessChannel(Channel):
             raise ValueError(f"unknown party {to!r}")
         if self._net._closed is not None:
             raise ProtocolAborted(f"{self.name} cannot send to {to}: {self._net._closed.reason}")
-        if copy:
-            message = _copy(message)
+        message, size = hand_over(message, copy)
         if self._net.transcript is not None:
             self._net.transcript.append((self.name, to, message))
-        self._net._queues[(self.name, to)].put(message)
+        self._net._queues[(self.name, to)].put((message, size))
+        return size
 
     def _get(self, sender):
         try:
@@ -167,4 +186,4 @@ class _InProcessChannel(Channel):
         if isinstance(message, _Closed):
             self._net._queues[(sender, self.name)].put(message)  # keep waking later receives
             raise ProtocolAborted(f"{self.name} stopped waiting for {sender}: {message.reason}")
-        return message
+        return message  # (message, size) as _put queued it
