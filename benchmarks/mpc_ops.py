@@ -1,23 +1,27 @@
 """Median time, bytes and rounds of the engine's operations under MPC, against numpy float64.
 
-    python benchmarks/mpc_ops.py [--reps 15]
+    python benchmarks/mpc_ops.py [--reps 15] [--parties threads|processes]
 
-Times are measured on the servers, from the moment both hold their input shares to the moment both hold
-the result shares (the client's encoding and reconstruction are not included), in this process: two
-server threads and a dealer thread on this machine's cores, no network latency. Bytes and rounds are per
-server, online (to the other server); offline bytes are what the dealer sent that server.
+Times are measured on the servers, from the moment both start an operation (they hold the input shares
+and synchronise with an empty message) to the moment both hold the result shares; the client's encoding
+and reconstruction are not included. The repetitions run back to back, so the dealer draws the next
+one's material while the servers compute: every party works on this machine's cores at once, no network
+latency. Parties in threads of one process (the default) or processes of their own (--parties). Bytes
+and rounds are per server, online (to the other server); offline bytes are what the dealer sent that
+server.
 The last line is one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import operator
 import platform
 import time
 
 import numpy as np
 
-from ppfr.mpc import LocalSession
+from ppfr.mpc.session import DEFAULT_PARTIES, SESSIONS, open_session
 from ppfr.mpc import functions as F
 
 # CrypTen's published 2-party figures on 100x100 tensors (ms), for reference
@@ -36,40 +40,43 @@ def cases(rng):
     e158, e100 = rng.uniform(-64, 10, (64, 158)), rng.uniform(-64, 10, (100, 100))
     r158, r100 = np.exp(rng.uniform(np.log(1 / 32), np.log(32), (64, 158))), np.exp(rng.uniform(np.log(1 / 32), np.log(32), (100, 100)))
     return [
-        ("mul 64x158", lambda p, q: p * q, np.multiply, (a158, b158)),
-        ("matmul 64x128 . 128x158", lambda p, q: p @ q, np.matmul, (x, w)),
+        ("mul 64x158", operator.mul, np.multiply, (a158, b158)),
+        ("matmul 64x128 . 128x158", operator.matmul, np.matmul, (x, w)),
         ("exp 64x158", F.exp, np.exp, (e158,)),
         ("reciprocal 64x158", F.reciprocal, np.reciprocal, (r158,)),
         ("softmax 64x158", F.softmax, softmax_np, (a158,)),
         ("softmax 1x158 (one face)", F.softmax, softmax_np, (a158[:1],)),
-        ("mul 100x100", lambda p, q: p * q, np.multiply, (a100, b100)),
-        ("matmul 100x100", lambda p, q: p @ q, np.matmul, (a100, b100)),
+        ("mul 100x100", operator.mul, np.multiply, (a100, b100)),
+        ("matmul 100x100", operator.matmul, np.matmul, (a100, b100)),
         ("exp 100x100", F.exp, np.exp, (e100,)),
         ("reciprocal 100x100", F.reciprocal, np.reciprocal, (r100,)),
     ]
 
 
-def time_mpc(session, program, inputs, reps):
-    times, stats = [], []
-
-    def run(srv):
-        shared = [srv.receive() for _ in inputs]
+def _timed_program(srv, op, inputs: int, reps: int):
+    """Run by both servers: receive the input shares, then apply `op` `reps` times, each time starting
+    together with the other server (an empty exchange, not counted)."""
+    shared = [srv.receive() for _ in range(inputs)]
+    times = []
+    for _ in range(reps):
+        srv.exchange(None)
         before = srv.channel.stats.copy()
         start = time.perf_counter()
-        out = program(*shared)
-        elapsed = time.perf_counter() - start
-        srv.reveal_to(out)
-        return elapsed, srv.channel.stats - before
+        out = op(*shared)
+        times.append(time.perf_counter() - start)
+        stats = srv.channel.stats - before
+    srv.reveal_to(out)
+    return times, stats
 
-    for _ in range(reps):
-        job = session.run(run)
-        for x in inputs:
-            session.client.share(x)
-        session.client.reconstruct()
-        (t0, s0), (t1, s1) = job.result()
-        times.append(max(t0, t1))
-        stats.append(s0)
-    return float(np.median(times)), stats[-1]
+
+def time_mpc(session, op, inputs, reps, warmup=2):
+    """Median over reps of the slower server's time; the counts of the last rep."""
+    job = session.run(_timed_program, op, len(inputs), warmup + reps)
+    for x in inputs:
+        session.client.share(x)
+    session.client.reconstruct()
+    (t0, stats), (t1, _) = job.result()
+    return float(np.median(np.maximum(t0, t1)[warmup:])), stats
 
 
 def time_numpy(fn, inputs, reps):
@@ -84,12 +91,13 @@ def time_numpy(fn, inputs, reps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--parties", choices=sorted(SESSIONS), default=DEFAULT_PARTIES,
+                        help="servers and dealer in threads of this process, or in processes of their own")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = {}
-    with LocalSession() as session:
+    with open_session(args.parties) as session:
         for name, program, reference, inputs in cases(rng):
-            time_mpc(session, program, inputs, 2)  # warm-up
             mpc_s, stats = time_mpc(session, program, inputs, args.reps)
             np_s = time_numpy(reference, inputs, max(args.reps, 50))
             results[name] = {
@@ -103,7 +111,7 @@ def main():
                 results[name]["speedup_vs_crypten"] = round(CRYPTEN_100x100_MS[op] / (mpc_s * 1e3), 1)
             print(f"{name:26s} mpc {mpc_s * 1e3:8.2f} ms   numpy {np_s * 1e3:8.4f} ms   x{mpc_s / np_s:8.0f}   "
                   f"{stats.bytes_sent / 1e3:8.1f} kB  {stats.rounds:3d} rounds")
-    print(json.dumps({"benchmark": "mpc_ops", "reps": args.reps, "machine": platform.machine(),
+    print(json.dumps({"benchmark": "mpc_ops", "reps": args.reps, "parties": args.parties, "machine": platform.machine(),
                       "cores": __import__("os").cpu_count(), "ops": results}))
 
 

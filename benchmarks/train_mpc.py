@@ -31,7 +31,7 @@ from ppfr.embed.lfw import load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import ClientData, Preprocessing, Split, stratified_split  # noqa: E402
 from ppfr.models.softmax import (TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc,  # noqa: E402
                                  train_plaintext)
-from ppfr.mpc import LocalSession  # noqa: E402
+from ppfr.mpc.session import SESSIONS, open_session  # noqa: E402
 
 CRYPTEN_SECONDS_PER_EPOCH = 41.0
 
@@ -67,6 +67,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-images", type=int, default=10)
+    ap.add_argument("--parties", choices=sorted(SESSIONS), default="threads",
+                    help="servers and dealer in threads of this process, or in processes of their own")
     args = ap.parse_args(argv)
 
     data = load_lfw_embeddings(min_images=args.min_images, compute=False, progress=False)
@@ -84,7 +86,7 @@ def main(argv=None) -> dict:
           f"({len(y_train)} train, {len(y_test)} test); {config}", file=sys.stderr)
 
     load_before = os.getloadavg()[0]
-    with LocalSession() as session:
+    with open_session(args.parties) as session:
         cpu = time.process_time()
         run = train_mpc(session, [(x_train, y_train)], classes, config)
         cpu = time.process_time() - cpu

@@ -30,3 +30,8 @@ def fixed_point():
 
     cfg = section("mpc")
     return FixedPoint(cfg.get("frac_bits", 16), cfg.get("bound_bits", 48))
+
+
+def mpc_parties() -> str:
+    """Where the servers and the dealer run: "threads" of the client's process or "processes" of their own."""
+    return section("mpc").get("parties", "threads")

@@ -48,10 +48,13 @@ def _default(key):
                    "client (never to each other); with several data owners the client would see "
                    "probabilities of others' samples, so it is off by default.")
 @click.option("--no-plaintext", is_flag=True, help="Skip the plaintext reference run.")
+@click.option("--parties", type=click.Choice(["processes", "threads"]), default=None,
+              help="Run the two servers and the dealer in threads of this process, or in processes of "
+                   "their own connected by sockets (default: the config's mpc.parties, threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, test_split, scale, normalize,
-              report_loss, no_plaintext, as_json, quiet):
+              report_loss, no_plaintext, parties, as_json, quiet):
     """Train a softmax classifier on secret-shared EMBEDDINGS (one or more .npz files of `ppfr embed`,
     each from its own data owner).
 
@@ -79,7 +82,7 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
         prep = Preprocessing(l2_normalize=normalize, scale=scale)
         split = split_dataset(load_dataset(embeddings), test_split, seed)
         summary = run_training(split, config, prep, output, plaintext=not no_plaintext,
-                               report_loss=report_loss, progress=not quiet)
+                               report_loss=report_loss, progress=not quiet, parties=parties)
     except (DataError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     summary["inputs"] = [str(p) for p in embeddings]
@@ -105,7 +108,8 @@ def format_summary(s: dict) -> str:
         f"accuracy plain  train {_pct(plain.get('train_accuracy'))}   test {_pct(plain.get('test_accuracy'))}",
         f"seconds         MPC training {mpc['train_seconds']:.1f} ({mpc['seconds_per_epoch']:.2f}/epoch), "
         f"MPC prediction {mpc['predict_seconds']:.1f}"
-        + (f", plaintext training {plain['train_seconds']:.2f}" if plain else ""),
+        + (f", plaintext training {plain['train_seconds']:.2f}" if plain else "")
+        + (f"; parties in {s['parties']}" if "parties" in s else ""),
     ]
     for server, st in mpc["stats"].items():
         lines.append(f"{server:<16}{st['bytes_sent'] / 1e6:,.1f} MB sent, {st['rounds']:,} rounds, "

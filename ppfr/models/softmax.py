@@ -148,8 +148,7 @@ def train_plaintext(x: np.ndarray, labels: np.ndarray, classes: int, config: Tra
 PHASES = ("forward", "softmax", "gradient", "update")
 
 
-def _train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool,
-                   progress=None):
+def _train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool):
     """Run by both servers. Receives `parts` shares of embeddings (one per data owner), as many of one-hot
     labels, then the initial weight and bias; trains; keeps the model in srv.state. Returns timings."""
     xs = [srv.receive() for _ in range(parts)]
@@ -195,8 +194,8 @@ def _train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, r
                 t4 = clock()
             for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 seconds[name] += dt
-            if progress is not None and srv.index == 0:
-                progress(epoch, i, len(batches))
+            if srv.index == 0:
+                srv.report_progress(epoch, i, len(batches))
     srv.state[STATE_KEY] = {"weight": w, "bias": b, "classes": classes}
     return seconds
 
@@ -253,7 +252,7 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
     before = session.stats()
     start = time.perf_counter()
     job = session.run(_train_program, len(parts), n, classes, config, report_loss,
-                      None if report_loss else progress)
+                      progress=None if report_loss else progress)
     for x, _ in parts:
         session.client.share(x)
     for _, lab in parts:
@@ -311,16 +310,16 @@ def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "ser
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+def _reveal_model_program(srv):
+    model = srv.state[STATE_KEY]
+    srv.reveal_to(model["weight"])
+    srv.reveal_to(model["bias"])
+
+
 def reveal_model(session):
     """Reconstruct the weights at the client: for tests and benchmarks that compare with plaintext,
     never part of ordinary use (the model is meant to stay shared)."""
-
-    def program(srv):
-        m = srv.state[STATE_KEY]
-        srv.reveal_to(m["weight"])
-        srv.reveal_to(m["bias"])
-
-    job = session.run(program)
+    job = session.run(_reveal_model_program)
     w, b = session.client.reconstruct(), session.client.reconstruct()
     job.result()
     return w, b

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from ppfr.config import fixed_point
-from ppfr.mpc import FixedPoint, LocalSession
+from ppfr.config import fixed_point, mpc_parties
+from ppfr.mpc import FixedPoint
+from ppfr.mpc.session import open_session
 
 from .data import Preprocessing, Split
 from .softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
@@ -43,7 +44,8 @@ class _Progress:
 
 
 def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output, *, plaintext: bool = True,
-                 report_loss: bool = False, progress: bool = True, fixed: FixedPoint | None = None) -> dict:
+                 report_loss: bool = False, progress: bool = True, fixed: FixedPoint | None = None,
+                 parties: str | None = None) -> dict:
     classes = len(split.class_names)
     parts = [(prep.apply(c.embeddings), c.labels) for c in split.train if len(c.labels)]
     x_train, y_train = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
@@ -53,7 +55,9 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
                "clients": len(split.train), "config": config.as_dict(), "preprocessing": prep.as_dict(),
                "embedder": split.embedder}
 
-    with LocalSession(fixed=fixed or fixed_point()) as session:
+    parties = parties or mpc_parties()
+    summary["parties"] = parties
+    with open_session(parties, fixed=fixed or fixed_point()) as session:
         bar = _Progress(batches, config.epochs, "MPC training", progress)
         try:
             trained = train_mpc(session, parts, classes, config, progress=bar, report_loss=report_loss)

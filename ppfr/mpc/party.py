@@ -35,6 +35,7 @@ class Server:
         self._plans: dict = {}   # what a planned step asked the dealer for, by step and shapes
         self._recording: list | None = None
         self._prefetched: deque | None = None
+        self.on_progress = None  # set by the session for a job that reports progress (see report_progress)
 
     # -- communication -----------------------------------------------------------------------------
     def exchange(self, message):
@@ -103,6 +104,12 @@ class Server:
 
     def dealer(self, kind: str, **params):
         return self.take(self.ask(kind, **params))
+
+    def report_progress(self, *progress) -> None:
+        """Tell whoever started the job how far it has come (the session passes it on; not a protocol
+        message, and nothing of the data)."""
+        if self.on_progress is not None:
+            self.on_progress(*progress)
 
     # -- input and output --------------------------------------------------------------------------
     def receive(self, sender: str = "client"):

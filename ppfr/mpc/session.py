@@ -1,7 +1,14 @@
-"""An in-process deployment: client, two servers and dealer as objects in one process, each server and
-the dealer in its own thread, connected by an InProcessNetwork.
+"""Deployments of the four parties on one machine, with the same interface:
 
-    with LocalSession() as session:
+- LocalSession: client, two servers and dealer as objects in one process, each server and the dealer in
+  its own thread, connected by an InProcessNetwork. Starts at once; the servers share one interpreter
+  lock, so their Python work does not overlap.
+- ProcessSession: each server and the dealer in a process of its own, connected by OS sockets
+  (transport.ConnectionChannel); the client stays in this process. Takes about a second to start, and
+  then the parties compute in parallel. Programs and their arguments are sent to the server processes
+  by pickle, so a program must be a module-level function.
+
+    with LocalSession() as session:            # or ProcessSession()
         job = session.run(program, *args)      # program(server, *args) runs on both servers
         session.client.share(x)                # the client talks to them meanwhile
         y = session.client.reconstruct()
@@ -11,21 +18,26 @@ A failure in any party closes the network, so the others stop waiting and the er
 """
 from __future__ import annotations
 
+import multiprocessing
 import secrets
+import signal
 import threading
+import traceback
 
 from .channel import InProcessNetwork
 from .dealer import Dealer
 from .errors import ProtocolAborted
 from .fixedpoint import FixedPoint
 from .party import Client, Server
+from .transport import ConnectionChannel
 
 
 class Job:
-    def __init__(self, session: "LocalSession", program, args, per_server):
+    def __init__(self, session: "LocalSession", program, args, per_server, progress=None):
         self._results = [None, None]
         self._errors: list[BaseException | None] = [None, None]
         self._session = session
+        session.servers[0].on_progress = progress
         self._threads = [
             threading.Thread(target=self._run, args=(i, program, (*args, *per_server[i])), daemon=True,
                              name=f"ppfr-server{i}")
@@ -63,9 +75,14 @@ class LocalSession:
         self._dealer_thread = threading.Thread(target=self.dealer.serve, daemon=True, name="ppfr-dealer")
         self._dealer_thread.start()
 
-    def run(self, program, *args, per_server=((), ())) -> Job:
-        """Start program(server, *args, *per_server[i]) on both servers; returns at once."""
-        return Job(self, program, args, per_server)
+    def run(self, program, *args, per_server=((), ()), progress=None) -> Job:
+        """Start program(server, *args, *per_server[i]) on both servers; returns at once. What server 0
+        passes to report_progress reaches `progress` (called in another thread)."""
+        return Job(self, program, args, per_server, progress)
+
+    def abort(self, reason: str) -> None:
+        """Stop a running job from the client's side: parties waiting for a message give up."""
+        self.network.close(reason)
 
     def stats(self) -> dict:
         return {name: self.network.channel(name).stats.copy() for name in self.network.parties}
@@ -79,3 +96,177 @@ class LocalSession:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# -- parties in processes ---------------------------------------------------------------------------------
+# Who talks to whom: the client with each server, the servers with each other and with the dealer.
+LINKS = (("client", "server0"), ("client", "server1"), ("server0", "server1"), ("server0", "dealer"),
+         ("server1", "dealer"))
+START_METHOD = "spawn"  # not fork: the parent may hold threads (BLAS, a camera) that fork would not copy
+
+
+class ProcessSession:
+    def __init__(self, fixed: FixedPoint | None = None, timeout: float = 600.0):
+        self.fixed = fixed or FixedPoint()
+        self.session_id = secrets.token_hex(8)
+        context = multiprocessing.get_context(START_METHOD)
+        ends = {name: {} for name in ("client", "server0", "server1", "dealer")}
+        for a, b in LINKS:
+            ends[a][b], ends[b][a] = context.Pipe(duplex=True)
+        self._control, self._processes = {}, {}
+        for name in ("server0", "server1", "dealer"):
+            mine, theirs = context.Pipe(duplex=True)
+            process = context.Process(target=_party_process, name=f"ppfr-{name}", daemon=True,
+                                      args=(name, ends[name], theirs, self.fixed, self.session_id, timeout))
+            process.start()
+            theirs.close()
+            for conn in ends[name].values():
+                conn.close()  # the child holds its own copies; ours would hide its exit from the peers
+            self._control[name], self._processes[name] = mine, process
+        self._channel = ConnectionChannel("client", ends["client"], timeout)
+        self.client = Client(self._channel, self.fixed, self.session_id)
+        self._job: _ProcessJob | None = None
+        self._closed = False
+
+    def run(self, program, *args, per_server=((), ()), progress=None) -> "_ProcessJob":
+        """As LocalSession.run; program and arguments must pickle (module-level functions, plain data)."""
+        if self._job is not None and not self._job.done:
+            raise RuntimeError("a job is still running in this session: call its result() first")
+        self._job = _ProcessJob(self, program, args, per_server, progress)
+        return self._job
+
+    def stats(self) -> dict:
+        """Each party's counts (between jobs: the parties answer when they are not running one)."""
+        if self._job is not None and not self._job.done:
+            raise RuntimeError("stats are read between jobs, not while one runs")
+        out = {"client": self._channel.stats.copy()}
+        for name, control in self._control.items():
+            control.send(("stats",))
+            out[name] = control.recv()
+        return out
+
+    def abort(self, reason: str) -> None:
+        """The client gives up: servers waiting for its messages stop, and so does the rest."""
+        self._channel.close(reason)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for control in self._control.values():
+            try:
+                control.send(("close",))
+            except OSError:
+                pass
+        self._channel.close()
+        for process in self._processes.values():
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+        for control in self._control.values():
+            control.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class _ProcessJob:
+    """A program running in both server processes; a thread per server waits for its outcome and passes
+    progress reports on meanwhile."""
+
+    def __init__(self, session: ProcessSession, program, args, per_server, progress):
+        self._results: list = [None, None]
+        self._errors: list = [None, None]
+        self._progress = progress
+        for i in (0, 1):
+            reports = progress is not None and i == 0
+            session._control[f"server{i}"].send(("run", program, (*args, *per_server[i]), reports))
+        self._threads = [threading.Thread(target=self._wait, args=(i, session._control[f"server{i}"]), daemon=True)
+                         for i in (0, 1)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def done(self) -> bool:
+        return not any(t.is_alive() for t in self._threads)
+
+    def _wait(self, i, control):
+        try:
+            while True:
+                kind, value = control.recv()
+                if kind == "progress":
+                    self._progress(*value)
+                elif kind == "ok":
+                    self._results[i] = value
+                    return
+                else:
+                    self._errors[i] = value
+                    return
+        except (EOFError, OSError):
+            self._errors[i] = ProtocolAborted(f"server{i}'s process ended during the job")
+
+    def result(self):
+        for t in self._threads:
+            t.join()
+        errors = [e for e in self._errors if e is not None]
+        errors.sort(key=lambda e: isinstance(e, ProtocolAborted))
+        if errors:
+            raise errors[0]
+        return list(self._results)
+
+
+def _party_process(name, connections, control, fixed, session_id, timeout):
+    """The main function of a server's or the dealer's process: serve the session's commands."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the client's process, which stops us
+    channel = ConnectionChannel(name, connections, timeout)
+    if name == "dealer":
+        party = Dealer(channel)
+        threading.Thread(target=party.serve, daemon=True, name="ppfr-dealer").start()
+    else:
+        party = Server(int(name[-1]), channel, fixed, session_id)
+    while True:
+        try:
+            command = control.recv()
+        except (EOFError, OSError):
+            break
+        if command[0] == "close":
+            break
+        if command[0] == "stats":
+            control.send(channel.stats.copy())
+            continue
+        _, program, args, with_progress = command
+        party.on_progress = (lambda *p: control.send(("progress", p))) if with_progress else None
+        try:
+            control.send(("ok", program(party, *args)))
+        except BaseException as e:  # noqa: BLE001 - reported to the client's process
+            channel.close(f"{name} failed: {type(e).__name__}: {e}")  # the others stop waiting for this one
+            control.send(("error", _portable(e)))
+    channel.close()
+
+
+def _portable(error: BaseException) -> BaseException:
+    """The error as it can cross to the client's process, with where it happened."""
+    import pickle
+
+    where = "".join(traceback.format_exception(error)).rstrip()
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle
+        error = RuntimeError(f"{type(error).__name__}: {error}")
+    if hasattr(error, "add_note"):
+        error.add_note(f"in the server's process:\n{where}")
+    return error
+
+
+SESSIONS = {"threads": LocalSession, "processes": ProcessSession}
+DEFAULT_PARTIES = "threads"
+
+
+def open_session(parties: str = DEFAULT_PARTIES, fixed: FixedPoint | None = None, timeout: float = 600.0):
+    """A session with the servers and the dealer in threads of this process or in processes of their own."""
+    if parties not in SESSIONS:
+        raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
+    return SESSIONS[parties](fixed=fixed, timeout=timeout)
