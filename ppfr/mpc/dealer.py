@@ -165,6 +165,37 @@ def selection_material(rng, n: int, count: int):
     return {"t_bits": tb0, "t": ta0, "masks": masks0}, {"t_bits": t ^ tb0, "t": ta1, "masks": masks1}
 
 
+def masked_material(rng, n: int, steps):
+    """For a chain of products whose operands carry masks the servers can see through (see
+    protocols.Masked), n values per step, one entry per step, in order:
+      ("mask", name)          a fresh mask a_name:                    shares of a_name
+      ("trunc", name, shift)  r and r >> shift; a_name = -(r >> shift): shares of r and of r >> shift
+      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other
+    """
+    draws = sum({"mask": 2, "trunc": 3, "cross": 1}.get(step[0], 0) for step in steps)
+    fresh = iter(rng.uint64((draws, n)))  # all of this request's randomness in one draw
+    masks, out0, out1 = {}, [], []
+    for step in steps:
+        if step[0] == "mask":
+            a = masks[step[1]] = next(fresh)
+            s0 = next(fresh)
+            s1 = a - s0
+        elif step[0] == "trunc":
+            r = next(fresh)
+            high = r >> np.uint64(step[2])
+            masks[step[1]] = -high
+            r0, h0 = next(fresh), next(fresh)
+            s0, s1 = (r0, h0), (r - r0, high - h0)
+        elif step[0] == "cross":
+            s0 = next(fresh)
+            s1 = masks[step[1]] * masks[step[2]] - s0
+        else:
+            raise ValueError(f"unknown step {step!r}")
+        out0.append(s0)
+        out1.append(s1)
+    return out0, out1
+
+
 # kind of request -> generator(rng, **params): (server 0's material, server 1's)
 MATERIAL = {
     "triples": beaver_triples,
@@ -173,6 +204,7 @@ MATERIAL = {
     "msb": msb_material,
     "selection": selection_material,
     "and": and_material,
+    "masked": masked_material,
 }
 
 

@@ -153,46 +153,84 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
 
     Range reduction: y = x / 2^7, read for free from the same ring elements with 7 more fractional bits,
     lies in [-0.5, 0.08]; a degree-7 Taylor polynomial gives e^y to 1e-7 relative; seven squarings give
-    e^x. The polynomial's powers take 3 levels of products, the squarings 7; each level is a Beaver round
-    and a truncation round, 21 rounds in all. The squarings rescale as they go so that each product stays
-    under the truncation bound: small values keep up to f + 7 fractional bits, large ones fewer (their
-    relative precision is what matters). `upper` is the largest input the caller expects; the default
-    schedule is valid for all of [-64, 10]. Below -64 the result is not guaranteed (it is then below
-    e^-64 in truth and the polynomial is evaluated outside its interval).
+    e^x. Every product here has operands the servers can see through a dealer mask (protocols.Masked):
+    y once its mask is opened, and every truncated value for free. So the products are local and only
+    the truncations cost rounds: opening y, the powers y^2, y^3..y^4, y^5..y^7, the polynomial and the
+    seven squares, 12 rounds in all (each of size(x) ring elements), plus a round where a truncation
+    is redone (rare). The squarings rescale as they go so that each product stays under the truncation
+    bound: small values keep up to f + 7 fractional bits, large ones fewer (their relative precision is
+    what matters). `upper` is the largest input the caller expects; the default schedule is valid for
+    all of [-64, 10]. Below -64 the result is not guaranteed (it is then below e^-64 in truth and the
+    polynomial is evaluated outside its interval).
     """
     with x.server.plan("exp", x.shape, x.frac, upper, frac):
         return _exp(x, upper, frac)
 
 
 def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
-    fixed = x.server.fixed
+    srv, fixed = x.server, x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if upper > EXP_RANGE[1]:
         raise ValueError(f"exp is documented for inputs up to {EXP_RANGE[1]}, asked for {upper}")
-    y_frac = x.frac + _EXP_HALVINGS
-    y = x.reinterpret(y_frac)
-    # powers y^2 .. y^7 in three levels
-    (y2,) = multiply_many([(y, y)])
-    y3, y4 = multiply_many([(y2, y), (y2, y2)])
-    y5, y6, y7 = multiply_many([(y4, y), (y4, y2), (y4, y3)])
-    powers = [y, y2, y3, y4, y5, y6, y7]
-    # sum of c_k y^k: public coefficients at y_frac, one truncation for the whole sum
-    acc = powers[0].share * fixed.encode(1.0, y_frac)
-    for k, p in enumerate(powers[1:], start=2):
-        acc = acc + p.share * fixed.encode(1.0 / math.factorial(k), y_frac)
-    z = x._new(acc, 2 * y_frac) + 1.0
-    (raw,) = protocols.truncate(x.server, [z.share], [y_frac])
-    z = x._new(raw, y_frac)
-    # squarings with a precision schedule that keeps each product under the bound
-    bound = fixed.bound_bits - 1
+    yf = x.frac + _EXP_HALVINGS
+    squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits)
+    m = dict(zip(_EXP_STEP_NAMES + [f"z{k}" for k in range(len(squares) + 1)] +
+                 [f"z{k}^2" for k in range(len(squares))],
+                 srv.take(srv.ask("masked", n=x.size, steps=_exp_steps(yf, squares)))))
+    # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
+    # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
+    power_bits = min(2 * yf - 1, fixed.bound_bits)
+    y = protocols.open_masked(srv, x.share.ravel(), m["y"])
+    (y2,) = protocols.masked_products(srv, [(y, y)], [m["y^2"]])
+    (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m["t2"]], power_bits)
+    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m["t2.y"], m["t2^2"]])
+    t3, t4 = protocols.truncate_masked(srv, [y3, y4], [yf, yf], [m["t3"], m["t4"]], power_bits)
+    y5, y6, y7 = protocols.masked_products(srv, [(t4, y), (t4, t2), (t4, t3)], [m["t4.y"], m["t4.t2"], m["t4.t3"]])
+    t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m["t5"], m["t6"], m["t7"]], power_bits)
+    # sum of c_k y^k: public coefficients at yf, one truncation (masked: it feeds the first square)
+    acc = y.share * fixed.encode(1.0, yf)
+    for k, p in enumerate((t2, t3, t4, t5, t6, t7), start=2):
+        acc = acc + p.share * fixed.encode(1.0 / math.factorial(k), yf)
+    if srv.index == 0:
+        acc = acc + fixed.encode(1.0, 2 * yf)
+    (z,) = protocols.truncate_masked(srv, [acc], [yf], [m["z0"]], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
+    # squarings: each square is local, its truncation one round
+    for k, (frac_in, frac_out, value_bits) in enumerate(squares):
+        (square,) = protocols.masked_products(srv, [(z, z)], [m[f"z{k}^2"]])
+        (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m[f"z{k + 1}"]],
+                                         2 * frac_in + value_bits + 1)
+    return x._new(z.share.reshape(x.shape), out_frac)
+
+
+_EXP_STEP_NAMES = ["y", "y^2", "t2", "t2.y", "t2^2", "t3", "t4", "t4.y", "t4.t2", "t4.t3", "t5", "t6", "t7"]
+
+
+def _exp_steps(yf: int, squares) -> tuple:
+    """The dealer's material for _exp (dealer.masked_material), in the order of _EXP_STEP_NAMES, then the
+    truncation of the polynomial and of each square (z0 .. z7), then each square's mask product."""
+    steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
+             ("trunc", "t3", yf), ("trunc", "t4", yf), ("cross", "t4", "y"), ("cross", "t4", "t2"),
+             ("cross", "t4", "t3"), ("trunc", "t5", yf), ("trunc", "t6", yf), ("trunc", "t7", yf), ("trunc", "z0", yf)]
+    steps += [("trunc", f"z{k + 1}", 2 * fin - fout) for k, (fin, fout, _) in enumerate(squares)]
+    steps += [("cross", f"z{k}", f"z{k}") for k in range(len(squares))]
+    return tuple(steps)
+
+
+def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> list:
+    """(fractional bits in, out, bits above the point of the largest square) of each squaring: as many
+    fractional bits as the truncation bound allows for the largest value that squaring can produce,
+    the caller's at the end."""
+    bound = bound_bits - 1
+    fracs, current = [], yf
     for k in range(_EXP_HALVINGS):
         remaining = _EXP_HALVINGS - k - 1  # squarings left after this one
         biggest = _bits_of_exp(upper / 2**remaining)  # log2 of the largest value this squaring can produce
-        next_frac = out_frac if remaining == 0 else min(y_frac, (bound - _bits_of_exp(upper / 2**(remaining - 1))) // 2)
-        if z.frac * 2 + biggest >= bound + 1:
-            raise ValueError(f"exp cannot reach {upper} with {fixed.frac_bits} fractional bits")
-        (z,) = square_many([z], frac=next_frac)
-    return z
+        nxt = out_frac if remaining == 0 else min(yf, (bound - _bits_of_exp(upper / 2**(remaining - 1))) // 2)
+        if current * 2 + biggest >= bound + 1:
+            raise ValueError(f"exp cannot reach {upper} with {current} fractional bits")
+        fracs.append((current, nxt, biggest))
+        current = nxt
+    return fracs
 
 
 def _bits_of_exp(x: float) -> int:

@@ -1,6 +1,7 @@
 """Cryptographically secure randomness for shares and masks: AES-128 in counter mode."""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -17,14 +18,14 @@ class SecureRandom:
         self._zeros = bytearray()  # the keystream is AES-CTR over zeros; this buffer only grows
 
     def uint64(self, shape) -> np.ndarray:
-        shape = tuple(np.atleast_1d(shape).tolist()) if not isinstance(shape, tuple) else shape
-        n = int(np.prod(shape, dtype=np.int64))
-        out = bytearray(8 * n + 15)  # update_into wants room for a block more than it writes
+        shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
+        n = math.prod(shape)
+        out = np.empty(n + 2, dtype=np.uint64)  # update_into wants room for a block more than it writes
         if len(self._zeros) < 8 * n:
             self._zeros = bytearray(max(8 * n, 2 * len(self._zeros)))
-        written = self._stream.update_into(memoryview(self._zeros)[: 8 * n], out)
+        written = self._stream.update_into(memoryview(self._zeros)[: 8 * n], memoryview(out).cast("B"))
         assert written == 8 * n
-        return np.frombuffer(out, dtype=np.uint64, count=n).reshape(shape)
+        return out[:n].reshape(shape)
 
     def bits(self, shape) -> np.ndarray:
         """Uniform 0/1 values as uint64."""

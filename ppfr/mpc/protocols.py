@@ -8,6 +8,7 @@ independent of the inputs, so the transcript of a server can be simulated from i
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -91,13 +92,19 @@ def truncate(srv, xs, shifts, ticket: int | None = None):
         return out
     sizes = [xs[i].size for i in work]
     flat = np.concatenate([xs[i].ravel() for i in work]) if len(work) > 1 else xs[work[0]].ravel()
-    per_element = np.repeat(np.array([shifts[i] for i in work], dtype=U64), sizes)
-    result = _truncate_flat(srv, flat, per_element, srv.take(ticket))
+    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), srv.take(ticket))
     start = 0
     for i, n in zip(work, sizes):
         out[i] = result[start:start + n].reshape(xs[i].shape)
         start += n
     return out
+
+
+def _shift_array(shifts, sizes):
+    """The shift of every element, as one scalar when they are all the same (a faster numpy shift)."""
+    if len(set(shifts)) == 1:
+        return U64(shifts[0])
+    return np.repeat(np.array(shifts, dtype=U64), sizes)
 
 
 def _run_lengths(shifts):
@@ -107,21 +114,85 @@ def _run_lengths(shifts):
     return [(int(n), int(shifts[i])) for i, n in zip(starts, counts)]
 
 
-def _truncate_flat(srv, x, shifts, material):
-    L = srv.fixed.bound_bits
+def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bits: int | None = None):
+    """The truncation above on a flat array; with keep_public, also what the opening shows (see
+    truncate_masked) and the positions that were redone. bound_bits: L, if the caller knows a tighter
+    bound on |x| than the session's (fewer retries)."""
+    L = srv.fixed.bound_bits if bound_bits is None else bound_bits
     r, r_high = material
     masked = x + r
     if srv.index == 0:
         masked += U64(2**L)
     (c,) = srv.open(masked)
-    if srv.index == 0:
-        out = (c >> shifts) - (U64(1) << (U64(L) - shifts)) - r_high
-    else:
-        out = -r_high
+    public = (c >> shifts) - (U64(1) << (U64(L) - shifts)) if srv.index == 0 or keep_public else None
+    out = public - r_high if srv.index == 0 else -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
     if retry.size:
+        shifts = np.broadcast_to(shifts, x.shape)
         again = srv.take(srv.ask("truncation", planned=False, segments=_run_lengths(shifts[retry])))
-        out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again)
+        out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again, bound_bits=bound_bits)
+    return (out, public, retry) if keep_public else out
+
+
+# -- Products of masked values ---------------------------------------------------------------------------
+class Masked(NamedTuple):
+    """A shared value x that both servers also see as x = public + mask: `public` known to both, `mask` a
+    dealer mask (this server's share of it), except at the positions `broken`. A Beaver opening leaves
+    its operand masked (e = x - a); so does a truncation, for free (truncate_masked). All arrays flat."""
+    share: np.ndarray
+    public: np.ndarray
+    mask: np.ndarray
+    broken: np.ndarray
+
+
+_NOWHERE = np.zeros(0, dtype=np.int64)
+
+
+def open_masked(srv, x, mask) -> Masked:
+    """Open e = x - a for the dealer's mask a: one round, size(x) ring elements."""
+    (e,) = srv.open(x - mask)
+    return Masked(x, e, mask, _NOWHERE)
+
+
+def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -> list[Masked]:
+    """truncate, keeping what its opening shows: with c = x + 2^L + r opened,
+        x >> s = E - (r >> s),   E = floor(c / 2^s) - 2^(L-s)   (public),
+    so the result is masked by a = -(r >> s), which the dealer knows and can multiply with other masks
+    (dealer.masked_material). It reveals nothing more than c. Where c called for a retry (fresh r, rare),
+    the result is right but not so masked: those positions are `broken`. bound_bits: a bound 2^L on
+    |x| tighter than the session's, if known (a retry happens with probability 2^(L + 1 - 64))."""
+    sizes = [x.size for x in xs]
+    flat = np.concatenate([x.ravel() for x in xs])
+    r, high = (np.concatenate([m[i] for m in materials]) for i in (0, 1))
+    out, public, retry = _truncate_flat(srv, flat, _shift_array(shifts, sizes), (r, high), keep_public=True,
+                                        bound_bits=bound_bits)
+    results, start = [], 0
+    for n, (_, h) in zip(sizes, materials):
+        broken = retry[(retry >= start) & (retry < start + n)] - start
+        results.append(Masked(out[start:start + n], public[start:start + n], -h, broken))
+        start += n
+    return results
+
+
+def masked_products(srv, pairs, crosses):
+    """x*y for each pair of masked values, given the dealer's shares of a_x*a_y:
+        x y = e_x e_y + e_x a_y + e_y a_x + a_x a_y,
+    all local, no round. At positions where an operand is broken, one ordinary Beaver round for those
+    positions only (fresh triples, asked then)."""
+    out, repairs = [], []
+    for (x, y), cross in zip(pairs, crosses):
+        z = cross + x.public * y.mask + y.public * x.mask
+        if srv.index == 0:
+            z += x.public * y.public
+        broken = np.union1d(x.broken, y.broken)
+        if broken.size:
+            repairs.append((len(out), broken, x.share[broken], y.share[broken]))
+        out.append(z)
+    if repairs:
+        items = [("mul", xb, yb) for _, _, xb, yb in repairs]
+        ticket = srv.ask("triples", planned=False, specs=[(op, a.shape, b.shape) for op, a, b in items])
+        for (k, broken, _, _), z in zip(repairs, products(srv, items, ticket)):
+            out[k][broken] = z
     return out
 
 
