@@ -29,6 +29,11 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def payload_bytes(message) -> int:
+    kind = type(message)
+    if kind is np.ndarray:
+        return message.nbytes
+    if kind is tuple or kind is list:
+        return sum(m.nbytes if type(m) is np.ndarray else payload_bytes(m) for m in message)
     if isinstance(message, np.ndarray):
         return message.nbytes
     if isinstance(message, (bytes, str)):
@@ -50,21 +55,26 @@ def hand_over(message, copy: bool = True):
     side can change what the other holds, at the price of a flag instead of a copy for the fresh arrays
     that protocols send. Without copy (a sender that keeps no reference, such as the dealer), arrays are
     passed as they are."""
+    if not copy:
+        return message, payload_bytes(message)
     if isinstance(message, np.ndarray):
-        if copy:
-            if message.base is not None or not message.flags.writeable:
-                message = message.copy()
-            message.flags.writeable = False
+        if message.base is not None:  # a view: the memory it shows may change through another name
+            message = message.copy()
+        message.flags.writeable = False
         return message, message.nbytes
     if isinstance(message, dict):
         out, size = {}, 0
         for k, v in message.items():
-            out[k], n = hand_over(v, copy)
+            out[k], n = hand_over(v)
             size += n
         return out, size
     if isinstance(message, (tuple, list)):
-        parts = [hand_over(v, copy) for v in message]
-        return type(message)(m for m, _ in parts), sum(n for _, n in parts)
+        out, size = [], 0
+        for v in message:
+            v, n = hand_over(v)
+            out.append(v)
+            size += n
+        return type(message)(out), size
     return message, payload_bytes(message)
 
 

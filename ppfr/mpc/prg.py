@@ -18,7 +18,7 @@ class SecureRandom:
         self._zeros = bytearray()  # the keystream is AES-CTR over zeros; this buffer only grows
 
     def uint64(self, shape) -> np.ndarray:
-        shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
+        shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
         n = math.prod(shape)
         out = np.empty(n + 2, dtype=np.uint64)  # update_into wants room for a block more than it writes
         if len(self._zeros) < 8 * n:
