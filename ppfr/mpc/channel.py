@@ -154,7 +154,7 @@ class InProcessNetwork:
     def __init__(self, parties=PARTIES, timeout: float = DEFAULT_TIMEOUT):
         self.parties = tuple(parties)
         self.timeout = timeout
-        self._queues = {(a, b): queue.Queue() for a in self.parties for b in self.parties if a != b}
+        self._queues = {(a, b): queue.SimpleQueue() for a in self.parties for b in self.parties if a != b}
         self._closed: _Closed | None = None
         self._lock = threading.Lock()
         self.transcript: list | None = None  # set to [] to record (sender, receiver, message) for audits
