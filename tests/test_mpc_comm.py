@@ -2,6 +2,7 @@
 import numpy as np
 
 from ppfr.mpc import LocalSession
+from ppfr.mpc import functions as F
 from ppfr.mpc import protocols
 
 
@@ -56,3 +57,16 @@ def test_fixed_point_product_adds_one_truncation_round():
         retries = d.rounds - 2
         assert 0 <= retries <= 2
         assert 24 * n <= d.bytes_sent <= 24 * n + 8 * 50 * retries
+
+
+def test_exp_costs_twelve_openings_of_its_input_size():
+    """exp opens y - a once and then only truncations: 1 + 1 + 2 + 3 (powers), 1 (polynomial), 7 (squares)
+    values per input, in 12 rounds; a redone truncation (rare) adds a round and its repair another."""
+    n = 1000
+    marks = cost(lambda srv, x: F.exp(x), np.linspace(-60, 9, n))
+    for d in marks.values():
+        extra = d.rounds - 12
+        assert 0 <= extra <= 4
+        if extra == 0:
+            assert d.bytes_sent == 8 * 15 * n
+        assert 8 * 15 * n <= d.bytes_sent <= 8 * 15 * n + 8 * 50 * extra

@@ -194,3 +194,60 @@ def test_reused_operand_products_match_and_cost_only_the_query(session):
     expected = [128 * 158 + 1 * 128, 3 * 128, 1 * 128, 128 * 158 + 5 * 128]
     for cost, m, opened in zip(costs, (1, 3, 1, 5), expected):
         assert 8 * (opened + m * 158) <= cost.bytes_sent <= 8 * (opened + m * 158 + 16)
+
+
+def _masked_product_program(broken):
+    """x*y through masked values: masks from the dealer, each operand opened once, the product local;
+    positions listed in `broken` are treated as if a truncation had redone them (public part garbage),
+    which the product must repair with a Beaver round."""
+
+    def program(x, y):
+        srv = x.server
+        steps = (("mask", "x"), ("mask", "y"), ("cross", "x", "y"))
+        a, b, ab = srv.take(srv.ask("masked", n=x.size, steps=steps))
+        mx = protocols.open_masked(srv, x.share.ravel(), a)
+        my = protocols.open_masked(srv, y.share.ravel(), b)
+        if broken.size:
+            garbled = mx.public.copy()
+            garbled[broken] += np.uint64(12345)
+            mx = protocols.Masked(mx.share, garbled, mx.mask, broken)
+        before = srv.channel.stats.rounds
+        (z,) = protocols.masked_products(srv, [(mx, my)], [ab])
+        srv.state["product_rounds"] = srv.channel.stats.rounds - before
+        return x._new(z.reshape(x.shape), 0)
+
+    return program
+
+
+@pytest.mark.parametrize("broken", [np.array([], dtype=np.int64), np.array([0, 7, 399])])
+def test_masked_products_are_exact_and_repair_redone_positions(session, broken):
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(-2**30, 2**30, 400), rng.integers(-2**30, 2**30, 400)
+    got = evaluate(session, _masked_product_program(broken), x, y, fracs=[0, 0])
+    np.testing.assert_array_equal(got, x * y)
+    # local where every operand is masked; one Beaver round for the redone positions
+    assert session.servers[0].state.pop("product_rounds") == (1 if broken.size else 0)
+
+
+def test_truncation_keeps_its_result_masked(session):
+    """What a truncation opens shows its result up to the dealer's mask: shares sum to public + mask."""
+    x = np.random.default_rng(4).uniform(-1000, 1000, 5000)
+
+    def program(srv):
+        t = srv.receive()
+        [material] = srv.take(srv.ask("masked", n=t.size, steps=(("trunc", "t", 8),)))
+        (m,) = protocols.truncate_masked(srv, [t.share], [8], [material])
+        srv.reveal_to(t._new(m.share, 8))
+        srv.reveal_to(t._new(m.mask, 0))
+        srv.state["seen"] = (m.public, m.broken)
+
+    job = session.run(program)
+    session.client.share(x)
+    (truncated, _), (mask, _) = session.client.reconstruct_raw(), session.client.reconstruct_raw()
+    job.result()
+    public, broken = session.servers[0].state.pop("seen")
+    kept = np.setdiff1d(np.arange(x.size), broken)
+    assert kept.size >= x.size - 2
+    assert np.array_equal(truncated[kept], public[kept] + mask[kept])
+    # and the truncation itself: 16 fractional bits down to 8, within one unit of the last place
+    assert np.max(np.abs(truncated.view(np.int64) / 2**8 - encoded(x))) <= 2**-8
