@@ -54,14 +54,18 @@ class Job:
             self._session.network.close(f"server{i} failed: {type(e).__name__}: {e}")
 
     def result(self):
-        for t in self._threads:
-            t.join()
-        # the root cause, not the other party's "stopped waiting"
-        errors = [e for e in self._errors if e is not None]
-        errors.sort(key=lambda e: isinstance(e, ProtocolAborted))
-        if errors:
-            raise errors[0]
-        return list(self._results)
+        return _outcome(self._threads, self._results, self._errors)
+
+
+def _outcome(threads, results, errors):
+    """Wait for both servers; raise the root cause of a failure (not another party's "stopped waiting"),
+    or return [what server 0 returned, what server 1 returned]."""
+    for t in threads:
+        t.join()
+    failures = sorted((e for e in errors if e is not None), key=lambda e: isinstance(e, ProtocolAborted))
+    if failures:
+        raise failures[0]
+    return list(results)
 
 
 class LocalSession:
@@ -209,13 +213,7 @@ class _ProcessJob:
             self._errors[i] = ProtocolAborted(f"server{i}'s process ended during the job")
 
     def result(self):
-        for t in self._threads:
-            t.join()
-        errors = [e for e in self._errors if e is not None]
-        errors.sort(key=lambda e: isinstance(e, ProtocolAborted))
-        if errors:
-            raise errors[0]
-        return list(self._results)
+        return _outcome(self._threads, self._results, self._errors)
 
 
 def _party_process(name, connections, control, fixed, session_id, timeout):
