@@ -29,19 +29,14 @@ DEFAULT_TIMEOUT = 600.0
 
 
 def payload_bytes(message) -> int:
-    kind = type(message)
-    if kind is np.ndarray:
-        return message.nbytes
-    if kind is tuple or kind is list:
-        return sum(m.nbytes if type(m) is np.ndarray else payload_bytes(m) for m in message)
     if isinstance(message, np.ndarray):
         return message.nbytes
+    if isinstance(message, (tuple, list)):  # most messages: a few arrays, counted without a call each
+        return sum(m.nbytes if type(m) is np.ndarray else payload_bytes(m) for m in message)
     if isinstance(message, (bytes, str)):
         return len(message)
     if isinstance(message, dict):
         return sum(payload_bytes(v) for v in message.values())
-    if isinstance(message, (tuple, list)):
-        return sum(payload_bytes(v) for v in message)
     if message is None:
         return 0
     return 8
