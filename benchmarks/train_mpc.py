@@ -1,6 +1,6 @@
 """Softmax classifier training on shares vs plaintext, on LFW people with >= 10 images.
 
-    python benchmarks/train_mpc.py [--epochs N] [--batch-size 64] [--seed 0]
+    python benchmarks/train_mpc.py [--epochs N] [--batch-size 64] [--seed 0] [--parties threads|processes]
 
 Data: the shared dlib embedding cache (benchmarks/CACHE.md), people with at least 10 images
 (158 people, 4,324 images), stratified 80/20 split, client-side preprocessing (unit norm x 4).
