@@ -205,8 +205,7 @@ def _masked_product_program(broken):
         srv = x.server
         steps = (("mask", "x"), ("mask", "y"), ("cross", "x", "y"))
         a, b, ab = srv.take(srv.ask("masked", n=x.size, steps=steps))
-        mx = protocols.open_masked(srv, x.share.ravel(), a)
-        my = protocols.open_masked(srv, y.share.ravel(), b)
+        mx, my = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [a, b])
         if broken.size:
             garbled = mx.public.copy()
             garbled[broken] += np.uint64(12345)

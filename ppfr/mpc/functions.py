@@ -180,7 +180,7 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
     # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
     power_bits = min(2 * yf - 1, fixed.bound_bits)
-    y = protocols.open_masked(srv, x.share.ravel(), m["y"])
+    (y,) = protocols.open_masked(srv, [x.share.ravel()], [m["y"]])
     (y2,) = protocols.masked_products(srv, [(y, y)], [m["y^2"]])
     (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m["t2"]], power_bits)
     y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m["t2.y"], m["t2^2"]])
@@ -250,9 +250,9 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
     [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
     Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
-    y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), two
-    products (4 rounds) each. Denser thresholds buy fewer steps: softmax, which inverts one value per
-    row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional bits as the truncation bound
+    y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), on
+    masked values (2 rounds each, see _newton_reciprocal). Denser thresholds buy fewer steps: softmax,
+    which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional bits as the truncation bound
     allows for 1/lower, then is rounded to `frac`.
     """
     with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
@@ -264,6 +264,8 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     out_frac = fixed.frac_bits if frac is None else frac
     if not 0 < lower < upper:
         raise ValueError(f"reciprocal needs 0 < lower < upper, got [{lower}, {upper}]")
+    if x.frac == 0:  # an integer tensor: give it fractional bits (a local shift), x y needs a truncation
+        x = x.with_frac(fixed.frac_bits)
     lo, hi = math.log2(lower), math.log2(upper)
     # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
@@ -278,10 +280,35 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     error = (2.0**width - 1) / (2.0**width + 1)
     newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
-    for _ in range(newton_steps):
-        (xy,) = multiply_many([(x, y)], frac=y_frac)
-        (y,) = multiply_many([(y, 2.0 - xy)], frac=y_frac)
-    return y.with_frac(out_frac)
+    return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
+
+
+def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_bits: int) -> SharedTensor:
+    """Newton steps y <- y (2 - x y) on masked values (protocols.Masked): x and y0 are opened against
+    dealer masks once, together; then x y and y (x y) are local products of masked values and each
+    step costs its two truncations only (2 rounds instead of 4). x y stays below 2 and y below 1/lower
+    (2^reciprocal_bits): the truncations are told so (fewer retries)."""
+    srv, f, yf = x.server, x.frac, y.frac
+    bound = srv.fixed.bound_bits
+    material = iter(srv.take(srv.ask("masked", n=x.size, steps=_newton_steps(steps, f, yf))))
+    xm, ym = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [next(material), next(material)])
+    two = U64(2) << U64(yf)  # 2 at yf bits, times y at yf: 2y at 2 yf
+    for _ in range(steps):
+        cross_xy, pair_p, cross_yp, pair_y = (next(material) for _ in range(4))
+        (xy,) = protocols.masked_products(srv, [(xm, ym)], [cross_xy])          # at f + yf
+        (p,) = protocols.truncate_masked(srv, [xy], [f], [pair_p], min(f + yf + 1, bound))  # x y at yf
+        (yp,) = protocols.masked_products(srv, [(ym, p)], [cross_yp])                      # y x y at 2 yf
+        (ym,) = protocols.truncate_masked(srv, [ym.share * two - yp], [yf], [pair_y],     # y (2 - x y) at yf
+                                          min(2 * yf + reciprocal_bits + 1, bound))
+    return y._new(ym.share.reshape(y.shape), yf)
+
+
+def _newton_steps(steps: int, f: int, yf: int) -> tuple:
+    """The dealer's material for _newton_reciprocal (dealer.masked_material), in the order it is used."""
+    out = [("mask", "x"), ("mask", "y0")]
+    for k in range(steps):
+        out += [("cross", "x", f"y{k}"), ("trunc", f"p{k}", f), ("cross", f"y{k}", f"p{k}"), ("trunc", f"y{k + 1}", yf)]
+    return tuple(out)
 
 
 # -- softmax ------------------------------------------------------------------------------------------------

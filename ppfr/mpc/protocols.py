@@ -148,10 +148,10 @@ class Masked(NamedTuple):
 _NOWHERE = np.zeros(0, dtype=np.int64)
 
 
-def open_masked(srv, x, mask) -> Masked:
-    """Open e = x - a for the dealer's mask a: one round, size(x) ring elements."""
-    (e,) = srv.open(x - mask)
-    return Masked(x, e, mask, _NOWHERE)
+def open_masked(srv, xs, masks) -> list[Masked]:
+    """Open e = x - a for each x and the dealer's mask a: one round, size(x) ring elements each."""
+    opened = srv.open(*[x - a for x, a in zip(xs, masks)])
+    return [Masked(x, e, a, _NOWHERE) for x, e, a in zip(xs, opened, masks)]
 
 
 def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -> list[Masked]:
