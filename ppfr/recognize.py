@@ -70,7 +70,7 @@ Examples:
               help="Who computes the softmax over the logits. client: the servers reveal the logits behind a "
                    "random offset per face, which tells the client only the logit differences, i.e. exactly "
                    "what the probabilities tell (3 rounds). servers: the softmax runs on shares too and the "
-                   "client reconstructs probabilities (about 59 rounds per frame).")
+                   "client reconstructs probabilities (about 56 rounds per frame).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many video/webcam frames.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show, output_dir, detector, upsample,

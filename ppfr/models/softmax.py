@@ -291,7 +291,7 @@ def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "ser
     """Shares x (already preprocessed) with the servers, who hold a model; only the client reconstructs
     the probabilities. Rows go in chunks to bound the servers' memory.
 
-    softmax_by="servers": the softmax runs on shares (about 59 rounds for a batch) and the client
+    softmax_by="servers": the softmax runs on shares (about 56 rounds for a batch) and the client
     reconstructs probabilities accurate to 1e-4. softmax_by="client": the servers stop at the logits and
     reveal them behind a random offset per row, which leaves the client exactly the logit differences,
     i.e. what the probabilities tell; it computes the softmax in float64 (3 rounds in all)."""

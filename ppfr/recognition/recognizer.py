@@ -5,7 +5,7 @@ makes a webcam keep up), embeds each face at full resolution, and sends the serv
 frame's embeddings at once: one MPC batch per frame. The servers compute the logits xW + b on shares and
 either reveal them to the client behind a random offset per face, from which the client computes the
 softmax itself (`softmax_by="client"`, the default: 3 rounds, and the client learns exactly what the
-probabilities would tell it), or compute the softmax on shares too (`"servers"`: about 59 rounds, paid
+probabilities would tell it), or compute the softmax on shares too (`"servers"`: about 56 rounds, paid
 once per frame). The client names each face after its top class when that class's probability reaches
 the threshold, and `unknown` otherwise. A class whose name is `unknown` (a
 background class of other people's faces, as `ppfr demo` trains) also reads as unknown.
