@@ -81,6 +81,19 @@ def test_shape_operations(session):
     assert np.array_equal(evaluate(session, lambda x: stack([x[0], x[1]], axis=1), a), np.stack([e[0], e[1]], axis=1))
 
 
+def test_storing_into_a_received_tensor(session):
+    """A share handed over on the channel is read-only; storing into its tensor writes to a copy."""
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=4)
+
+    def store(x, y):
+        x[1] = y
+        return x
+
+    want = encoded(a)
+    want[1] = encoded(b)
+    assert np.array_equal(evaluate(session, store, a, b), want)
+
+
 # -- products -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape_a, shape_b", [((50,), (50,)), ((4, 1), (1, 9)), ((2, 3, 4), (4,)), ((1,), (1,)), ((0,), (0,))])
 def test_mul_shared(session, shape_a, shape_b):

@@ -142,6 +142,8 @@ class SharedTensor:
         a, b, frac = self._aligned(value)
         if frac != self.frac:
             raise ValueError(f"cannot store a value with {value.frac} fractional bits into one with {self.frac}")
+        if not self.share.flags.writeable:  # a share handed over on a channel is frozen: write to our own copy
+            self.share = self.share.copy()
         self.share[index] = b
 
     def broadcast_to(self, shape):
