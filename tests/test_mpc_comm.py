@@ -70,3 +70,27 @@ def test_exp_costs_twelve_openings_of_its_input_size():
         if extra == 0:
             assert d.bytes_sent == 8 * 15 * n
         assert 8 * 15 * n <= d.bytes_sent <= 8 * 15 * n + 8 * 50 * extra
+
+
+def test_a_planned_step_can_wait_for_all_its_material_first():
+    """From the second time a planned step runs, its dealer requests go out on entry; await_material then
+    receives all of it, and the step itself takes nothing more from the dealer. (Integer values: no
+    truncation, so no retry that would ask for more.)"""
+
+    def program(srv, x):
+        received = []
+        for _ in range(2):
+            with srv.plan("test-step", x.shape):
+                srv.await_material()
+                before = srv.channel.stats.offline_bytes
+                F.less_than_zero(x * x - 100)
+                received.append(srv.channel.stats.offline_bytes - before)
+        return received
+
+    with LocalSession() as session:
+        job = session.run(lambda srv: program(srv, srv.receive()))
+        session.client.share(np.arange(-250, 250), frac=0)
+        marks = job.result()
+    for first, second in marks:
+        assert first > 0          # the first run asks as it goes
+        assert second == 0        # the second had it all in hand

@@ -97,6 +97,15 @@ class Server:
         finally:
             self._prefetched = None
 
+    def await_material(self) -> None:
+        """Inside a planned step, wait until the dealer has delivered all that the step asked for ahead:
+        what follows is then the online phase alone (as with a dealer that works ahead on a machine of
+        its own). Outside a planned step, or the first time a step runs, there is nothing to wait for."""
+        for _, ticket in self._prefetched or ():
+            while ticket not in self._stash:
+                number, material = self.channel.recv("dealer")
+                self._stash[number] = material
+
     def take(self, ticket: int):
         while ticket not in self._stash:
             number, material = self.channel.recv("dealer")
