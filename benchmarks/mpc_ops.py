@@ -108,7 +108,8 @@ def main():
             online_s, _ = time_mpc(session, name, program, inputs, args.reps, online=True)
             np_s = time_numpy(reference, inputs, max(args.reps, 50))
             results[name] = {
-                "mpc_ms": round(mpc_s * 1e3, 3), "online_ms": round(online_s * 1e3, 3), "numpy_ms": round(np_s * 1e3, 4),
+                "mpc_ms": round(mpc_s * 1e3, 3), "online_ms": round(online_s * 1e3, 3),
+                "numpy_ms": round(np_s * 1e3, 4),
                 "ratio": round(mpc_s / np_s, 1), "bytes_per_server": stats.bytes_sent,
                 "rounds": stats.rounds, "offline_bytes_per_server": stats.offline_bytes,
             }

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import protocols
-from .tensor import SharedTensor, multiply_many, square_many
+from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
 ONE = U64(1)
@@ -252,8 +252,8 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
     y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), on
     masked values (2 rounds each, see _newton_reciprocal). Denser thresholds buy fewer steps: softmax,
-    which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional bits as the truncation bound
-    allows for 1/lower, then is rounded to `frac`.
+    which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional
+    bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
     with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
         return _reciprocal(x, lower, upper, frac, octaves_per_comparison, tolerance)
