@@ -7,9 +7,9 @@ and synchronise with an empty message) to the moment both hold the result shares
 and reconstruction are not included. The repetitions run back to back, so the dealer draws the next
 one's material while the servers compute: every party works on this machine's cores at once, no network
 latency. "online" times the same with each repetition's material drawn before its clock starts, as a
-dealer that works ahead on a machine of its own would have it ready (CrypTen's figures include theirs). Parties in threads of one process (the default) or processes of their own (--parties). Bytes
-and rounds are per server, online (to the other server); offline bytes are what the dealer sent that
-server.
+dealer that works ahead on a machine of its own would have it ready (CrypTen's figures include theirs).
+Parties in threads of one process (the default) or processes of their own (--parties). Bytes and rounds
+are per server, online (to the other server); offline bytes are what the dealer sent that server.
 The last line is one JSON object.
 """
 from __future__ import annotations

@@ -165,6 +165,11 @@ def selection_material(rng, n: int, count: int):
     return {"t_bits": tb0, "t": ta0, "masks": masks0}, {"t_bits": t ^ tb0, "t": ta1, "masks": masks1}
 
 
+def step_name(step) -> str:
+    """What a step of masked_material is called by its user: the mask's name, or "a.b" for a product."""
+    return f"{step[1]}.{step[2]}" if step[0] == "cross" else step[1]
+
+
 def masked_material(rng, n: int, steps):
     """For a chain of products whose operands carry masks the servers can see through (see
     protocols.Masked), n values per step, one entry per step, in order:

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from . import protocols
+from .dealer import step_name
 from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
@@ -174,16 +175,15 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
         raise ValueError(f"exp is documented for inputs up to {EXP_RANGE[1]}, asked for {upper}")
     yf = x.frac + _EXP_HALVINGS
     squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits)
-    m = dict(zip(_EXP_STEP_NAMES + [f"z{k}" for k in range(len(squares) + 1)] +
-                 [f"z{k}^2" for k in range(len(squares))],
-                 srv.take(srv.ask("masked", n=x.size, steps=_exp_steps(yf, squares)))))
+    steps = _exp_steps(yf, squares)
+    m = dict(zip(map(step_name, steps), srv.take(srv.ask("masked", n=x.size, steps=steps))))
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
     # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
     power_bits = min(2 * yf - 1, fixed.bound_bits)
     (y,) = protocols.open_masked(srv, [x.share.ravel()], [m["y"]])
-    (y2,) = protocols.masked_products(srv, [(y, y)], [m["y^2"]])
+    (y2,) = protocols.masked_products(srv, [(y, y)], [m["y.y"]])
     (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m["t2"]], power_bits)
-    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m["t2.y"], m["t2^2"]])
+    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m["t2.y"], m["t2.t2"]])
     t3, t4 = protocols.truncate_masked(srv, [y3, y4], [yf, yf], [m["t3"], m["t4"]], power_bits)
     y5, y6, y7 = protocols.masked_products(srv, [(t4, y), (t4, t2), (t4, t3)], [m["t4.y"], m["t4.t2"], m["t4.t3"]])
     t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m["t5"], m["t6"], m["t7"]], power_bits)
@@ -196,18 +196,15 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     (z,) = protocols.truncate_masked(srv, [acc], [yf], [m["z0"]], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
-        (square,) = protocols.masked_products(srv, [(z, z)], [m[f"z{k}^2"]])
+        (square,) = protocols.masked_products(srv, [(z, z)], [m[f"z{k}.z{k}"]])
         (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m[f"z{k + 1}"]],
                                          2 * frac_in + value_bits + 1)
     return x._new(z.share.reshape(x.shape), out_frac)
 
 
-_EXP_STEP_NAMES = ["y", "y^2", "t2", "t2.y", "t2^2", "t3", "t4", "t4.y", "t4.t2", "t4.t3", "t5", "t6", "t7"]
-
-
 def _exp_steps(yf: int, squares) -> tuple:
-    """The dealer's material for _exp (dealer.masked_material), in the order of _EXP_STEP_NAMES, then the
-    truncation of the polynomial and of each square (z0 .. z7), then each square's mask product."""
+    """The dealer's material for _exp (dealer.masked_material): the powers' masks, truncations and mask
+    products, the truncation of the polynomial and of each square (z0 .. z7), each square's mask product."""
     steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
              ("trunc", "t3", yf), ("trunc", "t4", yf), ("cross", "t4", "y"), ("cross", "t4", "t2"),
              ("cross", "t4", "t3"), ("trunc", "t5", yf), ("trunc", "t6", yf), ("trunc", "t7", yf), ("trunc", "z0", yf)]

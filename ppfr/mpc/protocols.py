@@ -162,8 +162,11 @@ def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -
     the result is right but not so masked: those positions are `broken`. bound_bits: a bound 2^L on
     |x| tighter than the session's, if known (a retry happens with probability 2^(L + 1 - 64))."""
     sizes = [x.size for x in xs]
-    flat = np.concatenate([x.ravel() for x in xs])
-    r, high = (np.concatenate([m[i] for m in materials]) for i in (0, 1))
+    if len(xs) == 1:  # the usual case: nothing to join
+        flat, (r, high) = xs[0].ravel(), materials[0]
+    else:
+        flat = np.concatenate([x.ravel() for x in xs])
+        r, high = (np.concatenate([m[i] for m in materials]) for i in (0, 1))
     out, public, retry = _truncate_flat(srv, flat, _shift_array(shifts, sizes), (r, high), keep_public=True,
                                         bound_bits=bound_bits)
     results, start = [], 0

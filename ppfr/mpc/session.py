@@ -24,7 +24,7 @@ import signal
 import threading
 import traceback
 
-from .channel import InProcessNetwork
+from .channel import PARTIES, InProcessNetwork
 from .dealer import Dealer
 from .errors import ProtocolAborted
 from .fixedpoint import FixedPoint
@@ -114,7 +114,7 @@ class ProcessSession:
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
         context = multiprocessing.get_context(START_METHOD)
-        ends = {name: {} for name in ("client", "server0", "server1", "dealer")}
+        ends = {name: {} for name in PARTIES}
         for a, b in LINKS:
             ends[a][b], ends[b][a] = context.Pipe(duplex=True)
         self._control, self._processes = {}, {}
