@@ -62,9 +62,9 @@ def _timed_program(srv, name: str, op, inputs: int, reps: int, online: bool):
     shared = [srv.receive() for _ in range(inputs)]
     times = []
     for _ in range(reps):
-        with srv.plan("benchmark", name):
+        with srv.provider.plan("benchmark", name):
             if online:
-                srv.await_material()
+                srv.provider.await_material()
             srv.exchange(None)
             before = srv.channel.stats.copy()
             start = time.perf_counter()

@@ -80,8 +80,8 @@ def test_a_planned_step_can_wait_for_all_its_material_first():
     def program(srv, x):
         received = []
         for _ in range(2):
-            with srv.plan("test-step", x.shape):
-                srv.await_material()
+            with srv.provider.plan("test-step", x.shape):
+                srv.provider.await_material()
                 before = srv.channel.stats.offline_bytes
                 F.less_than_zero(x * x - 100)
                 received.append(srv.channel.stats.offline_bytes - before)

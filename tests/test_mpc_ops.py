@@ -216,8 +216,10 @@ def _masked_product_program(broken):
 
     def program(x, y):
         srv = x.server
-        steps = (("mask", "x"), ("mask", "y"), ("cross", "x", "y"))
-        a, b, ab = srv.take(srv.ask("masked", n=x.size, steps=steps))
+        # a chain that truncates (as every real one does) brings spare triples for its repairs
+        steps = (("mask", "x"), ("mask", "y"), ("cross", "x", "y"), ("trunc", "unused", 8))
+        m = srv.provider.masked_chain(x.size, steps).get()
+        a, b, ab = m.mask("x"), m.mask("y"), m.cross("x", "y")
         mx, my = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [a, b])
         if broken.size:
             garbled = mx.public.copy()
@@ -247,7 +249,7 @@ def test_truncation_keeps_its_result_masked(session):
 
     def program(srv):
         t = srv.receive()
-        [material] = srv.take(srv.ask("masked", n=t.size, steps=(("trunc", "t", 8),)))
+        material = srv.provider.masked_chain(t.size, (("trunc", "t", 8),)).get().trunc("t")
         (m,) = protocols.truncate_masked(srv, [t.share], [8], [material])
         srv.reveal_to(t._new(m.share, 8))
         srv.reveal_to(t._new(m.mask, 0))

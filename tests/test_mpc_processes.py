@@ -52,9 +52,9 @@ def test_processes_give_the_same_results_and_counts_as_threads():
     np.testing.assert_array_equal(p_local, p)
     assert stats == stats_local
     # a round for each product, which opens both operands (63 + 63 elements), and one for the results
-    # (63 + 49 elements, each with its tag "result", the 16-character session id and its frac)
+    # (63 + 49 elements, each with its frac; the tags "result" and the session id are framing, not counted)
     assert stats[0]["rounds"] == 3
-    assert stats[0]["bytes_sent"] == 8 * (126 + 126) + 8 * (63 + 49) + 2 * (6 + 16 + 8)
+    assert stats[0]["bytes_sent"] == 8 * (126 + 126) + 8 * (63 + 49) + 2 * 8
     assert totals["server0"].bytes_sent == totals["server1"].bytes_sent >= stats[0]["bytes_sent"]
     assert totals["dealer"].offline_bytes > 0
 

@@ -199,7 +199,7 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
     Both embeddings are secret-shared; the servers compute ||a - b||^2 on the shares (one round) and
     the client reconstructs it — the client learns that one distance, the servers nothing.
     """
-    from ppfr.mpc import LocalSession
+    from ppfr.mpc import open_session
 
     from .service import pair_distances
 
@@ -209,7 +209,7 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
         raise click.ClickException("no face to compare in " + "; ".join(missing))
     start = time.perf_counter()
     try:
-        with LocalSession(fixed=fixed_point()) as session:
+        with open_session(fixed=fixed_point()) as session:
             before = session.stats()["server0"]
             (sq,) = pair_distances(embedded[0][1][None], embedded[1][1][None], session=session)
             stats = _mpc_stats(session, before, time.perf_counter() - start)

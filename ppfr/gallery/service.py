@@ -6,7 +6,7 @@
         g.remove("Ada")
     pair_distances(a, b)                              # 1:1, no gallery needed
 
-The parties run in one process (ppfr.mpc.LocalSession): the servers in threads, each reading and writing
+The parties run where the config's mpc.parties says (ppfr.mpc.open_session), each server reading and writing
 only its own directory, GALLERY/serverN/. The client keeps the record (GALLERY/client/gallery.json).
 
 What the client learns, by reveal mode (`identify(..., reveal=)`):
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ppfr.config import fixed_point, section
-from ppfr.mpc import FixedPoint, LocalSession, ProtocolAborted
+from ppfr.mpc import FixedPoint, ProtocolAborted, Session, open_session
 from ppfr.mpc.storage import check_record
 
 from . import protocols as P
@@ -84,15 +84,16 @@ class Identification:
 
 
 class _Parties:
-    """A LocalSession that is replaced after a failure (a failed run closes its network)."""
+    """A session (the config's kind, ppfr.mpc.open_session) that is replaced after a failure (a failed run
+    closes it)."""
 
     def __init__(self, session=None):
         self._session, self._own = session, session is None
 
     @property
-    def session(self) -> LocalSession:
+    def session(self) -> Session:
         if self._session is None:
-            self._session = LocalSession(fixed=fixed_point())  # the config's mpc: settings, as elsewhere
+            self._session = open_session(fixed=fixed_point())  # the config's mpc: settings, as elsewhere
         return self._session
 
     def run(self, program, *args, client=None):
@@ -110,7 +111,7 @@ class _Parties:
                 self._drop()
             raise
         except BaseException:
-            session.network.close("the client failed")   # wake the servers waiting for its input
+            session.abort("the client failed")   # wake the servers waiting for its input
             with contextlib.suppress(BaseException):
                 job.result()
             self._drop()
@@ -133,7 +134,7 @@ class _Parties:
 class Gallery:
     """A secret-shared gallery at `root` (created by the first enrolment)."""
 
-    def __init__(self, root, *, session: LocalSession | None = None, frac_bits: int = FRAC_BITS,
+    def __init__(self, root, *, session: Session | None = None, frac_bits: int = FRAC_BITS,
                  pool_size: int = POOL, batch: int = BATCH):
         self.root = root
         self.frac_bits = frac_bits
@@ -306,7 +307,7 @@ def _answers(raw, reveal, names, tolerance, top) -> list[Identification]:
 
 
 # -- 1:1 --------------------------------------------------------------------------------------------------------
-def pair_distances(a, b, *, session: LocalSession | None = None, frac_bits: int = FRAC_BITS) -> np.ndarray:
+def pair_distances(a, b, *, session: Session | None = None, frac_bits: int = FRAC_BITS) -> np.ndarray:
     """Squared Euclidean distances ||a_i - b_i||^2 computed under MPC (rows of a and b are pairs)."""
     xa, _ = encode_vectors(a, frac=frac_bits)
     xb, _ = encode_vectors(b, xa.shape[1], frac=frac_bits)

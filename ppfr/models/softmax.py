@@ -170,7 +170,7 @@ def _train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, r
         for i, rows in enumerate(batches):
             # a step asks the dealer for the same material every time (it depends on shapes only): from the
             # second step on, it is all requested on entry and drawn while the servers compute
-            with srv.plan("softmax_sgd_step", len(rows), *w.shape):
+            with srv.provider.plan("softmax_sgd_step", len(rows), *w.shape):
                 t0 = clock()
                 xb, yb = x[rows], y[rows]
                 (z,) = multiply_many([(xb, w)], op="matmul")

@@ -3,14 +3,19 @@
 Protocol code talks to a `Channel` only through `send(to, message)` and `recv(sender)`; messages are
 plain data (numpy arrays, numbers, strings, tuples, lists, dicts), so a network transport can implement
 the same two methods. `InProcessNetwork` is the default transport: one FIFO queue per ordered pair of
-parties, each party in its own thread. A sent array is handed over (see hand_over): the receiver gets
-it read-only, and the sender can no longer change it, so no party can write into another's memory or
-change what another has received, exactly as if it had been copied; a network transport copies anyway.
+parties, each party in its own thread. Each party's endpoint holds only the queues it sends on and
+receives from, and a sent array is copied (see hand_over), so no party can reach another's queues or
+memory, or change what another has received, exactly as over a network.
 
 Counting. Every party counts the bytes of the array payloads it sends (8 bytes for a scalar, the length of
-a string). Messages to or from the dealer are preprocessing (they do not depend on any input) and are
+a bytes object); strings are tags (a message's kind, a session id, how an opening combines), the framing
+of a message rather than its payload, and are not counted. Messages to or from the dealer are preprocessing (they do not depend on any input) and are
 counted apart as `offline_bytes`. A communication round is counted when a party sends an online message
 after having received one since its previous send: a simultaneous exchange of shares is one round.
+
+Views. With `channel.view` set to a list, the channel records everything its party sends and receives
+(("send", to, message) and ("recv", sender, message), as delivered): the party's view of the protocol,
+which the privacy tests examine (tests/privacy.py).
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ def payload_bytes(message) -> int:
         return message.nbytes
     if isinstance(message, (tuple, list)):  # most messages: a few arrays, counted without a call each
         return sum(m.nbytes if type(m) is np.ndarray else payload_bytes(m) for m in message)
-    if isinstance(message, (bytes, str)):
+    if isinstance(message, str):
+        return 0
+    if isinstance(message, bytes):
         return len(message)
     if isinstance(message, dict):
         return sum(payload_bytes(v) for v in message.values())
@@ -45,28 +52,24 @@ def payload_bytes(message) -> int:
 def hand_over(message, copy: bool = True):
     """(message as the receiver gets it, its payload_bytes), in one pass over the message.
 
-    With copy, an array that owns its memory is frozen (made read-only, which its owner then is too) and
-    passed as it is, an array that is a view of other memory is copied and frozen: either way neither
-    side can change what the other holds, at the price of a flag instead of a copy for the fresh arrays
-    that protocols send. Without copy (a sender that keeps no reference, such as the dealer), arrays are
-    passed as they are."""
-    if not copy:
-        return message, payload_bytes(message)
+    Every array is copied, so that neither side can reach or change what the other holds. Without copy
+    (a sender that keeps no reference to what it sends, such as the dealer's fresh material), an array
+    that owns its memory is passed as it is and only a view of other memory is copied (the memory
+    around it is the sender's)."""
     if isinstance(message, np.ndarray):
-        if message.base is not None:  # a view: the memory it shows may change through another name
+        if copy or message.base is not None:
             message = message.copy()
-        message.flags.writeable = False
         return message, message.nbytes
     if isinstance(message, dict):
         out, size = {}, 0
         for k, v in message.items():
-            out[k], n = hand_over(v)
+            out[k], n = hand_over(v, copy)
             size += n
         return out, size
     if isinstance(message, (tuple, list)):
         out, size = [], 0
         for v in message:
-            v, n = hand_over(v)
+            v, n = hand_over(v, copy)
             out.append(v)
             size += n
         return type(message)(out), size
@@ -100,17 +103,20 @@ class PartyStats:
 
 
 class Channel:
-    """One party's connection to the others. Transports implement `_put` and `_get`."""
+    """One party's connection to the others. Transports implement `_put`, `_get` and `close`."""
 
     def __init__(self, name: str):
         self.name = name
         self.stats = PartyStats()
+        self.view: list | None = None  # set to [] to record this party's view (module doc)
         self._received_since_send = True
 
     def send(self, to: str, message, copy: bool = True) -> None:
-        """Send plain data. copy=False hands arrays over as they are, for a sender that keeps no
-        reference to them (the dealer's fresh material); a network transport copies anyway."""
-        size = self._put(to, message, copy)
+        """Send plain data. copy=False is for a sender that keeps no reference to what it sends (the
+        dealer's fresh material): see hand_over."""
+        delivered, size = self._put(to, message, copy)
+        if self.view is not None:
+            self.view.append(("send", to, delivered))
         if to in OFFLINE or self.name in OFFLINE:
             self.stats.offline_bytes += size
         else:
@@ -127,10 +133,16 @@ class Channel:
             self.stats.offline_bytes += size
         else:
             self._received_since_send = True
+        if self.view is not None:
+            self.view.append(("recv", sender, message))
         return message
 
-    def _put(self, to, message, copy: bool = True) -> int:  # pragma: no cover - interface
-        """Deliver, or queue for delivery; return payload_bytes(message)."""
+    def close(self, reason: str = "the session closed") -> None:  # pragma: no cover - interface
+        """This party stops: every party waiting for a message from it stops waiting, with `reason`."""
+        raise NotImplementedError
+
+    def _put(self, to, message, copy: bool = True):  # pragma: no cover - interface
+        """Deliver, or queue for delivery; return (the message as delivered, payload_bytes)."""
         raise NotImplementedError
 
     def _get(self, sender):  # pragma: no cover - interface
@@ -144,16 +156,19 @@ class _Closed:
 
 
 class InProcessNetwork:
-    """Queues between parties that live in one process (one thread each)."""
+    """Queues between parties that live in one process (one thread each). The network (the session's)
+    holds every queue; each party's endpoint only its own."""
 
     def __init__(self, parties=PARTIES, timeout: float = DEFAULT_TIMEOUT):
         self.parties = tuple(parties)
         self.timeout = timeout
         self._queues = {(a, b): queue.SimpleQueue() for a in self.parties for b in self.parties if a != b}
-        self._closed: _Closed | None = None
         self._lock = threading.Lock()
-        self.transcript: list | None = None  # set to [] to record (sender, receiver, message) for audits
-        self._endpoints = {name: _InProcessChannel(self, name) for name in self.parties}
+        self._closed = False
+        self._endpoints = {name: _InProcessChannel(
+            name, timeout,
+            outgoing={b: q for (a, b), q in self._queues.items() if a == name},
+            incoming={a: q for (a, b), q in self._queues.items() if b == name}) for name in self.parties}
 
     def channel(self, name: str) -> "Channel":
         return self._endpoints[name]
@@ -161,34 +176,44 @@ class InProcessNetwork:
     def close(self, reason: str = "session closed") -> None:
         """Wake every party that is waiting: their recv raises ProtocolAborted."""
         with self._lock:
-            if self._closed is None:
-                self._closed = _Closed(reason)
-                for q in self._queues.values():
-                    q.put(self._closed)
+            if not self._closed:
+                self._closed = True
+                for endpoint in self._endpoints.values():
+                    endpoint.close(reason)
 
 
 class _InProcessChannel(Channel):
-    def __init__(self, network: InProcessNetwork, name: str):
+    def __init__(self, name: str, timeout: float, outgoing: dict, incoming: dict):
         super().__init__(name)
-        self._net = network
+        self._timeout = timeout
+        self._outgoing, self._incoming = outgoing, incoming
+        self._closed: _Closed | None = None
 
     def _put(self, to, message, copy: bool = True):
-        if to not in self._net.parties:
+        if to not in self._outgoing:
             raise ValueError(f"unknown party {to!r}")
-        if self._net._closed is not None:
-            raise ProtocolAborted(f"{self.name} cannot send to {to}: {self._net._closed.reason}")
+        if self._closed is not None:
+            raise ProtocolAborted(f"{self.name} cannot send to {to}: {self._closed.reason}")
         message, size = hand_over(message, copy)
-        if self._net.transcript is not None:
-            self._net.transcript.append((self.name, to, message))
-        self._net._queues[(self.name, to)].put((message, size))
-        return size
+        self._outgoing[to].put((message, size))
+        return message, size
 
     def _get(self, sender):
+        inbox = self._incoming.get(sender)
+        if inbox is None:
+            raise ValueError(f"unknown party {sender!r}")
         try:
-            message = self._net._queues[(sender, self.name)].get(timeout=self._net.timeout)
+            message = inbox.get(timeout=self._timeout)
         except queue.Empty:
-            raise ProtocolAborted(f"{self.name} waited {self._net.timeout:.0f} s for {sender}") from None
+            raise ProtocolAborted(f"{self.name} waited {self._timeout:.0f} s for {sender}") from None
         if isinstance(message, _Closed):
-            self._net._queues[(sender, self.name)].put(message)  # keep waking later receives
+            inbox.put(message)  # keep waking later receives
             raise ProtocolAborted(f"{self.name} stopped waiting for {sender}: {message.reason}")
         return message  # (message, size) as _put queued it
+
+    def close(self, reason: str = "the session closed") -> None:
+        """Stop this party: whoever waits for it wakes with `reason`, and it sends no more."""
+        if self._closed is None:
+            self._closed = _Closed(reason)
+            for q in self._outgoing.values():
+                q.put(self._closed)

@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 from . import protocols
-from .dealer import step_name
 from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
@@ -68,7 +67,7 @@ def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: 
     the values (and indices) — 6 rounds a level, ceil(log4 n) levels, 24 rounds for 158 values. Large
     levels, where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round).
     With values known within +-bound, the comparisons of differences may run on 32 bits (less_than_zero)."""
-    with x.server.plan("tournament", x.shape, axis, want_min, with_index, bound):
+    with x.server.provider.plan("tournament", x.shape, axis, want_min, with_index, bound):
         return _tournament(x, axis, want_min, with_index, bound)
 
 
@@ -95,11 +94,11 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bo
                                for i, j in group["pairs"]])
         size = members[0].size
         comparison = protocols.ask_msb(server, losses.size, width)
-        winner_and = server.ask("and", n=size, variables=len(group["pairs"]), monomials=group["winner"]) if k > 2 else None
-        selection = server.ask("selection", n=k * size, count=2 if with_index else 1)
+        winner_and = server.provider.ands(size, len(group["pairs"]), group["winner"]) if k > 2 else None
+        selection = server.provider.selection(k * size, 2 if with_index else 1)
         bits = protocols.msb_bits(server, losses.share, comparison, width).reshape(len(group["pairs"]), size)
         if k > 2:
-            one_hot = protocols.and_monomials(server, list(bits), group["winner"], server.take(winner_and)["products"])
+            one_hot = protocols.and_monomials(server, list(bits), group["winner"], winner_and.get().products)
         else:  # NOT m, m: local
             one_hot = [bits[0] ^ (ONE if server.index == 0 else U64(0)), bits[0]]
         one_hot = np.concatenate(one_hot) & ONE
@@ -164,7 +163,7 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
     all of [-64, 10]. Below -64 the result is not guaranteed (it is then below e^-64 in truth and the
     polynomial is evaluated outside its interval).
     """
-    with x.server.plan("exp", x.shape, x.frac, upper, frac):
+    with x.server.provider.plan("exp", x.shape, x.frac, upper, frac):
         return _exp(x, upper, frac)
 
 
@@ -176,34 +175,36 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     yf = x.frac + _EXP_HALVINGS
     squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits)
     steps = _exp_steps(yf, squares)
-    m = dict(zip(map(step_name, steps), srv.take(srv.ask("masked", n=x.size, steps=steps))))
+    m = srv.provider.masked_chain(x.size, steps).get()
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
     # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
     power_bits = min(2 * yf - 1, fixed.bound_bits)
-    (y,) = protocols.open_masked(srv, [x.share.ravel()], [m["y"]])
-    (y2,) = protocols.masked_products(srv, [(y, y)], [m["y.y"]])
-    (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m["t2"]], power_bits)
-    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m["t2.y"], m["t2.t2"]])
-    t3, t4 = protocols.truncate_masked(srv, [y3, y4], [yf, yf], [m["t3"], m["t4"]], power_bits)
-    y5, y6, y7 = protocols.masked_products(srv, [(t4, y), (t4, t2), (t4, t3)], [m["t4.y"], m["t4.t2"], m["t4.t3"]])
-    t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m["t5"], m["t6"], m["t7"]], power_bits)
+    (y,) = protocols.open_masked(srv, [x.share.ravel()], [m.mask("y")])
+    (y2,) = protocols.masked_products(srv, [(y, y)], [m.cross("y", "y")])
+    (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m.trunc("t2")], power_bits)
+    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m.cross("t2", "y"), m.cross("t2", "t2")])
+    t3, t4 = protocols.truncate_masked(srv, [y3, y4], [yf, yf], [m.trunc("t3"), m.trunc("t4")], power_bits)
+    y5, y6, y7 = protocols.masked_products(srv, [(t4, y), (t4, t2), (t4, t3)],
+                                           [m.cross("t4", "y"), m.cross("t4", "t2"), m.cross("t4", "t3")])
+    t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m.trunc(f"t{k}") for k in (5, 6, 7)],
+                                           power_bits)
     # sum of c_k y^k: public coefficients at yf, one truncation (masked: it feeds the first square)
     acc = y.share * fixed.encode(1.0, yf)
     for k, p in enumerate((t2, t3, t4, t5, t6, t7), start=2):
         acc = acc + p.share * fixed.encode(1.0 / math.factorial(k), yf)
     if srv.index == 0:
         acc = acc + fixed.encode(1.0, 2 * yf)
-    (z,) = protocols.truncate_masked(srv, [acc], [yf], [m["z0"]], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
+    (z,) = protocols.truncate_masked(srv, [acc], [yf], [m.trunc("z0")], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
-        (square,) = protocols.masked_products(srv, [(z, z)], [m[f"z{k}.z{k}"]])
-        (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m[f"z{k + 1}"]],
+        (square,) = protocols.masked_products(srv, [(z, z)], [m.cross(f"z{k}", f"z{k}")])
+        (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m.trunc(f"z{k + 1}")],
                                          2 * frac_in + value_bits + 1)
     return x._new(z.share.reshape(x.shape), out_frac)
 
 
 def _exp_steps(yf: int, squares) -> tuple:
-    """The dealer's material for _exp (dealer.masked_material): the powers' masks, truncations and mask
+    """The dealer's material for _exp (material.MaskedChainRequest): the powers' masks, truncations and mask
     products, the truncation of the polynomial and of each square (z0 .. z7), each square's mask product."""
     steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
              ("trunc", "t3", yf), ("trunc", "t4", yf), ("cross", "t4", "y"), ("cross", "t4", "t2"),
@@ -252,7 +253,7 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional
     bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
-    with x.server.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
+    with x.server.provider.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
         return _reciprocal(x, lower, upper, frac, octaves_per_comparison, tolerance)
 
 
@@ -287,21 +288,20 @@ def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_
     (2^reciprocal_bits): the truncations are told so (fewer retries)."""
     srv, f, yf = x.server, x.frac, y.frac
     bound = srv.fixed.bound_bits
-    material = iter(srv.take(srv.ask("masked", n=x.size, steps=_newton_steps(steps, f, yf))))
-    xm, ym = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [next(material), next(material)])
+    m = srv.provider.masked_chain(x.size, _newton_steps(steps, f, yf)).get()
+    xm, ym = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [m.mask("x"), m.mask("y0")])
     two = U64(2) << U64(yf)  # 2 at yf bits, times y at yf: 2y at 2 yf
-    for _ in range(steps):
-        cross_xy, pair_p, cross_yp, pair_y = (next(material) for _ in range(4))
-        (xy,) = protocols.masked_products(srv, [(xm, ym)], [cross_xy])          # at f + yf
-        (p,) = protocols.truncate_masked(srv, [xy], [f], [pair_p], min(f + yf + 1, bound))  # x y at yf
-        (yp,) = protocols.masked_products(srv, [(ym, p)], [cross_yp])                      # y x y at 2 yf
-        (ym,) = protocols.truncate_masked(srv, [ym.share * two - yp], [yf], [pair_y],     # y (2 - x y) at yf
+    for k in range(steps):
+        (xy,) = protocols.masked_products(srv, [(xm, ym)], [m.cross("x", f"y{k}")])        # at f + yf
+        (p,) = protocols.truncate_masked(srv, [xy], [f], [m.trunc(f"p{k}")], min(f + yf + 1, bound))  # x y at yf
+        (yp,) = protocols.masked_products(srv, [(ym, p)], [m.cross(f"y{k}", f"p{k}")])     # y x y at 2 yf
+        (ym,) = protocols.truncate_masked(srv, [ym.share * two - yp], [yf], [m.trunc(f"y{k + 1}")],  # y (2 - x y) at yf
                                           min(2 * yf + reciprocal_bits + 1, bound))
     return y._new(ym.share.reshape(y.shape), yf)
 
 
 def _newton_steps(steps: int, f: int, yf: int) -> tuple:
-    """The dealer's material for _newton_reciprocal (dealer.masked_material), in the order it is used."""
+    """The dealer's material for _newton_reciprocal (material.MaskedChainRequest), in the order it is used."""
     out = [("mask", "x"), ("mask", "y0")]
     for k in range(steps):
         out += [("cross", "x", f"y{k}"), ("trunc", f"p{k}", f), ("cross", f"y{k}", f"p{k}"), ("trunc", f"y{k + 1}", yf)]
@@ -337,7 +337,7 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     (beyond it the 32-bit comparisons of the maximum and the clamp are wrong). Without it, rows
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
     """
-    with x.server.plan("softmax", x.shape, x.frac, axis, clamp):
+    with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
         return _softmax(x, axis, clamp)
 
 
@@ -350,7 +350,7 @@ def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
         server = x.server
         width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
         comparison = protocols.ask_msb(server, shifted.size, width)
-        selection = server.ask("selection", n=shifted.size, count=1)
+        selection = server.provider.selection(shifted.size, 1)
         below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
         (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
         shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))

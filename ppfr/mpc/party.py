@@ -1,19 +1,17 @@
 """The parties: the client and the two servers. (The dealer is in dealer.py.)
 
 Each is an object holding only its own state and its `Channel`. The servers execute the same program
-side by side (each in its own thread in-process, or its own process over a network), so whatever one
-server asks the dealer for, the other receives in the same order.
+side by side (each in its own thread in-process, or its own process over a network) and ask their
+providers (provider.py) for the same material in the same order.
 """
 from __future__ import annotations
-
-import contextlib
-from collections import deque
 
 import numpy as np
 
 from .errors import SessionMismatch
 from .fixedpoint import FixedPoint
 from .prg import SecureRandom
+from .provider import Provider
 
 SERVERS = ("server0", "server1")
 
@@ -30,90 +28,31 @@ class Server:
         self.session_id = session_id
         self.state: dict = {}  # what this server keeps between programs (model shares, gallery, ...)
         self.rng = SecureRandom()  # this server's own randomness (see functions.hide_offset)
-        self._next_ticket = 0
-        self._stash: dict = {}   # dealer material that arrived before it was needed
-        self._plans: dict = {}   # what a planned step asked the dealer for, by step and shapes
-        self._recording: list | None = None
-        self._prefetched: deque | None = None
+        self.provider = Provider(channel, fixed.bound_bits)  # its correlated randomness, from the dealer
         self.on_progress = None  # set by the session for a job that reports progress (see report_progress)
 
     # -- communication -----------------------------------------------------------------------------
-    def exchange(self, message):
-        """Send to the other server and receive its message of the same step: one round."""
-        self.channel.send(self.peer, message)
-        return self.channel.recv(self.peer)
+    def exchange(self, ops: tuple, arrays, tag: str = "open") -> list:
+        """Send arrays to the other server and receive its arrays of the same step: one round. `ops`
+        says, per array, how the two sides combine ("+" in the ring, "^" bitwise, "bits" bits packed 8
+        to a byte); `tag` is "open", or "retry"/"repair" for the rare rounds that redo a truncation
+        (both servers decide them from what was opened). Both are public, part of the message, and what
+        a view of the protocol is read by (tests/privacy.py)."""
+        self.channel.send(self.peer, (tag, tuple(ops), list(arrays)))
+        their_tag, their_ops, theirs = self.channel.recv(self.peer)
+        if their_tag != tag or tuple(their_ops) != tuple(ops):
+            raise SessionMismatch(f"{self.name} and {self.peer} are not at the same step ({ops} vs {their_ops})")
+        return theirs
 
-    def open(self, *shares: np.ndarray):
+    def open(self, *shares: np.ndarray, tag: str = "open"):
         """Reconstruct values between the two servers. Only ever called on values masked by dealer
         randomness that this server does not know."""
-        theirs = self.exchange(list(shares))
+        theirs = self.exchange(("+",) * len(shares), shares, tag)
         return [mine + other for mine, other in zip(shares, theirs)]
 
     def open_xor(self, *shares: np.ndarray):
-        theirs = self.exchange(list(shares))
+        theirs = self.exchange(("^",) * len(shares), shares)
         return [mine ^ other for mine, other in zip(shares, theirs)]
-
-    def ask(self, kind: str, planned: bool = True, **params) -> int:
-        """Ask the dealer for material now, take it later: the dealer draws it while the servers work.
-        Both servers number their asks the same way (they run the same program); only server 0 sends.
-        Inside `plan`, an ask that was sent ahead is matched instead of sent again."""
-        if self._prefetched and self._prefetched[0][0] == _signature(kind, params):
-            return self._prefetched.popleft()[1]
-        if planned and self._recording is not None:
-            self._recording.append((kind, params))
-        return self._send_ask(kind, params)
-
-    def _send_ask(self, kind, params) -> int:
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        if self.index == 0:
-            # plain numbers and shapes, which nobody changes: handed over as they are
-            self.channel.send("dealer", (ticket, kind, params), copy=False)
-        return ticket
-
-    @contextlib.contextmanager
-    def plan(self, step: str, *shapes):
-        """Run a step whose dealer requests depend only on its shapes: the first time, record them;
-        afterwards, send them all on entry, so the dealer works ahead instead of on the critical path.
-        (Requests that depend on opened values, the rare truncation retries, are never recorded.)"""
-        if self._recording is not None or self._prefetched is not None:
-            yield  # already inside a planned step
-            return
-        key = (step, shapes)
-        recorded = self._plans.get(key)
-        if recorded is None:
-            self._recording = []
-            try:
-                yield
-                self._plans[key] = self._recording
-            finally:
-                self._recording = None
-            return
-        self._prefetched = deque((_signature(kind, params), self._send_ask(kind, params)) for kind, params in recorded)
-        try:
-            yield
-            for _, ticket in self._prefetched:  # both servers drain what went unused, in the same order
-                self.take(ticket)
-        finally:
-            self._prefetched = None
-
-    def await_material(self) -> None:
-        """Inside a planned step, wait until the dealer has delivered all that the step asked for ahead:
-        what follows is then the online phase alone (as with a dealer that works ahead on a machine of
-        its own). Outside a planned step, or the first time a step runs, there is nothing to wait for."""
-        for _, ticket in self._prefetched or ():
-            while ticket not in self._stash:
-                number, material = self.channel.recv("dealer")
-                self._stash[number] = material
-
-    def take(self, ticket: int):
-        while ticket not in self._stash:
-            number, material = self.channel.recv("dealer")
-            self._stash[number] = material
-        return self._stash.pop(ticket)
-
-    def dealer(self, kind: str, **params):
-        return self.take(self.ask(kind, **params))
 
     def report_progress(self, *progress) -> None:
         """Tell whoever started the job how far it has come (the session passes it on; not a protocol
@@ -143,11 +82,6 @@ class Server:
         from .tensor import SharedTensor
 
         return SharedTensor(self, np.asarray(raw, dtype=np.uint64), self.fixed.frac_bits if frac is None else frac)
-
-
-def _signature(kind: str, params: dict) -> tuple:
-    """What makes two dealer requests interchangeable: same kind, same shapes."""
-    return kind, repr(params)
 
 
 class Client:

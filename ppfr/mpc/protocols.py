@@ -4,6 +4,8 @@ Every function is executed by both servers at the same time with their own share
 which one runs it. The only values a server ever receives are the other server's shares of values masked
 by fresh, uniform dealer randomness (x - a, y - b, x + r, bits XOR a): each is uniform on its domain and
 independent of the inputs, so the transcript of a server can be simulated from its own shares alone.
+Material comes from the server's provider (provider.py), typed (material.py); a protocol that can ask
+ahead takes a `Pending` (what `srv.provider.<kind>(...)` returns) and asks itself when given none.
 """
 from __future__ import annotations
 
@@ -12,52 +14,48 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .dealer import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
+from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
+from .material import TruncationPair
 
 U64 = np.uint64
-LOW63 = U64(2**63 - 1)
 
 
 # -- Beaver products ---------------------------------------------------------------------------------
-def ask_products(srv, specs) -> int:
-    """Ask ahead for the triples of products [(op, shape_x, shape_y)]."""
-    return srv.ask("triples", specs=specs)
-
-
-def products(srv, items, ticket: int | None = None):
+def products(srv, items, material=None, tag: str = "open"):
     """Shares of x*y or x@y for each (op, x, y), op in {"mul", "matmul"}: one round for all of them.
 
     With a triple (a, b, c = a∘b) the servers open e = x - a and f = y - b; then
     x∘y = e∘f + e∘b + a∘f + c, where e∘f is public and added by server 0 only.
-    Costs each server size(x) + size(y) ring elements.
+    Costs each server size(x) + size(y) ring elements. `material`: a Pending of the triples, or a list
+    of Triple (spares for a repair).
     """
-    if ticket is None:
-        ticket = ask_products(srv, [(op, x.shape, y.shape) for op, x, y in items])
-    triples = srv.take(ticket)
+    if material is None:
+        material = srv.provider.triples([(op, x.shape, y.shape) for op, x, y in items])
+    triples = material if isinstance(material, list) else material.get()
     masked = []
-    for (op, x, y), (a, b, _) in zip(items, triples):
-        masked += [x - a, y - b]
-    opened = srv.open(*masked)
+    for (op, x, y), t in zip(items, triples):
+        masked += [x - t.a, y - t.b]
+    opened = srv.open(*masked, tag=tag)
     out = []
-    for i, ((op, _, _), (a, b, c)) in enumerate(zip(items, triples)):
+    for i, ((op, _, _), t) in enumerate(zip(items, triples)):
         e, f = opened[2 * i], opened[2 * i + 1]
         if op == "mul":
-            z = e * b + a * f + c
+            z = e * t.b + t.a * f + t.c
             if srv.index == 0:
                 z += e * f
         else:
-            z = e @ (b + f if srv.index == 0 else b) + a @ f + c
+            z = e @ (t.b + f if srv.index == 0 else t.b) + t.a @ f + t.c
         out.append(z)
     return out
 
 
 def squares(srv, xs):
     """x*x with a pair (a, a*a): open e = x - a only, then x^2 = e^2 + 2ea + a^2. One round, size(x)."""
-    pairs = srv.dealer("squares", shapes=[x.shape for x in xs])
-    opened = srv.open(*[x - a for x, (a, _) in zip(xs, pairs)])
+    pairs = srv.provider.squares([x.shape for x in xs]).get()
+    opened = srv.open(*[x - p.a for x, p in zip(xs, pairs)])
     out = []
-    for e, (a, a2) in zip(opened, pairs):
-        z = U64(2) * e * a + a2
+    for e, p in zip(opened, pairs):
+        z = U64(2) * e * p.a + p.aa
         if srv.index == 0:
             z += e * e
         out.append(z)
@@ -65,13 +63,13 @@ def squares(srv, xs):
 
 
 # -- Truncation ---------------------------------------------------------------------------------------
-def ask_truncation(srv, sizes, shifts) -> int | None:
+def ask_truncation(srv, sizes, shifts):
     """Ask ahead for the pairs to truncate tensors of these sizes by these shifts (None: nothing to ask)."""
     segments = [(n, s) for n, s in zip(sizes, shifts) if s and n]
-    return srv.ask("truncation", segments=segments) if segments else None
+    return srv.provider.truncation(segments) if segments else None
 
 
-def truncate(srv, xs, shifts, ticket: int | None = None):
+def truncate(srv, xs, shifts, material=None):
     """Divide each shared x by 2^shift, exact to within one unit in the last place, never more.
 
     Local share truncation (SecureML, CrypTen) fails with probability ~|x|/2^64 by an error of 2^(64-f).
@@ -80,19 +78,20 @@ def truncate(srv, xs, shifts, ticket: int | None = None):
     If c >= 2^(L+1), then x' + r did not wrap modulo 2^64 (a wrap would leave c < x' < 2^(L+1)), hence
         floor(c / 2^s) - floor(r / 2^s) - 2^(L-s) = floor(x / 2^s) + carry,   carry in {0, 1},
     an unbiased stochastic rounding of x / 2^s. If c < 2^(L+1) (probability 2^(L+1-64), 2^-15 with
-    L = 48), the element is masked again with fresh randomness in one more round. c is uniform and
+    L = 48), the element is masked again with fresh randomness in one more round, taken from the spares
+    that the request brought (provider.py), so that the dealer never hears of it. c is uniform and
     independent of x whatever x is, and so is the decision to retry, so privacy is perfect, not
     statistical. Cost: size(x) ring elements and one round per server, plus the rare retry.
     """
-    if ticket is None:
-        ticket = ask_truncation(srv, [x.size for x in xs], shifts)
+    if material is None:
+        material = ask_truncation(srv, [x.size for x in xs], shifts)
     work = [i for i, (x, s) in enumerate(zip(xs, shifts)) if s and x.size]  # a shift of 0 costs nothing
     out = list(xs)
     if not work:
         return out
     sizes = [xs[i].size for i in work]
     flat = np.concatenate([xs[i].ravel() for i in work]) if len(work) > 1 else xs[work[0]].ravel()
-    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), srv.take(ticket))
+    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), material.get())
     start = 0
     for i, n in zip(work, sizes):
         out[i] = result[start:start + n].reshape(xs[i].shape)
@@ -107,30 +106,24 @@ def _shift_array(shifts, sizes):
     return np.repeat(np.array(shifts, dtype=U64), sizes)
 
 
-def _run_lengths(shifts):
-    edges = np.flatnonzero(np.diff(shifts)) + 1
-    starts = np.concatenate([[0], edges])
-    counts = np.diff(np.concatenate([starts, [shifts.size]]))
-    return [(int(n), int(shifts[i])) for i, n in zip(starts, counts)]
-
-
-def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bits: int | None = None):
+def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bits: int | None = None,
+                   tag: str = "open"):
     """The truncation above on a flat array; with keep_public, also what the opening shows (see
     truncate_masked) and the positions that were redone. bound_bits: L, if the caller knows a tighter
     bound on |x| than the session's (fewer retries)."""
     L = srv.fixed.bound_bits if bound_bits is None else bound_bits
-    r, r_high = material
+    r, r_high = material.r, material.r_high
     masked = x + r
     if srv.index == 0:
         masked += U64(2**L)
-    (c,) = srv.open(masked)
+    (c,) = srv.open(masked, tag=tag)
     public = (c >> shifts) - (U64(1) << (U64(L) - shifts)) if srv.index == 0 or keep_public else None
     out = public - r_high if srv.index == 0 else -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
     if retry.size:
         shifts = np.broadcast_to(shifts, x.shape)
-        again = srv.take(srv.ask("truncation", planned=False, segments=_run_lengths(shifts[retry])))
-        out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again, bound_bits=bound_bits)
+        again = srv.provider.spare_truncation(shifts[retry])
+        out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again, bound_bits=bound_bits, tag="retry")
     return (out, public, retry) if keep_public else out
 
 
@@ -158,21 +151,22 @@ def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -
     """truncate, keeping what its opening shows: with c = x + 2^L + r opened,
         x >> s = E - (r >> s),   E = floor(c / 2^s) - 2^(L-s)   (public),
     so the result is masked by a = -(r >> s), which the dealer knows and can multiply with other masks
-    (dealer.masked_material). It reveals nothing more than c. Where c called for a retry (fresh r, rare),
-    the result is right but not so masked: those positions are `broken`. bound_bits: a bound 2^L on
-    |x| tighter than the session's, if known (a retry happens with probability 2^(L + 1 - 64))."""
+    (a MaskedChain's trunc step). It reveals nothing more than c. Where c called for a retry (fresh r,
+    rare), the result is right but not so masked: those positions are `broken`. bound_bits: a bound
+    2^L on |x| tighter than the session's, if known (a retry happens with probability 2^(L + 1 - 64)).
+    materials: a TruncationPair per x."""
     sizes = [x.size for x in xs]
     if len(xs) == 1:  # the usual case: nothing to join
-        flat, (r, high) = xs[0].ravel(), materials[0]
+        flat, pair = xs[0].ravel(), materials[0]
     else:
         flat = np.concatenate([x.ravel() for x in xs])
-        r, high = (np.concatenate([m[i] for m in materials]) for i in (0, 1))
-    out, public, retry = _truncate_flat(srv, flat, _shift_array(shifts, sizes), (r, high), keep_public=True,
+        pair = TruncationPair(np.concatenate([m.r for m in materials]), np.concatenate([m.r_high for m in materials]))
+    out, public, retry = _truncate_flat(srv, flat, _shift_array(shifts, sizes), pair, keep_public=True,
                                         bound_bits=bound_bits)
     results, start = [], 0
-    for n, (_, h) in zip(sizes, materials):
+    for n, m in zip(sizes, materials):
         broken = retry[(retry >= start) & (retry < start + n)] - start
-        results.append(Masked(out[start:start + n], public[start:start + n], -h, broken))
+        results.append(Masked(out[start:start + n], public[start:start + n], -m.r_high, broken))
         start += n
     return results
 
@@ -181,7 +175,7 @@ def masked_products(srv, pairs, crosses):
     """x*y for each pair of masked values, given the dealer's shares of a_x*a_y:
         x y = e_x e_y + e_x a_y + e_y a_x + a_x a_y,
     all local, no round. At positions where an operand is broken, one ordinary Beaver round for those
-    positions only (fresh triples, asked then)."""
+    positions only (triples from the spares the chain's request brought)."""
     out, repairs = [], []
     for (x, y), cross in zip(pairs, crosses):
         z = cross + x.public * y.mask + y.public * x.mask
@@ -193,8 +187,8 @@ def masked_products(srv, pairs, crosses):
         out.append(z)
     if repairs:
         items = [("mul", xb, yb) for _, _, xb, yb in repairs]
-        ticket = srv.ask("triples", planned=False, specs=[(op, a.shape, b.shape) for op, a, b in items])
-        for (k, broken, _, _), z in zip(repairs, products(srv, items, ticket)):
+        spares = [srv.provider.spare_triple(xb.size) for _, xb, _ in items]
+        for (k, broken, _, _), z in zip(repairs, products(srv, items, spares, tag="repair")):
             out[k][broken] = z
     return out
 
@@ -266,8 +260,8 @@ def comparison_radices(n: int, width: int = 64) -> tuple:
     return fast if words <= RADIX4_MAX_WORDS else lean
 
 
-def ask_msb(srv, n: int, width: int = 64) -> int:
-    return srv.ask("msb", n=n, radices=comparison_radices(n, width), width=width)
+def ask_msb(srv, n: int, width: int = 64):
+    return srv.provider.comparison(n, comparison_radices(n, width), width)
 
 
 def _and_pairs(srv, variables, monomials, material):
@@ -285,7 +279,7 @@ def _and_pairs(srv, variables, monomials, material):
     return out
 
 
-def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
+def msb_bits(srv, x, material=None, width: int = 64):
     """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0].
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
@@ -293,7 +287,7 @@ def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
     The borrow compares a public number with a bitwise-shared one: per bit, g = r AND NOT c ("r is larger
     here") and p = NOT (r XOR c) ("equal here"). A Kogge-Stone prefix over the bit positions, run on
     whole uint64 words so that all positions move at once, combines spans of bits level by level, each
-    level one round of multi-input ANDs (dealer.PREFIX): radix 4 takes 3 levels (4 rounds in all, 21 ring
+    level one round of multi-input ANDs (circuits.PREFIX): radix 4 takes 3 levels (4 rounds in all, 21 ring
     elements per value), radix 2 takes 6 (7 rounds, 19 elements, a quarter of the arithmetic).
 
     width=32 is for values known to satisfy |x| < 2^31 (as ring integers): reducing both shares modulo
@@ -305,31 +299,31 @@ def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
     x = x.ravel()
     n = x.size
     radices = comparison_radices(n, width)
-    m = srv.take(ask_msb(srv, n, width) if ticket is None else ticket)
+    m = (ask_msb(srv, n, width) if material is None else material).get()
     top = U64(width - 1)
     lanes_low = pack_lanes(np.full(64 // width, 2**(width - 1) - 1, dtype=U64), width)[0]  # all but each lane's msb
     lanes_bit0 = pack_lanes(np.ones(64 // width, dtype=U64), width)[0]
     if width == 64:
-        (c,) = srv.open(x + m["r"])
+        (c,) = srv.open(x + m.r)
     else:
-        (c,) = srv.open((x + m["r"]).astype(np.uint32))
+        (c,) = srv.open((x + m.r).astype(np.uint32))
         c = pack_lanes(c.astype(U64), width)
     c_low = c & lanes_low
-    r_bits = m["r_bits"]
+    r_bits = m.r_bits
     g = (~c_low & lanes_low) & r_bits
     p = (r_bits & lanes_low) ^ (~c_low if srv.index == 0 else U64(0))
     span = 1
-    for level, (radix, material) in enumerate(zip(radices, m["levels"])):
+    for level, (radix, level_material) in enumerate(zip(radices, m.levels)):
         last = level == len(radices) - 1
         monomials = prefix_monomials(radix, last)
         s = U64(span)
         if radix == 2:
-            products = and_monomials(srv, [p >> s, p, g], monomials, material)
+            products = and_monomials(srv, [p >> s, p, g], monomials, level_material)
             g = (g >> s) ^ products[0]
         else:
             p1, p2, p3 = p >> s, p >> U64(2) * s, p >> U64(3) * s
             g1, g2, g3 = g >> s, g >> U64(2) * s, g >> U64(3) * s
-            products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, material)
+            products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, level_material)
             g = g3 ^ products[0] ^ products[1] ^ products[2]
         if not last:
             p = products[-1]
@@ -340,42 +334,37 @@ def msb_bits(srv, x, ticket: int | None = None, width: int = 64):
     return unpack_lane_bits(bits, n, width).reshape(shape)
 
 
-def msb(srv, x, ticket: int | None = None, b2a_ticket: int | None = None, width: int = 64):
+def msb(srv, x, width: int = 64):
     """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert."""
-    if ticket is None:
-        ticket = ask_msb(srv, x.size, width)
-    if b2a_ticket is None:
-        b2a_ticket = srv.ask("selection", n=x.size, count=0)
-    bits = msb_bits(srv, x, ticket, width)
-    m = srv.take(b2a_ticket)
-    return _open_bits(srv, bits.ravel(), m, [])[0].reshape(x.shape)
+    comparison = ask_msb(srv, x.size, width)
+    conversion = srv.provider.selection(x.size, 0)
+    bits = msb_bits(srv, x, comparison, width)
+    return _open_bits(srv, bits.ravel(), conversion.get(), [])[0].reshape(x.shape)
 
 
-def select(srv, bits, values, ticket: int | None = None):
+def select(srv, bits, values, material=None):
     """bits * v for XOR-shared bits and additively shared vectors v of the same size, in one round.
 
     The dealer's random bit t (shared both ways) hides the bits: e = bit XOR t is opened, so
     bit = e + t - 2et. For each v, with the dealer's mask b and t*b, f = v - b is opened in the same round,
     t*v = f*t + t*b is local, and bit*v = e*v + (1 - 2e)*(t*v)."""
-    n = bits.size
-    if ticket is None:
-        ticket = srv.ask("selection", n=n, count=len(values))
-    m = srv.take(ticket)
-    return _open_bits(srv, bits.ravel(), m, [v.ravel() for v in values])[1:]
+    if material is None:
+        material = srv.provider.selection(bits.size, len(values))
+    return _open_bits(srv, bits.ravel(), material.get(), [v.ravel() for v in values])[1:]
 
 
 def _open_bits(srv, bits, m, values):
     """Open bits XOR t (packed 8 to a byte) and v - b for every v; return [bit, bit*v for each v]."""
-    mine = bits ^ m["t_bits"]
-    masked = [v - b for v, (b, _) in zip(values, m["masks"])]
-    theirs = srv.exchange([np.packbits(mine.astype(np.uint8))] + masked)
+    mine = bits ^ m.t_bits
+    masked = [v - b for v, (b, _) in zip(values, m.masks)]
+    theirs = srv.exchange(("bits",) + ("+",) * len(masked), [np.packbits(mine.astype(np.uint8))] + masked)
     e = mine ^ np.unpackbits(theirs[0], count=mine.size).astype(U64)
     flip = U64(1) - U64(2) * e  # 1 - 2e, public
-    bit = m["t"] * flip
+    bit = m.t * flip
     if srv.index == 0:
         bit += e
     out = [bit]
-    for v, mv, f_theirs, (b, tb) in zip(values, masked, theirs[1:], m["masks"]):
+    for v, mv, f_theirs, (b, tb) in zip(values, masked, theirs[1:], m.masks):
         f = mv + f_theirs
-        out.append(e * v + flip * (f * m["t"] + tb))
+        out.append(e * v + flip * (f * m.t + tb))
     return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import protocols
 from .tensor import SharedTensor, _rescaled
 
 
@@ -51,7 +50,7 @@ class MaskedOperand:
     def _new_pool(self, k: int) -> dict:
         srv, w = self.w.server, self.w.share
         d, n = w.shape
-        [(a, b, c)] = srv.take(protocols.ask_products(srv, [("matmul", (k, d), (d, n))]))
-        (f,) = srv.open(w - b)
+        [t] = srv.provider.triples([("matmul", (k, d), (d, n))]).get()
+        (f,) = srv.open(w - t.b)
         # what does not depend on the query: E F + E B = E (B + F) on server 0, E B on server 1
-        return {"rows": k, "used": 0, "a": a, "bf": b + f if srv.index == 0 else b, "afc": c + a @ f}
+        return {"rows": k, "used": 0, "a": t.a, "bf": t.b + f if srv.index == 0 else t.b, "afc": t.c + t.a @ f}

@@ -1,4 +1,4 @@
-"""Deployments of the four parties on one machine, with the same interface:
+"""Deployments of the four parties, behind one interface (`Session`):
 
 - LocalSession: client, two servers and dealer as objects in one process, each server and the dealer in
   its own thread, connected by an InProcessNetwork. Starts at once; the servers share one interpreter
@@ -15,6 +15,8 @@
         results = job.result()                 # [what server 0 returned, what server 1 returned]
 
 A failure in any party closes the network, so the others stop waiting and the error is re-raised.
+Everything that runs a protocol (training, recognition, the gallery) takes a Session, or opens the one
+the config names (`open_session`); nothing reaches into a session's transport.
 """
 from __future__ import annotations
 
@@ -24,12 +26,51 @@ import signal
 import threading
 import traceback
 
-from .channel import PARTIES, InProcessNetwork
+from .channel import DEFAULT_TIMEOUT, PARTIES, InProcessNetwork
 from .dealer import Dealer
 from .errors import ProtocolAborted
 from .fixedpoint import FixedPoint
 from .party import Client, Server
 from .transport import ConnectionChannel
+
+
+class Session:
+    """What every deployment of the parties offers. `client` is the client party of this process; the
+    servers and the dealer are wherever the session put them."""
+    fixed: FixedPoint
+    session_id: str
+    client: Client
+
+    def run(self, program, *args, per_server=((), ()), progress=None):
+        """Start program(server, *args, *per_server[i]) on both servers; returns a job at once, whose
+        result() waits for [what server 0 returned, what server 1 returned] or raises the root cause
+        of a failure. What server 0 passes to report_progress reaches `progress`."""
+        raise NotImplementedError
+
+    def abort(self, reason: str) -> None:
+        """Stop a running job from the client's side: parties waiting for a message give up."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """Each party's PartyStats (read between jobs)."""
+        raise NotImplementedError
+
+    def record_views(self) -> None:
+        """From now on, every party records its view (channel.Channel.view), for the privacy tests."""
+        raise NotImplementedError
+
+    def views(self) -> dict:
+        """{party: [("send" | "recv", peer, message), ...]} since record_views (read between jobs)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Job:
@@ -51,7 +92,7 @@ class Job:
             self._results[i] = program(self._session.servers[i], *args)
         except BaseException as e:  # noqa: BLE001 - reported to the caller by result()
             self._errors[i] = e
-            self._session.network.close(f"server{i} failed: {type(e).__name__}: {e}")
+            self._session.abort(f"server{i} failed: {type(e).__name__}: {e}")
 
     def result(self):
         return _outcome(self._threads, self._results, self._errors)
@@ -68,8 +109,8 @@ def _outcome(threads, results, errors):
     return list(results)
 
 
-class LocalSession:
-    def __init__(self, fixed: FixedPoint | None = None, timeout: float = 600.0):
+class LocalSession(Session):
+    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
         self.network = InProcessNetwork(timeout=timeout)
@@ -80,26 +121,24 @@ class LocalSession:
         self._dealer_thread.start()
 
     def run(self, program, *args, per_server=((), ()), progress=None) -> Job:
-        """Start program(server, *args, *per_server[i]) on both servers; returns at once. What server 0
-        passes to report_progress reaches `progress` (called in another thread)."""
         return Job(self, program, args, per_server, progress)
 
     def abort(self, reason: str) -> None:
-        """Stop a running job from the client's side: parties waiting for a message give up."""
         self.network.close(reason)
 
     def stats(self) -> dict:
         return {name: self.network.channel(name).stats.copy() for name in self.network.parties}
 
+    def record_views(self) -> None:
+        for name in self.network.parties:
+            self.network.channel(name).view = []
+
+    def views(self) -> dict:
+        return {name: list(self.network.channel(name).view or ()) for name in self.network.parties}
+
     def close(self) -> None:
         self.network.close()
         self._dealer_thread.join(timeout=5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # -- parties in processes ---------------------------------------------------------------------------------
@@ -109,8 +148,8 @@ LINKS = (("client", "server0"), ("client", "server1"), ("server0", "server1"), (
 START_METHOD = "spawn"  # not fork: the parent may hold threads (BLAS, a camera) that fork would not copy
 
 
-class ProcessSession:
-    def __init__(self, fixed: FixedPoint | None = None, timeout: float = 600.0):
+class ProcessSession(Session):
+    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
         context = multiprocessing.get_context(START_METHOD)
@@ -140,17 +179,26 @@ class ProcessSession:
         return self._job
 
     def stats(self) -> dict:
-        """Each party's counts (between jobs: the parties answer when they are not running one)."""
+        return {"client": self._channel.stats.copy(), **self._ask_parties("stats")}
+
+    def record_views(self) -> None:
+        self._channel.view = []
+        self._ask_parties("record")
+
+    def views(self) -> dict:
+        return {"client": list(self._channel.view or ()), **self._ask_parties("view")}
+
+    def _ask_parties(self, command: str) -> dict:
+        """Ask each party's process, between jobs, for something about itself."""
         if self._job is not None and not self._job.done:
-            raise RuntimeError("stats are read between jobs, not while one runs")
-        out = {"client": self._channel.stats.copy()}
+            raise RuntimeError(f"{command} is read between jobs, not while one runs")
+        out = {}
         for name, control in self._control.items():
-            control.send(("stats",))
+            control.send((command,))
             out[name] = control.recv()
         return out
 
     def abort(self, reason: str) -> None:
-        """The client gives up: servers waiting for its messages stop, and so does the rest."""
         self._channel.close(reason)
 
     def close(self) -> None:
@@ -169,12 +217,6 @@ class ProcessSession:
                 process.terminate()
         for control in self._control.values():
             control.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class _ProcessJob:
@@ -216,6 +258,17 @@ class _ProcessJob:
         return _outcome(self._threads, self._results, self._errors)
 
 
+def _start_view(channel):
+    channel.view = []
+
+
+PARTY_QUERIES = {  # what a party's process answers between jobs, from its channel
+    "stats": lambda channel: channel.stats.copy(),
+    "record": _start_view,
+    "view": lambda channel: list(channel.view or ()),
+}
+
+
 def _party_process(name, connections, control, fixed, session_id, timeout):
     """The main function of a server's or the dealer's process: serve the session's commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the client's process, which stops us
@@ -232,8 +285,8 @@ def _party_process(name, connections, control, fixed, session_id, timeout):
             break
         if command[0] == "close":
             break
-        if command[0] == "stats":
-            control.send(channel.stats.copy())
+        if command[0] in PARTY_QUERIES:
+            control.send(PARTY_QUERIES[command[0]](channel))
             continue
         _, program, args, with_progress = command
         party.on_progress = (lambda *p: control.send(("progress", p))) if with_progress else None
@@ -263,8 +316,14 @@ SESSIONS = {"threads": LocalSession, "processes": ProcessSession}
 DEFAULT_PARTIES = "threads"
 
 
-def open_session(parties: str = DEFAULT_PARTIES, fixed: FixedPoint | None = None, timeout: float = 600.0):
-    """A session with the servers and the dealer in threads of this process or in processes of their own."""
+def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> Session:
+    """A session with the servers and the dealer in threads of this process or in processes of their
+    own; `parties` None takes the config's `mpc.parties`."""
+    if parties is None:
+        from ppfr.config import section
+
+        parties = section("mpc").get("parties", DEFAULT_PARTIES)
     if parties not in SESSIONS:
         raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
     return SESSIONS[parties](fixed=fixed, timeout=timeout)

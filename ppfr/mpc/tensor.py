@@ -142,8 +142,6 @@ class SharedTensor:
         a, b, frac = self._aligned(value)
         if frac != self.frac:
             raise ValueError(f"cannot store a value with {value.frac} fractional bits into one with {self.frac}")
-        if not self.share.flags.writeable:  # a share handed over on a channel is frozen: write to our own copy
-            self.share = self.share.copy()
         self.share[index] = b
 
     def broadcast_to(self, shape):
@@ -208,10 +206,10 @@ def multiply_many(pairs, op: str = "mul", frac: int | None = None):
     items = [(op, x.share, y.share) for x, y in pairs]
     sizes = [_product_size(op, x.shape, y.shape) for x, y in pairs]
     shifts = [i - o for i, o in zip(frac_in, frac_out)]
-    triples = protocols.ask_products(server, [(op, x.shape, y.shape) for x, y in pairs])
-    pairs_ticket = protocols.ask_truncation(server, sizes, shifts)
+    triples = server.provider.triples([(op, x.shape, y.shape) for x, y in pairs])
+    truncation = protocols.ask_truncation(server, sizes, shifts)
     raw = protocols.products(server, items, triples)
-    raw = protocols.truncate(server, raw, shifts, pairs_ticket)
+    raw = protocols.truncate(server, raw, shifts, truncation)
     return [SharedTensor(server, z, f) for z, f in zip(raw, frac_out)]
 
 
@@ -231,9 +229,9 @@ def square_many(tensors, frac: int | None = None):
     server = tensors[0].server
     outs = [t.frac if frac is None else frac for t in tensors]
     shifts = [2 * t.frac - f for t, f in zip(tensors, outs)]
-    pairs_ticket = protocols.ask_truncation(server, [t.size for t in tensors], shifts)
+    truncation = protocols.ask_truncation(server, [t.size for t in tensors], shifts)
     raw = protocols.squares(server, [t.share for t in tensors])
-    cut = protocols.truncate(server, raw, shifts, pairs_ticket)
+    cut = protocols.truncate(server, raw, shifts, truncation)
     return [SharedTensor(server, z, f) for z, f in zip(cut, outs)]
 
 

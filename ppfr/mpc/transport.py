@@ -115,7 +115,7 @@ class ConnectionChannel(Channel):
                                   f"{self._send_error.get(to, 'the connection is closed')}")
         message, size = hand_over(message, copy)  # the writer serialises it later: it must not change
         self._outbox[to].put(message)
-        return size
+        return message, size
 
     def _get(self, sender):
         conn = self._connections.get(sender)

@@ -193,9 +193,9 @@ class Recognizer:
 
 
 def new_session():
-    """A LocalSession with the fixed-point settings of the config (the model halves record theirs, and the
-    loader refuses a mismatch)."""
+    """A session of the config's kind (mpc.parties) with its fixed-point settings (the model halves record
+    theirs, and the loader refuses a mismatch)."""
     from ppfr.config import fixed_point
-    from ppfr.mpc import LocalSession
+    from ppfr.mpc import open_session
 
-    return LocalSession(fixed=fixed_point())
+    return open_session(fixed=fixed_point())

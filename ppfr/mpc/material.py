@@ -1,0 +1,392 @@
+"""Correlated randomness, typed: what a server may ask the dealer for and what it gets back.
+
+Each kind is a frozen *request* dataclass (shapes and counts only, never data) with the dealer's `draw`,
+and a *material* dataclass that protocols read by field. On the wire a request is (kind, fields) and a
+material its fields as plain data, so any transport can carry them; `Provider` (provider.py) turns them
+back into these types. The dealer knows everything it draws (masks, triples), nothing else.
+
+Requests that contain truncations also carry `spares`: extra truncation pairs (and, for masked chains,
+extra triples) of a size fixed by the request alone. A truncation that must be redone (probability
+2^(L+1-64) per value) takes its fresh mask from these spares, so no request the dealer sees ever depends
+on an opened value (see spare_count).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+U64 = np.uint64
+SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
+
+
+# -- sharing ---------------------------------------------------------------------------------------------
+def additive(rng, x: np.ndarray):
+    s0 = rng.uint64(x.shape)
+    return s0, x - s0
+
+
+def xor(rng, x: np.ndarray):
+    s0 = rng.uint64(x.shape)
+    return s0, x ^ s0
+
+
+# -- the material -----------------------------------------------------------------------------------------
+class Material:
+    """Base of every kind of material: built from its wire form, field by field."""
+
+    @classmethod
+    def from_wire(cls, plain):
+        return cls(*plain)
+
+    def to_wire(self):
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass(frozen=True)
+class Triple(Material):
+    """a, b and c = a*b (or a@b), this server's additive shares."""
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+
+
+@dataclass(frozen=True)
+class SquarePair(Material):
+    a: np.ndarray
+    aa: np.ndarray  # a*a
+
+
+@dataclass(frozen=True)
+class TruncationPair(Material):
+    """r uniform on all of Z_2^64 and r >> shift, additively shared (one element per truncated value)."""
+    r: np.ndarray
+    r_high: np.ndarray
+
+
+@dataclass(frozen=True)
+class Spares(Material):
+    """Truncation pairs per shift, and elementwise triples, for the rare redone truncations."""
+    shifts: tuple             # (shift, count) of each block of pairs
+    pairs: tuple              # a TruncationPair wire form per block
+    triple: tuple | None      # a Triple wire form of `count` elementwise products, or None
+
+    @classmethod
+    def from_wire(cls, plain):
+        shifts, pairs, triple = plain
+        return cls(tuple(map(tuple, shifts)), tuple(TruncationPair.from_wire(p) for p in pairs),
+                   None if triple is None else Triple.from_wire(triple))
+
+    def to_wire(self):
+        return (self.shifts, tuple(p.to_wire() for p in self.pairs),
+                None if self.triple is None else self.triple.to_wire())
+
+
+@dataclass(frozen=True)
+class WithSpares(Material):
+    """Material of a request that truncates, with its spares (see the module doc)."""
+    main: object
+    spares: Spares
+
+
+@dataclass(frozen=True)
+class ComparisonMaterial(Material):
+    """For the sign of n values: a mask r shared additively and bitwise (in lanes, see pack_lanes), and
+    the AND material of each level of the prefix circuit."""
+    r: np.ndarray
+    r_bits: np.ndarray
+    levels: tuple
+
+
+@dataclass(frozen=True)
+class AndMaterial(Material):
+    """XOR shares of a mask per variable and of the AND of every subset a monomial needs (monomial_layout)."""
+    products: np.ndarray
+
+
+@dataclass(frozen=True)
+class SelectionMaterial(Material):
+    """A random bit t per position, XOR- and additively shared, and per vector a mask b with t*b."""
+    t_bits: np.ndarray
+    t: np.ndarray
+    masks: tuple  # ((b, tb), ...)
+
+
+@dataclass(frozen=True)
+class MaskedChain(Material):
+    """The material of a chain of products on masked values (protocols.Masked), by the name of each step
+    of MaskedChainRequest: mask(name), trunc(name) for a truncation whose result is masked by -(r >> s),
+    cross(a, b) for the shares of the product of two masks."""
+    steps: tuple
+    values: tuple
+
+    def _at(self, *step_key):
+        return self.values[_chain_index(self.steps)[step_key]]
+
+    def mask(self, name: str) -> np.ndarray:
+        return self._at("mask", name)
+
+    def trunc(self, name: str) -> TruncationPair:
+        return TruncationPair(*self._at("trunc", name))
+
+    def trunc_mask(self, name: str) -> np.ndarray:
+        """This server's share of the mask a truncation leaves on its result: -(r >> s)."""
+        return -self._at("trunc", name)[1]
+
+    def cross(self, a: str, b: str) -> np.ndarray:
+        return self._at("cross", a, b)
+
+
+@functools.lru_cache(maxsize=256)
+def _chain_index(steps: tuple) -> dict:
+    return {(s[0], *s[1:3]) if s[0] == "cross" else (s[0], s[1]): i for i, s in enumerate(steps)}
+
+
+# -- the requests -----------------------------------------------------------------------------------------
+class Request:
+    """Base of every request: plain, hashable fields (kinds, shapes, counts), compared field by field."""
+    kind: str = ""
+    material = Material
+
+    def to_wire(self):
+        return self.kind, astuple(self)
+
+    def draw(self, rng):  # pragma: no cover - interface
+        """(server 0's material, server 1's), each in its wire form."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TriplesRequest(Request):
+    specs: tuple  # ((op, shape_x, shape_y), ...), op "mul" or "matmul"
+    kind = "triples"
+
+    def draw(self, rng):
+        out0, out1 = [], []
+        for op, sx, sy in self.specs:
+            a, b = rng.uint64(tuple(sx)), rng.uint64(tuple(sy))
+            c = a * b if op == "mul" else a @ b
+            (a0, a1), (b0, b1), (c0, c1) = additive(rng, a), additive(rng, b), additive(rng, c)
+            out0.append((a0, b0, c0))
+            out1.append((a1, b1, c1))
+        return out0, out1
+
+
+@dataclass(frozen=True)
+class SquaresRequest(Request):
+    shapes: tuple
+    kind = "squares"
+
+    def draw(self, rng):
+        out0, out1 = [], []
+        for shape in self.shapes:
+            a = rng.uint64(tuple(shape))
+            (a0, a1), (s0, s1) = additive(rng, a), additive(rng, a * a)
+            out0.append((a0, s0))
+            out1.append((a1, s1))
+        return out0, out1
+
+
+def truncation_draw(rng, segments):
+    """r and r >> shift for runs of (count, shift): each party's TruncationPair wire form."""
+    shifts = np.repeat(np.array([s for _, s in segments], dtype=U64), [n for n, _ in segments])
+    r = rng.uint64(shifts.shape)
+    (r0, r1), (h0, h1) = additive(rng, r), additive(rng, r >> shifts)
+    return (r0, h0), (r1, h1)
+
+
+@dataclass(frozen=True)
+class TruncationRequest(Request):
+    segments: tuple       # ((count, shift), ...)
+    spares: "SparesRequest"
+    kind = "truncation"
+
+    def draw(self, rng):
+        main0, main1 = truncation_draw(rng, self.segments)
+        spare0, spare1 = self.spares.draw(rng)
+        return (main0, spare0), (main1, spare1)
+
+
+@dataclass(frozen=True)
+class SparesRequest(Request):
+    shifts: tuple         # ((shift, count), ...)
+    triples: int = 0
+    kind = "spares"
+
+    def draw(self, rng):
+        pairs0, pairs1 = [], []
+        for shift, count in self.shifts:
+            p0, p1 = truncation_draw(rng, [(count, shift)])
+            pairs0.append(p0)
+            pairs1.append(p1)
+        t0 = t1 = None
+        if self.triples:
+            ([t0], [t1]) = TriplesRequest((("mul", (self.triples,), (self.triples,)),)).draw(rng)
+        return (self.shifts, tuple(pairs0), t0), (self.shifts, tuple(pairs1), t1)
+
+
+@dataclass(frozen=True)
+class ComparisonRequest(Request):
+    n: int
+    radices: tuple
+    width: int = 64
+    kind = "comparison"
+
+    def draw(self, rng):
+        from .circuits import PREFIX, RADICES, pack_lanes, prefix_monomials
+
+        if self.width not in RADICES:
+            raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
+        n = self.n
+        r = rng.uint64((n,)) if self.width == 64 else rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(U64)
+        (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, pack_lanes(r, self.width))
+        levels0, levels1 = [], []
+        for level, radix in enumerate(self.radices):
+            m0, m1 = monomial_draw(rng, rb0.size, PREFIX[radix]["variables"],
+                                   prefix_monomials(radix, level == len(self.radices) - 1))
+            levels0.append(m0)
+            levels1.append(m1)
+        return (ra0, rb0, tuple(levels0)), (ra1, rb1, tuple(levels1))
+
+
+def monomial_draw(rng, n: int, variables: int, monomials):
+    """A mask per variable and, for every subset of the variables of a monomial, the AND of their masks;
+    XOR-shared, one row per subset (circuits.monomial_layout)."""
+    from .circuits import monomial_layout
+
+    masks = rng.uint64((variables, n))
+    rows = monomial_layout(variables, tuple(map(tuple, monomials)))
+    products = np.empty((len(rows), n), dtype=U64)
+    for i, t in enumerate(rows):
+        products[i] = masks[t[0]] if len(t) == 1 else np.bitwise_and.reduce(masks[list(t)], axis=0)
+    return xor(rng, products)
+
+
+@dataclass(frozen=True)
+class AndRequest(Request):
+    n: int
+    variables: int
+    monomials: tuple
+    kind = "and"
+
+    def draw(self, rng):
+        m0, m1 = monomial_draw(rng, self.n, self.variables, self.monomials)
+        return (m0,), (m1,)
+
+
+@dataclass(frozen=True)
+class SelectionRequest(Request):
+    n: int
+    count: int
+    kind = "selection"
+
+    def draw(self, rng):
+        t = rng.bits((self.n,))
+        tb0 = rng.bits((self.n,))
+        ta0, ta1 = additive(rng, t)
+        masks0, masks1 = [], []
+        for _ in range(self.count):
+            b = rng.uint64((self.n,))
+            (b0, b1), (p0, p1) = additive(rng, b), additive(rng, t * b)
+            masks0.append((b0, p0))
+            masks1.append((b1, p1))
+        return (tb0, ta0, tuple(masks0)), (t ^ tb0, ta1, tuple(masks1))
+
+
+@dataclass(frozen=True)
+class MaskedChainRequest(Request):
+    """n values per step, one entry per step, in order:
+      ("mask", name)          a fresh mask a_name:                    shares of a_name
+      ("trunc", name, shift)  r and r >> shift; a_name = -(r >> shift): shares of r and of r >> shift
+      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other"""
+    n: int
+    steps: tuple
+    spares: "SparesRequest"
+    kind = "masked"
+
+    def draw(self, rng):
+        draws = sum({"mask": 2, "trunc": 3, "cross": 1}[step[0]] for step in self.steps)
+        fresh = iter(rng.uint64((draws, self.n)).copy())  # one draw; rows copied apart below
+        masks, out0, out1 = {}, [], []
+        for step in self.steps:
+            if step[0] == "mask":
+                a = masks[step[1]] = next(fresh)
+                s0 = next(fresh).copy()
+                s1 = a - s0
+            elif step[0] == "trunc":
+                r = next(fresh)
+                high = r >> U64(step[2])
+                masks[step[1]] = -high
+                r0, h0 = next(fresh).copy(), next(fresh).copy()
+                s0, s1 = (r0, h0), (r - r0, high - h0)
+            else:
+                s0 = next(fresh).copy()
+                s1 = masks[step[1]] * masks[step[2]] - s0
+            out0.append(s0)
+            out1.append(s1)
+        spare0, spare1 = self.spares.draw(rng)
+        return ((self.steps, tuple(out0)), spare0), ((self.steps, tuple(out1)), spare1)
+
+
+MATERIAL_OF = {
+    TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
+    SquaresRequest: lambda plain: [SquarePair.from_wire(p) for p in plain],
+    TruncationRequest: lambda plain: WithSpares(TruncationPair.from_wire(plain[0]), Spares.from_wire(plain[1])),
+    SparesRequest: Spares.from_wire,
+    ComparisonRequest: ComparisonMaterial.from_wire,
+    AndRequest: AndMaterial.from_wire,
+    SelectionRequest: SelectionMaterial.from_wire,
+    MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),
+}
+REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
+
+
+def request_from_wire(kind: str, values) -> Request:
+    """The request a server sent, rebuilt with tuples throughout (a transport may turn them into lists)."""
+    cls = REQUESTS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown kind of material {kind!r}")
+    values = list(_tuples(values))
+    for i, f in enumerate(fields(cls)):
+        if f.name == "spares":
+            values[i] = SparesRequest(*values[i])
+    return cls(*values)
+
+
+def _tuples(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+# -- how many spares ----------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def spare_count(n: int, bound_bits: int) -> int:
+    """Spare truncation pairs for n truncated values: enough that all of their redone truncations (each
+    value is redone with probability p = 2^(L+1-64), and again with p, ...) run out of spares with
+    probability below 2^SPARE_FAILURE_LOG2, by the tail of a Poisson count with mean n p / (1 - p)^2 (at
+    least the mean and the variance of the total). A constant over a request's lifetime: it depends on
+    the request's size alone, never on what was opened."""
+    if n <= 0:
+        return 0
+    p = 2.0 ** (bound_bits + 1 - 64)
+    mean = n * p / (1 - p) ** 2
+    log_tail_limit = SPARE_FAILURE_LOG2 * math.log(2)
+    k = math.floor(mean)
+    while True:  # the Chernoff bound P(X > k) <= exp(-mean) (e mean / (k + 1))^(k + 1), falling in k > mean
+        j = k + 1
+        log_bound = -mean + j * (1 + math.log(mean) - math.log(j))
+        if log_bound < log_tail_limit:
+            return max(k, 1)
+        k += 1 + k // 64
+
+
+def spares_for(segments, bound_bits: int, triples: bool = False) -> SparesRequest:
+    """The spares a request that truncates `segments` ((count, shift), ...) carries."""
+    by_shift: dict = {}
+    for count, shift in segments:
+        by_shift[shift] = by_shift.get(shift, 0) + count
+    shifts = tuple((s, spare_count(n, bound_bits)) for s, n in sorted(by_shift.items()) if n)
+    return SparesRequest(shifts, spare_count(sum(by_shift.values()), bound_bits) if triples else 0)
