@@ -1,0 +1,91 @@
+"""Privacy of the engine, tested on what each party can compute from its view (tests/privacy.py).
+
+Each program runs on two input sets of the same sizes (constant, structured values — the worst case for
+a leak — and random ones) and once more on the first; every server's view must pass every property,
+and the dealer's must be the same for both inputs. The same checks catch each planted leak
+(tests/test_privacy_mutants.py)."""
+from functools import partial
+
+import numpy as np
+import pytest
+
+import privacy
+from ppfr.mpc import FixedPoint, LocalSession, ProcessSession
+from ppfr.mpc import functions as F
+
+RNG = np.random.default_rng(7)
+CONSTANT = np.ones((32, 40))
+RANDOM = RNG.normal(size=(32, 40))
+
+
+def mul(x, y):
+    return x * y
+
+
+def matmul(x, y):
+    return x @ y.T
+
+
+def square(x, y):
+    return x.square()
+
+
+def scale(x, y):
+    return x * 0.3  # a public factor: one truncation
+
+
+def compare(x, y):
+    return F.less_than(x, y)
+
+
+def argmax(x, y):
+    return F.argmax(x, axis=-1)[1]
+
+
+def exp(x, y):
+    return F.exp(x - 2)
+
+
+def reciprocal(x, y):
+    return F.reciprocal(x * x + 1)
+
+
+def softmax(x, y):
+    return F.softmax(x)
+
+
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax]
+SESSIONS = {
+    "threads": LocalSession,
+    # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)
+    "threads-retries": partial(LocalSession, fixed=FixedPoint(bound_bits=60)),
+}
+
+
+@pytest.mark.parametrize("kind", list(SESSIONS))
+@pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__)
+def test_what_each_server_and_the_dealer_see(program, kind):
+    privacy.check_program(SESSIONS[kind], program, (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
+
+
+def test_views_are_the_same_with_the_parties_in_processes():
+    privacy.check_program(ProcessSession, softmax, (CONSTANT, CONSTANT), (RANDOM, RANDOM))
+
+
+def test_redone_truncations_happen_and_tell_the_dealer_nothing():
+    """With forced retries the servers do redo truncations (tagged rounds in their views), taking
+    spares: the dealer's requests are still the same for both inputs (checked in check_program)."""
+    runs = privacy.check_program(SESSIONS["threads-retries"], scale, (CONSTANT, CONSTANT), (RANDOM, RANDOM))
+    redone = [o for o in runs[0]["server0"].openings if o.tag == "retry"]
+    assert redone, "no truncation was redone: the test does not test the spares"
+
+
+def test_the_uniformity_test_can_fail():
+    """What a leak looks like is refused: fixed-point encodings of data, bits, small differences."""
+    data = (RANDOM.ravel() * 2**16).astype(np.int64).view(np.uint64)
+    assert privacy.looks_like_data(data)
+    assert privacy.looks_like_data((RANDOM.ravel() > 0).astype(np.uint64) & np.uint64(1), "bits") is False
+    assert privacy.looks_like_data(np.zeros(64, dtype=np.uint64), "bits")
+    assert privacy.looks_like_data(data[:5])  # five values are enough
+    uniform = np.random.default_rng(1).integers(0, 2**64, 100_000, dtype=np.uint64)
+    assert not privacy.looks_like_data(uniform)

@@ -1,0 +1,96 @@
+"""Privacy of what ppfr runs: training, recognition in each mode, gallery identify and verify, checked on
+each party's view (tests/privacy.py) for two data sets of the same sizes — constant, structured values
+(the worst case for a leak) and random ones."""
+import numpy as np
+import pytest
+
+import privacy
+from ppfr.gallery import Gallery, pair_distances
+from ppfr.mpc import LocalSession
+from ppfr.mpc.storage import load_share
+from ppfr.gallery.store import half_path
+
+RNG = np.random.default_rng(11)
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def run_views(work):
+    """work(session) under recorded views; the views."""
+    with LocalSession() as session:
+        session.record_views()
+        out = work(session)
+        return privacy.views(session), out
+
+
+def assert_private(run_a, run_b):
+    """Both servers' views private, of the same shape for both data sets; the dealer's identical."""
+    privacy.assert_dealer_views_equal(run_a["dealer"], run_b["dealer"])
+    for name in privacy.SERVERS:
+        privacy.assert_server_private(run_a[name])
+        privacy.assert_server_private(run_b[name])
+        privacy.assert_same_shape(run_a[name], run_b[name])
+
+
+def test_training_views(tmp_path):
+    from ppfr.models.softmax import TrainConfig, train_mpc
+
+    def train(x, y):
+        return lambda session: train_mpc(session, [(x, y)], 4, TrainConfig(epochs=1, batch_size=32))
+    constant = (np.full((64, 128), 0.35), np.zeros(64, dtype=np.int64))
+    random = (4 * unit(RNG.normal(size=(64, 128))), RNG.integers(0, 4, 64))
+    assert_private(run_views(train(*constant))[0], run_views(train(*random))[0])
+
+
+@pytest.mark.parametrize("softmax_by", ["client", "servers"])
+def test_recognition_views(softmax_by):
+    from ppfr.models.softmax import predict_mpc
+
+    weights = [RNG.normal(size=(128, 6)) * 0.1, RNG.normal(size=6) * 0.1]
+
+    def recognize(x):
+        def work(session):
+            job = session.run(_load_model, *[w.shape for w in weights])
+            for w in weights:
+                session.client.share(w)
+            job.result()
+            return predict_mpc(session, x, chunk=len(x), softmax_by=softmax_by)
+        return work
+    (a, _), (b, _) = run_views(recognize(np.full((32, 128), 0.35))), run_views(recognize(4 * unit(RNG.normal(size=(32, 128)))))
+    assert_private(a, b)
+    if softmax_by == "client":  # the logits reach the client behind a uniform offset per face
+        [raw] = privacy.client_results(a["client"])
+        assert not privacy.looks_like_data(raw[:, 0])
+
+
+def _load_model(srv, w_shape, b_shape):
+    from ppfr.models.softmax import STATE_KEY
+
+    srv.state[STATE_KEY] = {"weight": srv.receive(), "bias": srv.receive()}
+
+
+@pytest.mark.parametrize("reveal", ["all", "nearest", "match"])
+def test_gallery_views(tmp_path, reveal):
+    def identify(gallery, queries, root):
+        def work(session):
+            with Gallery(root, session=session, pool_size=8) as g:
+                g.enroll_many([f"p{i % 5}" for i in range(len(gallery))], gallery)
+                return g.identify(queries, reveal=reveal)
+        return work
+    constant = (np.full((40, 128), 0.08), np.full((8, 128), 0.08))
+    random = (unit(RNG.normal(size=(40, 128))), unit(RNG.normal(size=(8, 128))))
+    (a, _), (b, _) = (run_views(identify(*data, tmp_path / name)) for data, name in ((constant, "a"), (random, "b")))
+    assert_private(a, b)
+    stored = load_share(half_path(tmp_path / "a", 0, 1), party=0, kind="gallery")[0]["embeddings"]
+    assert not privacy.looks_like_data(stored), "a server's stored half is not uniform"
+
+
+def test_verify_views():
+    def verify(x, y):
+        return lambda session: pair_distances(x, y, session=session)
+    constant = np.full((16, 128), 0.08)
+    random = [unit(RNG.normal(size=(16, 128))) for _ in range(2)]
+    (a, _), (b, _) = run_views(verify(constant, constant)), run_views(verify(*random))
+    assert_private(a, b)

@@ -1,0 +1,182 @@
+"""The privacy checks have teeth: each leak below, planted in the engine, is caught by them.
+
+Each mutant keeps every result right where it can (a leak that breaks a result would be caught by the
+accuracy tests anyway; these must be caught by the privacy checks alone, as AssertionErrors of
+tests/privacy.py). The README's table of leak classes lists them."""
+from functools import partial
+
+import numpy as np
+import pytest
+
+import privacy
+from ppfr.mpc import FixedPoint, LocalSession
+from ppfr.mpc import functions as F
+from ppfr.mpc import material, party, prg, protocols, provider
+from test_privacy import CONSTANT, RANDOM, softmax
+
+
+def two_products(x, y):
+    """Three products of one shape: a triple reused across them would show."""
+    return (x * y) * y + x * x.T.T
+
+
+def scale_twice(x, y):
+    return (x * 0.3) * 0.7
+
+
+def logits_to_client(x, w):
+    """The servers' part of recognition with the logits revealed: x W behind a per-row offset."""
+    return F.hide_offset(x @ w.T)
+
+
+def beaver_opens_x(monkeypatch):
+    """A Beaver step that opens x and y themselves instead of x - a and y - b (results stay right:
+    server 0 takes the whole product)."""
+    def products(srv, items, material=None, tag="open"):
+        if material is not None and not isinstance(material, list):
+            material.get()
+        opened = srv.open(*[v for _, x, y in items for v in (x, y)], tag=tag)
+        out = []
+        for i, (op, x, _) in enumerate(items):
+            e, f = opened[2 * i], opened[2 * i + 1]
+            z = (e * f if op == "mul" else e @ f)
+            out.append(z if srv.index == 0 else np.zeros_like(z))
+        return out
+    monkeypatch.setattr(protocols, "products", products)
+
+
+def _cached(method):
+    """A provider method that hands out the same material for requests of the same shapes."""
+    def ask(self, *args):
+        cache = self.__dict__.setdefault("_mutant_cache", {})
+        key = (method.__name__, repr(args))
+        if key not in cache:
+            material = method(self, *args).get()
+            cache[key] = type("Reused", (), {"get": lambda _: material})()
+        return cache[key]
+    return ask
+
+
+def triple_reused(monkeypatch):
+    """One triple for every product of a shape."""
+    monkeypatch.setattr(provider.Provider, "triples", _cached(provider.Provider.triples))
+
+
+def truncation_mask_reused(monkeypatch):
+    """One truncation mask for every truncation of a size."""
+    monkeypatch.setattr(provider.Provider, "truncation", _cached(provider.Provider.truncation))
+
+
+def bits_without_t(monkeypatch):
+    """Tournament and conversion bits opened without the dealer's random bit t (results stay right:
+    the opened bit is public, bit * v is local)."""
+    def open_bits(srv, bits, m, values):
+        theirs = srv.exchange(("bits",), [np.packbits(bits.astype(np.uint8))])
+        e = bits ^ np.unpackbits(theirs[0], count=bits.size).astype(np.uint64)
+        return [e if srv.index == 0 else np.zeros_like(e)] + [e * v for v in values]
+    monkeypatch.setattr(protocols, "_open_bits", open_bits)
+
+
+def comparison_without_mask(monkeypatch):
+    """A comparison whose mask r is 0 (additively and bitwise): c = x is opened."""
+    draw = material.ComparisonRequest.draw
+
+    def zero_r(self, rng):
+        (r0, b0, l0), (r1, b1, l1) = draw(self, rng)
+        return (np.zeros_like(r0), np.zeros_like(b0), l0), (np.zeros_like(r1), np.zeros_like(b1), l1)
+    monkeypatch.setattr(material.ComparisonRequest, "draw", zero_r)
+
+
+def truncation_with_fixed_mask(monkeypatch):
+    """Truncation pairs whose r is always 2^63 (still shared at random, and never wrapping, so nothing is
+    redone and every result is right): c = x + 2^L + 2^63 is opened."""
+    draw = material.TruncationRequest.draw
+
+    def fixed_r(self, rng):
+        ((r0, h0), spare0), ((r1, h1), spare1) = draw(self, rng)
+        shifts = np.repeat(np.array([s for _, s in self.segments], dtype=np.uint64), [n for n, _ in self.segments])
+        r = np.full(r0.shape, 2**63, dtype=np.uint64)
+        return ((r0, h0), spare0), ((r - r0, (r >> shifts) - h0), spare1)
+    monkeypatch.setattr(material.TruncationRequest, "draw", fixed_r)
+
+
+def prg_fixed_key(monkeypatch):
+    """Every generator keyed with sixteen zero bytes: masks and shares repeat from run to run."""
+    init = prg.SecureRandom.__init__
+    monkeypatch.setattr(prg.SecureRandom, "__init__", lambda self, key=None: init(self, bytes(16)))
+
+
+def client_sends_plaintext(monkeypatch):
+    """The client's share for server 0 is 0, so server 1 receives x itself."""
+    split = party.Client.split
+
+    def plain(self, x, frac=None):
+        s0, s1, f = split(self, x, frac)
+        return np.zeros_like(s0), s0 + s1, f
+    monkeypatch.setattr(party.Client, "split", plain)
+
+
+def dealer_gives_whole_mask(monkeypatch):
+    """The dealer hands server 0 all of a, b and c, and server 1 zeros."""
+    def draw(self, rng):
+        out0, out1 = material.TriplesRequest.__dict__["_original"](self, rng)
+        whole = [tuple(x + y for x, y in zip(t0, t1)) for t0, t1 in zip(out0, out1)]
+        return whole, [tuple(np.zeros_like(x) for x in t) for t in whole]
+    monkeypatch.setattr(material.TriplesRequest, "_original", material.TriplesRequest.draw, raising=False)
+    monkeypatch.setattr(material.TriplesRequest, "draw", draw)
+
+
+def dealer_hears_of_retries(monkeypatch):
+    """A redone truncation asks the dealer for fresh pairs (as ppfr did before spares): the dealer sees
+    which values were redone, i.e. comparison bits of the data."""
+    def ask_dealer(self, shifts):
+        segments = [(1, int(s)) for s in shifts]
+        return self.truncation(segments).get()
+    monkeypatch.setattr(provider.Provider, "spare_truncation", ask_dealer)
+
+
+def offset_removed(monkeypatch):
+    monkeypatch.setattr(F, "hide_offset", lambda x, axis=-1: x)
+
+
+RETRIES = partial(LocalSession, fixed=FixedPoint(bound_bits=60))
+MUTANTS = [  # (mutant, the check that catches it: session, program)
+    (beaver_opens_x, LocalSession, two_products),
+    (triple_reused, LocalSession, two_products),
+    (truncation_mask_reused, LocalSession, scale_twice),
+    (bits_without_t, LocalSession, softmax),
+    (comparison_without_mask, LocalSession, softmax),
+    (truncation_with_fixed_mask, LocalSession, scale_twice),
+    (prg_fixed_key, LocalSession, two_products),
+    (client_sends_plaintext, LocalSession, two_products),
+    (dealer_gives_whole_mask, LocalSession, two_products),
+    (dealer_hears_of_retries, RETRIES, scale_twice),
+]
+
+
+@pytest.mark.parametrize("mutant, session, program", MUTANTS, ids=[m[0].__name__ for m in MUTANTS])
+def test_a_planted_leak_is_caught(mutant, session, program, monkeypatch):
+    privacy.check_program(session, program, (CONSTANT, CONSTANT), (RANDOM, RANDOM))  # passes unplanted
+    mutant(monkeypatch)
+    with pytest.raises(AssertionError):
+        privacy.check_program(session, program, (CONSTANT, CONSTANT), (RANDOM, RANDOM))
+
+
+def test_a_removed_offset_is_caught(monkeypatch):
+    """With the logits revealed, the client may learn their differences only: the revealed row is the
+    logits plus an offset nobody knows, uniform. Without hide_offset it would learn the logits."""
+    w = RANDOM[:10]
+    assert_client_learns_differences_only(w)
+    offset_removed(monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_client_learns_differences_only(w)
+
+
+def assert_client_learns_differences_only(w):
+    views = privacy.run_recorded(LocalSession, logits_to_client, (CONSTANT, w))
+    [raw] = privacy.client_results(views["client"])
+    first = raw[:, :1]
+    assert not privacy.looks_like_data(first), "the client learns a logit, not only differences"
+    expected = np.rint(CONSTANT @ w.T * 2**16).astype(np.int64) / 2**16
+    got = (raw - first).view(np.int64) / 2**16
+    np.testing.assert_allclose(got, expected - expected[:, :1], atol=1e-3)
