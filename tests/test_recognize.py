@@ -17,10 +17,10 @@ from ppfr.models.softmax import TrainConfig, reveal_model, softmax_rows, train_m
 from ppfr.models.store import model_paths, save_model
 from ppfr.mpc import LocalSession
 from ppfr.mpc.storage import ShareFileError
-from ppfr.recognition.lfw_demo import choose, embed_training
+from ppfr.demo.lfw import choose, embed_training
 from ppfr.recognition.media import LatestFrame
 from ppfr.recognition.recognizer import UNKNOWN, Recognizer
-from ppfr.recognize import recognize
+from ppfr.recognition.cli import recognize
 
 THRESHOLD = 0.5
 PREP = Preprocessing()

@@ -13,7 +13,7 @@ import click
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
 from ppfr.models.softmax import SOFTMAX_BY
-from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
+from .recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
 _THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
@@ -86,7 +86,7 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     from ppfr.embed.detect import FaceDetector
     from ppfr.mpc import MPCError
 
-    from .recognition.media import MediaError
+    from .media import MediaError
 
     webcam = webcam or camera is not None
     if webcam and camera is None:
@@ -137,7 +137,7 @@ class _Run:
 
     def __init__(self, model_dir, threshold, detector, printer, show, output_dir, detect_scale, max_frames,
                  progress, softmax_by=DEFAULT_SOFTMAX_BY):
-        from .recognition.media import Window
+        from .media import Window
 
         self.window = Window() if show else None     # before any work: no display fails at once
         self.output_dir = output_dir
@@ -159,7 +159,7 @@ class _Run:
         self.softmax_by = softmax_by
 
     def _open_model(self):
-        from .recognition.recognizer import Recognizer
+        from .recognizer import Recognizer
 
         self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector, softmax_by=self.softmax_by)
         self.started = time.perf_counter()
@@ -169,7 +169,7 @@ class _Run:
 
         from ppfr.embed.detect import SkipImage, read_rgb
 
-        from .recognition.media import ImageOutput, annotate, list_images
+        from .media import ImageOutput, annotate, list_images
 
         files = list_images(paths)
         self._open_model()
@@ -198,7 +198,7 @@ class _Run:
         import numpy as np
         from tqdm import tqdm
 
-        from .recognition.media import LatestFrame, MediaError, VideoOutput, annotate, open_video
+        from .media import LatestFrame, MediaError, VideoOutput, annotate, open_video
 
         try:
             source, fps = open_video(path, camera)

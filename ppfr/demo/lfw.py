@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .recognizer import UNKNOWN
+from ppfr.recognition.recognizer import UNKNOWN
 
 LFW_HELP = ("LFW (Labeled Faces in the Wild) is needed: download the deep-funneled images "
             "(lfw-deepfunneled.tgz) and pairs.txt from http://vis-www.cs.umass.edu/lfw/ , unpack them into "
@@ -137,7 +137,7 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
     from ppfr.models.softmax import TrainConfig, train_mpc, train_plaintext
     from ppfr.models.store import save_model
 
-    from .recognizer import DEFAULT_THRESHOLD, Recognizer, new_session
+    from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, Recognizer, new_session
 
     if threshold is None:
         from ppfr.config import section
@@ -201,7 +201,7 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
 
 def _score(results, plain, prep, split: DemoSplit, threshold) -> dict:
     """Decisions of the MPC run next to the plaintext model's (same algorithm in float64) on the same faces."""
-    from .recognizer import decide
+    from ppfr.recognition.recognizer import decide
 
     names = split.class_names
 
