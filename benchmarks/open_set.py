@@ -32,7 +32,9 @@ from ppfr.config import section
 from ppfr.embed.embedders import embedder_name  # noqa: E402
 from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
-from ppfr.models.softmax import SOFTMAX_BY, TrainConfig, predict_mpc, train_mpc, train_plaintext
+from ppfr.models.reference import TrainConfig, train_plaintext
+from ppfr.models.protocols import SOFTMAX_BY
+from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.models.store import load_model, save_model
 from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD, UNKNOWN, new_session
 

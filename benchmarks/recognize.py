@@ -34,7 +34,7 @@ from open_set import DEFAULT_MODEL, train_model  # noqa: E402
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import stratified_split  # noqa: E402
-from ppfr.models.softmax import SOFTMAX_BY  # noqa: E402
+from ppfr.models.protocols import SOFTMAX_BY  # noqa: E402
 from ppfr.models.store import read_record  # noqa: E402
 from ppfr.recognition.recognizer import Recognizer  # noqa: E402
 

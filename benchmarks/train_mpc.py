@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 
 from ppfr.embed.lfw import load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import ClientData, Preprocessing, Split, stratified_split  # noqa: E402
-from ppfr.models.softmax import (TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc,  # noqa: E402
-                                 train_plaintext)
+from ppfr.models.reference import TrainConfig, softmax_rows, train_plaintext  # noqa: E402
+from ppfr.models.service import predict_mpc, reveal_model, train_mpc  # noqa: E402
 from ppfr.mpc.session import SESSIONS, open_session  # noqa: E402
 
 CRYPTEN_SECONDS_PER_EPOCH = 41.0
@@ -42,7 +42,7 @@ def torch_seconds_per_epoch(x, labels, classes, config) -> float | None:
         import torch
     except ImportError:
         return None
-    from ppfr.models.softmax import batch_schedule, initial_weights
+    from ppfr.models.reference import batch_schedule, initial_weights
 
     torch.set_num_threads(1)
     xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(labels)

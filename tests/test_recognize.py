@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from ppfr.embed.detect import read_rgb
 from ppfr.models.data import Preprocessing
-from ppfr.models.softmax import TrainConfig, reveal_model, softmax_rows, train_mpc, train_plaintext
+from ppfr.models.reference import TrainConfig, softmax_rows, train_plaintext
+from ppfr.models.service import reveal_model, train_mpc
 from ppfr.models.store import model_paths, save_model
 from ppfr.mpc import LocalSession
 from ppfr.mpc.storage import ShareFileError

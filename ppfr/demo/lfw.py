@@ -134,7 +134,8 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
 
     from ppfr.embed.detect import read_rgb
     from ppfr.models.data import Preprocessing
-    from ppfr.models.softmax import TrainConfig, train_mpc, train_plaintext
+    from ppfr.models.reference import TrainConfig, train_plaintext
+    from ppfr.models.service import train_mpc
     from ppfr.models.store import save_model
 
     from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, Recognizer, new_session

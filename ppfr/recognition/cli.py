@@ -12,7 +12,7 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
-from ppfr.models.softmax import SOFTMAX_BY
+from ppfr.models.protocols import SOFTMAX_BY
 from .recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
