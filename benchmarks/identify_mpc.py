@@ -22,7 +22,6 @@ The last line of output is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -38,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from lfw_verify_plain import embed_from_box  # noqa: E402  (the plaintext benchmark's stand-in for missed faces)
 from plots import scaling_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.gallery import Gallery  # noqa: E402
@@ -229,7 +229,7 @@ def main():
     scaling_files = plot_scaling(points)
     print(f"scaling plot written to {', '.join(scaling_files)}")
 
-    print(json.dumps(dict(
+    publish(dict(
         benchmark="identify_mpc", load_average_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], gallery_entries=n, people=len(class_names), probes=len(probes),
         embedder=embedder, images_from_fixed_box=boxed,
         rank1_plaintext=round(plain_rank1, 5), **rank1,
@@ -240,7 +240,7 @@ def main():
         pool_bytes_between_servers=pool_stats.bytes_to["server1"], pool_offline_bytes_per_server=pool_stats.offline_bytes,
         plain_beaver_single_query=plain_beaver,
         scaling=points, scaling_images=scaling_files,
-    )))
+    ))
 
 
 if __name__ == "__main__":

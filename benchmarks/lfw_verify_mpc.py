@@ -20,7 +20,6 @@ The last line of output is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, str(HERE))
 from lfw_verify_plain import embed_from_box, ten_fold_accuracy  # noqa: E402  (the plaintext protocol itself)
 
 from plots import roc_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.lfw import default_lfw_dir, images_dir, load_lfw_embeddings, pair_rows, read_pairs  # noqa: E402
 from ppfr.gallery import encode_vectors  # noqa: E402
@@ -149,7 +149,7 @@ def main():
                          f"LFW, {len(ia):,} pairs, dlib embeddings: float64 vs MPC distances")
     print(f"ROC curves written to {', '.join(roc_files)}")
 
-    print(json.dumps(dict(
+    publish(dict(
         benchmark="lfw_verify_mpc", load_average_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], pairs=len(ia), distinct_images=len(X), images_from_fixed_box=boxed,
         frac_bits=FRAC_BITS,
         accuracy_10fold_mpc=round(acc_mpc, 5), accuracy_10fold_plaintext=round(acc_plain, 5),
@@ -170,7 +170,7 @@ def main():
         speedup_match_per_pair=round(CKKS_MATCH_MS / (match_seconds / len(ia) * 1e3)),
         speedup_one_pair_end_to_end=round((CKKS_MATCH_MS + 2 * CKKS_ENCRYPT_MS) / (single * 1e3)),
         roc_images=roc_files,
-    )))
+    ))
 
 
 if __name__ == "__main__":

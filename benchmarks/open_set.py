@@ -21,12 +21,12 @@ Embeddings come from the shared cache (benchmarks/CACHE.md). The last line is on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from publish import publish
 
 from ppfr.config import section
 from ppfr.embed.embedders import embedder_name  # noqa: E402
@@ -149,7 +149,7 @@ def main(argv=None):
         print(f"{m['threshold']:>10.2f} {100 * m['false_accept_rate']:>9.2f}% {100 * m['false_reject_rate']:>9.2f}% "
               f"{100 * m['misnamed_rate']:>8.2f}% {100 * p['false_accept_rate']:>11.2f}% "
               f"{100 * p['false_reject_rate']:>11.2f}%{mark}")
-    print(json.dumps(result))
+    publish(result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from open_set import DEFAULT_MODEL, train_model  # noqa: E402
 from plots import scaling_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
@@ -169,7 +169,7 @@ def main(argv=None):
                 log(f"webcam frames, {faces_per_frame} face(s), detect at {scale:g}: "
                     f"{len(frames) / dt:.1f} frames/s, {found}/{faces_per_frame * len(frames)} faces found")
         result["webcam_640x480"] = cams
-    print(json.dumps(result))
+    publish(result)
 
 
 if __name__ == "__main__":
