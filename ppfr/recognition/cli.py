@@ -198,7 +198,7 @@ class _Run:
         import numpy as np
         from tqdm import tqdm
 
-        from .media import LatestFrame, MediaError, VideoOutput, annotate, open_video
+        from .media import LatestFrame, MediaError, annotate, open_video
 
         try:
             source, fps = open_video(path, camera)
@@ -206,17 +206,8 @@ class _Run:
             if camera is None:
                 raise
             raise MediaError(f"{e} (try another --camera, or give --video FILE or image files)") from None
-        writer = None
         try:
-            if self.output_dir:
-                if path is not None:
-                    target = Path(self.output_dir) / f"{path.stem}.avi"
-                    if target.resolve() == path.resolve():
-                        raise MediaError(f"the annotated video would overwrite the input {path}; "
-                                         f"choose another --output")
-                else:
-                    target = Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi"
-                writer = VideoOutput(target, fps)
+            writer = self._video_writer(path, camera, fps)
             self._open_model()
         except BaseException:
             source.cap.release()     # let go of the camera at once, not when the object is collected
@@ -257,6 +248,20 @@ class _Run:
                 writer.close(ok)
                 self.written = writer.path if ok and writer.frames else None
             self._close()
+
+    def _video_writer(self, path, camera, fps):
+        """The writer of the annotated video (None without --output): OUTPUT/NAME.avi for a video file,
+        OUTPUT/webcam-N-TIME.avi for a webcam."""
+        from .media import MediaError, VideoOutput
+
+        if not self.output_dir:
+            return None
+        if path is None:
+            return VideoOutput(Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi", fps)
+        target = Path(self.output_dir) / f"{path.stem}.avi"
+        if target.resolve() == path.resolve():
+            raise MediaError(f"the annotated video would overwrite the input {path}; choose another --output")
+        return VideoOutput(target, fps)
 
     def _repeats(self, fps: float) -> int:
         """How many video frames the frame just recognised from a live source stands for."""
