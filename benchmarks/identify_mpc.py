@@ -1,6 +1,6 @@
 """1:N identification under MPC against a gallery of every LFW embedding.
 
-    python benchmarks/identify_mpc.py [--latency-queries 200] [--nearest-probes 1000]
+    python benchmarks/identify_mpc.py [--latency-queries 200] [--nearest-probes 1000] [--sizes 1000,3000]
 
 1. Enrols every embedded LFW image (benchmarks/cache, see CACHE.md) into a secret-shared gallery, one
    atomic change, under benchmarks/out/identify_gallery/.
@@ -14,13 +14,14 @@
    decide; not the embedding). The gallery's mask is opened once per pool of queries (see
    ppfr/gallery/protocols.py); the pool's preprocessing is reported apart and per query, and so is plain
    Beaver (a fresh n x d opening for every query, pool size 1).
+4. Scaling: the same single-query latency on galleries of the first --sizes entries (a few queries each)
+   and on the whole gallery, drawn as identify_mpc_scaling.png / .svg (matplotlib: the `bench` extra).
 
 The last line of output is one JSON object with every figure.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -35,13 +36,16 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from lfw_verify_plain import embed_from_box  # noqa: E402  (the plaintext benchmark's stand-in for missed faces)
-
+from plots import scaling_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.gallery import Gallery  # noqa: E402
 from ppfr.gallery import protocols as P  # noqa: E402
 
 OUT = HERE / "out"
+RESULTS = HERE / "results"
+MODES = ("all", "nearest", "match")
 
 
 def every_lfw_image():
@@ -74,7 +78,7 @@ def plaintext_nearest(emb: np.ndarray, probes: np.ndarray, chunk: int = 512):
 
 
 def server_stats(g: Gallery):
-    return g.parties.session.network.channel("server0").stats.copy()
+    return g.parties.session.stats()["server0"]
 
 
 def latency(g: Gallery, emb, probes, reveal: str) -> dict:
@@ -130,6 +134,31 @@ def run_rank1(g: Gallery, emb, labels, probes, want_rows, want_sq, args, rng) ->
         nearest_sample_ms_per_query=round(1e3 * nearest_seconds / len(sample), 3))
 
 
+def scaling(emb, labels, class_names, sizes, queries: int, pool: int, rng) -> list[dict]:
+    """Single-query latency per reveal mode on galleries of the first `size` entries of LFW."""
+    out = []
+    for size in sizes:
+        root = OUT / f"identify_gallery_{size}"
+        shutil.rmtree(root, ignore_errors=True)
+        inside = np.arange(size)
+        probes = rng.choice(inside, min(queries, size), replace=False)
+        with Gallery(root, pool_size=pool, batch=1) as g:
+            g.enroll_many([class_names[k] for k in labels[:size]], emb[:size])
+            g.identify(emb[probes[:1]], reveal="all", exclude=probes[:1])   # the pool's preprocessing, untimed
+            lat = {mode: latency(g, emb, probes, mode) for mode in MODES}
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"gallery of {size}: " + ", ".join(f"'{m}' {r['median_ms']} ms" for m, r in lat.items()))
+        out.append({"entries": int(size), "queries": len(probes), "latency_single_query": lat})
+    return out
+
+
+def plot_scaling(points: list[dict]) -> list[str]:
+    series = {mode: ([p["entries"] for p in points], [p["latency_single_query"][mode]["median_ms"] for p in points])
+              for mode in MODES}
+    return scaling_plot(RESULTS / "identify_mpc_scaling", series, "gallery entries", "median ms per query",
+                        "1:N identification under MPC: one query against n entries")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-queries", type=int, default=200, help="single queries timed per mode")
@@ -138,7 +167,11 @@ def main():
     parser.add_argument("--pool", type=int, default=256, help="queries per opening of the masked gallery")
     parser.add_argument("--keep", action="store_true", help="keep the gallery folder afterwards")
     parser.add_argument("--no-rank1", dest="rank1", action="store_false",
-                        help="latency only: skip the rank-1 runs over the probes (about 2.5 min)")
+                        help="latency only: skip the rank-1 runs over the probes (the longest part)")
+    parser.add_argument("--sizes", default="1000,3000",
+                        help="smaller galleries (first N entries, comma-separated) whose latency is measured too, "
+                             "for the scaling plot ('' for none)")
+    parser.add_argument("--sizes-queries", type=int, default=30, help="single queries timed per mode and size")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]   # other work on the machine skews the timings: reported
 
@@ -177,7 +210,7 @@ def main():
         g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])
         pool_seconds = time.perf_counter() - t
         pool_stats = server_stats(g) - before
-        lat = {mode: latency(g, emb, timed, mode) for mode in ("all", "nearest", "match")}
+        lat = {mode: latency(g, emb, timed, mode) for mode in MODES}
         for mode, r in lat.items():
             print(f"latency '{mode}': median {r['median_ms']} ms, p90 {r['p90_ms']} ms, "
                   f"{r['bytes_to_other_server_per_query']} B to the other server per query")
@@ -190,8 +223,13 @@ def main():
               f"{plain_beaver['bytes_to_other_server_per_query']} B to the other server per query")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
+    sizes = sorted({int(v) for v in args.sizes.split(",") if v.strip()} - {n})
+    points = scaling(emb, labels, class_names, [v for v in sizes if v < n], args.sizes_queries, args.pool, rng)
+    points.append({"entries": n, "queries": len(timed), "latency_single_query": lat})
+    scaling_files = plot_scaling(points)
+    print(f"scaling plot written to {', '.join(scaling_files)}")
 
-    print(json.dumps(dict(
+    publish(dict(
         benchmark="identify_mpc", load_average_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], gallery_entries=n, people=len(class_names), probes=len(probes),
         embedder=embedder, images_from_fixed_box=boxed,
         rank1_plaintext=round(plain_rank1, 5), **rank1,
@@ -201,7 +239,8 @@ def main():
         pool_seconds_per_query=round(pool_seconds / args.pool, 5),
         pool_bytes_between_servers=pool_stats.bytes_to["server1"], pool_offline_bytes_per_server=pool_stats.offline_bytes,
         plain_beaver_single_query=plain_beaver,
-    )))
+        scaling=points, scaling_images=scaling_files,
+    ))
 
 
 if __name__ == "__main__":

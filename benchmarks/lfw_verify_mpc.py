@@ -1,6 +1,6 @@
 """LFW verification with every distance computed under MPC, against plaintext and a CKKS reference.
 
-    python benchmarks/lfw_verify_mpc.py [--repeats 5] [--roc benchmarks/out/lfw_verify_mpc_roc.png]
+    python benchmarks/lfw_verify_mpc.py [--repeats 5] [--roc benchmarks/results/lfw_verify_mpc_roc]
 
 1. The 6,000 pairs of pairs.txt, with the embeddings of the shared LFW cache (benchmarks/CACHE.md); the
    few pair images where HOG found no face are embedded from a fixed box exactly as the plaintext
@@ -11,7 +11,8 @@
    Times are medians over --repeats runs; a one-pair run (share two embeddings, match, reconstruct) is
    timed too, which is what the CKKS figures describe.
 3. 10-fold accuracy (threshold chosen on nine folds, applied to the tenth) on the MPC distances and on
-   float64 distances; the maximum absolute error of the squared distance; a ROC curve of both.
+   float64 distances; the maximum absolute error of the squared distance; the ROC curves of both
+   (ROC.png and ROC.svg, matplotlib: the `bench` extra).
 
 Reference (CKKS homomorphic encryption): 436 ms to encrypt an embedding, 2,112 ms to match one pair.
 The last line of output is one JSON object with every figure.
@@ -19,7 +20,6 @@ The last line of output is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +33,9 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from lfw_verify_plain import embed_from_box, ten_fold_accuracy  # noqa: E402  (the plaintext protocol itself)
+
+from plots import roc_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.lfw import default_lfw_dir, images_dir, load_lfw_embeddings, pair_rows, read_pairs  # noqa: E402
 from ppfr.gallery import encode_vectors  # noqa: E402
@@ -70,64 +73,22 @@ def roc(distances, same):
     return fpr, tpr, float(np.trapezoid(tpr, fpr))
 
 
-def draw_roc(path: Path, curves: list, title: str) -> None:
-    """Two panels drawn with OpenCV: linear axes, and a log false-positive axis for the corner where
-    LFW's errors are. curves: [(label, fpr, tpr, BGR colour, thickness)]."""
-    import cv2
-
-    W, H, M = 520, 520, 70
-    img = np.full((H + 60, 2 * W, 3), 255, np.uint8)
-    cv2.putText(img, title, (M, 35), cv2.FONT_HERSHEY_SIMPLEX, 0.65, (0, 0, 0), 1, cv2.LINE_AA)
-    panels = [("false positive rate", lambda f: f, [0, 0.2, 0.4, 0.6, 0.8, 1.0], (0.0, 1.0), (0.0, 1.0)),
-              ("false positive rate (log)", lambda f: np.log10(np.maximum(f, 1e-4)),
-               [1e-4, 1e-3, 1e-2, 1e-1, 1.0], (-4.0, 0.0), (0.8, 1.0))]
-    for k, (xlabel, fx, xticks, (x0, x1), (y0, y1)) in enumerate(panels):
-        ox, oy = k * W + M, 60
-        pw, ph = W - M - 20, H - M - 20
-
-        def px(f, t):
-            x = ox + (np.asarray(fx(np.asarray(f, float))) - x0) / (x1 - x0) * pw
-            y = oy + ph - (np.clip(t, y0, y1) - y0) / (y1 - y0) * ph
-            return np.stack([x, y], -1).round().astype(np.int32)
-
-        for xt in xticks:
-            (x, _), = px([xt], [y0])
-            cv2.line(img, (int(x), oy), (int(x), oy + ph), (225, 225, 225), 1)
-            cv2.putText(img, f"{xt:g}", (int(x) - 14, oy + ph + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        for yt in np.linspace(y0, y1, 6):
-            y = int(round(oy + ph - (yt - y0) / (y1 - y0) * ph))
-            cv2.line(img, (ox, y), (ox + pw, y), (225, 225, 225), 1)
-            cv2.putText(img, f"{yt:.2f}", (ox - 45, y + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.rectangle(img, (ox, oy), (ox + pw, oy + ph), (0, 0, 0), 1)
-        cv2.putText(img, xlabel, (ox + pw // 2 - 90, oy + ph + 45), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, "true positive rate", (ox - 45, oy - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 80, 80), 1, cv2.LINE_AA)
-        for i, (label, fpr, tpr, colour, thick) in enumerate(curves):
-            cv2.polylines(img, [px(fpr, tpr)], False, colour, thick, cv2.LINE_AA)
-            ly = oy + ph - 40 + 20 * i
-            cv2.line(img, (ox + pw - 230, ly - 4), (ox + pw - 200, ly - 4), colour, thick)
-            cv2.putText(img, label, (ox + pw - 192, ly), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), img):
-        raise OSError(f"could not write {path}")
-
-
 def mpc_distances(session, X, ia, ib, repeats: int):
     """Share X once ("encrypt"), then match all pairs `repeats` times; returns distances and timings."""
     xs, _ = encode_vectors(X)
-    server0 = session.network.channel("server0").stats
     t = time.perf_counter()
     job = session.run(P.receive_templates, "lfw")
     session.client.share(xs, frac=FRAC_BITS)
     job.result()
     share_seconds = time.perf_counter() - t
-    times, before = [], server0.copy()
+    times, before = [], session.stats()["server0"]
     for _ in range(repeats):
         t = time.perf_counter()
         job = session.run(P.template_distances, "lfw", ia, ib)
         sq = session.client.reconstruct()
         job.result()
         times.append(time.perf_counter() - t)
-    spent = server0 - before
+    spent = session.stats()["server0"] - before
     return sq, share_seconds, times, spent
 
 
@@ -152,7 +113,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lfw", default=None, help="LFW folder [default: $PPFR_LFW or ../shared/data/lfw]")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of the 6,000 matches")
-    parser.add_argument("--roc", type=Path, default=HERE / "out" / "lfw_verify_mpc_roc.png", help="ROC image to write")
+    parser.add_argument("--roc", type=Path, default=HERE / "results" / "lfw_verify_mpc_roc",
+                        help="where to draw the ROC curves: ROC.png and ROC.svg")
     args = parser.parse_args()
     load_start = os.getloadavg()[0]   # other work on the machine skews the timings: reported
     lfw_dir = Path(args.lfw) if args.lfw else default_lfw_dir()
@@ -183,11 +145,11 @@ def main():
 
     fpr_p, tpr_p, auc_p = roc(plain, same)
     fpr_m, tpr_m, auc_m = roc(sq, same)
-    draw_roc(args.roc, [("float64", fpr_p, tpr_p, (200, 120, 0), 5), ("MPC", fpr_m, tpr_m, (0, 0, 220), 1)],
-             f"LFW 6,000 pairs, dlib: ROC of float64 vs MPC distances (AUC {auc_p:.5f} / {auc_m:.5f})")
-    print(f"ROC curve written to {args.roc}")
+    roc_files = roc_plot(args.roc, [(f"float64 (AUC {auc_p:.5f})", fpr_p, tpr_p), (f"MPC (AUC {auc_m:.5f})", fpr_m, tpr_m)],
+                         f"LFW, {len(ia):,} pairs, dlib embeddings: float64 vs MPC distances")
+    print(f"ROC curves written to {', '.join(roc_files)}")
 
-    print(json.dumps(dict(
+    publish(dict(
         benchmark="lfw_verify_mpc", load_average_1min=[round(load_start, 2), round(os.getloadavg()[0], 2)], pairs=len(ia), distinct_images=len(X), images_from_fixed_box=boxed,
         frac_bits=FRAC_BITS,
         accuracy_10fold_mpc=round(acc_mpc, 5), accuracy_10fold_plaintext=round(acc_plain, 5),
@@ -207,8 +169,8 @@ def main():
         ckks_encrypt_ms=CKKS_ENCRYPT_MS, ckks_match_ms_per_pair=CKKS_MATCH_MS,
         speedup_match_per_pair=round(CKKS_MATCH_MS / (match_seconds / len(ia) * 1e3)),
         speedup_one_pair_end_to_end=round((CKKS_MATCH_MS + 2 * CKKS_ENCRYPT_MS) / (single * 1e3)),
-        roc_image=str(args.roc),
-    )))
+        roc_images=roc_files,
+    ))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from publish import publish  # noqa: E402
 
 from ppfr.embed.detect import Box, FaceDetector, choose_face, read_rgb  # noqa: E402
 from ppfr.embed.embedders import embedder_name, make_embedder  # noqa: E402
@@ -226,7 +229,7 @@ def main():
             print(f"throughput with {w} worker{'s' if w > 1 else ''}: {steady[w]:.1f} images/s steady, "
                   f"{rates[w]:.1f} images/s over {len(sample)} images counting start-up and model loading")
 
-    print(json.dumps(dict(
+    publish(dict(
         benchmark="lfw_verify_plain", embedder=full.embedder, settings=full.settings,
         cache=str(cache), images_embedded=len(full), images_skipped=len(full.skipped),
         pairs=len(pairs), pairs_with_undetected_face=int((~detected).sum()), fallback_box=list(box.__dict__.values())[:4],
@@ -241,7 +244,7 @@ def main():
         load_average_at_throughput=round(load, 2) if rates else None,
         cache_build_images_per_second=build.get("images_per_second"), cache_build_workers=build.get("workers"),
         **study,
-    )))
+    ))
 
 
 if __name__ == "__main__":

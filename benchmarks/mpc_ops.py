@@ -10,17 +10,18 @@ latency. "online" times the same with each repetition's material drawn before it
 dealer that works ahead on a machine of its own would have it ready (CrypTen's figures include theirs).
 Parties in threads of one process (the default) or processes of their own (--parties). Bytes and rounds
 are per server, online (to the other server); offline bytes are what the dealer sent that server.
-The last line is one JSON object.
+The last line is one JSON object, kept in benchmarks/results/mpc_ops.json (mpc_ops_processes.json).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import operator
 import platform
 import time
 
 import numpy as np
+
+from publish import publish
 
 from ppfr.mpc.session import DEFAULT_PARTIES, SESSIONS, open_session
 from ppfr.mpc import functions as F
@@ -119,8 +120,8 @@ def main():
                 results[name]["speedup_vs_crypten"] = round(CRYPTEN_100x100_MS[op] / (mpc_s * 1e3), 1)
             print(f"{name:26s} mpc {mpc_s * 1e3:8.2f} ms (online {online_s * 1e3:6.2f})   numpy {np_s * 1e3:8.4f} ms"
                   f"   x{mpc_s / np_s:8.0f}   {stats.bytes_sent / 1e3:8.1f} kB  {stats.rounds:3d} rounds")
-    print(json.dumps({"benchmark": "mpc_ops", "reps": args.reps, "parties": args.parties, "machine": platform.machine(),
-                      "cores": __import__("os").cpu_count(), "ops": results}))
+    publish({"benchmark": "mpc_ops", "reps": args.reps, "parties": args.parties, "machine": platform.machine(),
+             "ops": results}, name="mpc_ops" if args.parties == DEFAULT_PARTIES else f"mpc_ops_{args.parties}")
 
 
 if __name__ == "__main__":

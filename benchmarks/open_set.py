@@ -21,18 +21,20 @@ Embeddings come from the shared cache (benchmarks/CACHE.md). The last line is on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from publish import publish
 
 from ppfr.config import section
 from ppfr.embed.embedders import embedder_name  # noqa: E402
 from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
-from ppfr.models.softmax import SOFTMAX_BY, TrainConfig, predict_mpc, train_mpc, train_plaintext
+from ppfr.models.reference import TrainConfig, train_plaintext
+from ppfr.models.protocols import SOFTMAX_BY
+from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.models.store import load_model, save_model
 from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD, UNKNOWN, new_session
 
@@ -147,7 +149,7 @@ def main(argv=None):
         print(f"{m['threshold']:>10.2f} {100 * m['false_accept_rate']:>9.2f}% {100 * m['false_reject_rate']:>9.2f}% "
               f"{100 * m['misnamed_rate']:>8.2f}% {100 * p['false_accept_rate']:>11.2f}% "
               f"{100 * p['false_reject_rate']:>11.2f}%{mark}")
-    print(json.dumps(result))
+    publish(result)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ softmax over the 158 LFW people with at least 10 images, held by two servers as 
   2. The MPC part alone on batches of 1 .. 64 faces (one frame with that many faces): median time per
      batch and per face, bytes and rounds, with the softmax at the client (the default: the servers reveal
      the logits behind a per-face offset) and on shares. Target: <= 5 ms per face for 158 classes.
+     Drawn as recognize_batches.png / .svg (matplotlib: the `bench` extra).
   3. Webcam-sized frames (640x480, faces of webcam size made from LFW photos): frames per second with
      detection on the full frame and on a half-size copy (what `ppfr recognize --webcam` does).
 The last line is one JSON object.
@@ -18,7 +19,6 @@ The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,11 +30,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from open_set import DEFAULT_MODEL, train_model  # noqa: E402
+from plots import scaling_plot  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import stratified_split  # noqa: E402
-from ppfr.models.softmax import SOFTMAX_BY  # noqa: E402
+from ppfr.models.protocols import SOFTMAX_BY  # noqa: E402
 from ppfr.models.store import read_record  # noqa: E402
 from ppfr.recognition.recognizer import Recognizer  # noqa: E402
 
@@ -73,6 +75,14 @@ def webcam_frames(photos, faces_per_frame: int, count: int):
             frame[(480 - size) // 2:(480 - size) // 2 + size, x0:x0 + size] = photo
         frames.append(frame)
     return frames
+
+
+def plot_batches(result: dict) -> list[str]:
+    series = {f"softmax by the {by}": ([b["faces"] for b in result[f"mpc_softmax_by_{by}"]["batches"]],
+                                       [b["ms_per_face"] for b in result[f"mpc_softmax_by_{by}"]["batches"]])
+              for by in SOFTMAX_BY}
+    return scaling_plot(HERE / "results" / "recognize_batches", series, "faces in one MPC batch (one frame)",
+                        "median ms per face", f"Recognition on shares, {result['classes']} classes")
 
 
 def main(argv=None):
@@ -141,6 +151,7 @@ def main(argv=None):
                 "smallest_batch_meeting_target": next(
                     (s["faces"] for s in sweep if s["ms_per_face"] <= TARGET_MPC_MS_PER_FACE), None)}
         rec.softmax_by = "client"
+        result["batch_images"] = plot_batches(result)
         result["mpc_ms_per_face_single"] = result["mpc_softmax_by_client"]["ms_per_face_single"]
 
         # 3. webcam-sized frames
@@ -158,7 +169,7 @@ def main(argv=None):
                 log(f"webcam frames, {faces_per_frame} face(s), detect at {scale:g}: "
                     f"{len(frames) / dt:.1f} frames/s, {found}/{faces_per_frame * len(frames)} faces found")
         result["webcam_640x480"] = cams
-    print(json.dumps(result))
+    publish(result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Reference point: CrypTen (two parties on this machine) trains this classifier at
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,11 +25,12 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from publish import publish  # noqa: E402
 
 from ppfr.embed.lfw import load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import ClientData, Preprocessing, Split, stratified_split  # noqa: E402
-from ppfr.models.softmax import (TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc,  # noqa: E402
-                                 train_plaintext)
+from ppfr.models.reference import TrainConfig, softmax_rows, train_plaintext  # noqa: E402
+from ppfr.models.service import predict_mpc, reveal_model, train_mpc  # noqa: E402
 from ppfr.mpc.session import SESSIONS, open_session  # noqa: E402
 
 CRYPTEN_SECONDS_PER_EPOCH = 41.0
@@ -42,7 +42,7 @@ def torch_seconds_per_epoch(x, labels, classes, config) -> float | None:
         import torch
     except ImportError:
         return None
-    from ppfr.models.softmax import batch_schedule, initial_weights
+    from ppfr.models.reference import batch_schedule, initial_weights
 
     torch.set_num_threads(1)
     xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(labels)
@@ -106,6 +106,7 @@ def main(argv=None) -> dict:
     plain_test = float(np.mean(ref.predict_proba(x_test).argmax(1) == y_test))
     per_server = {s: {k: v / epochs for k, v in st.items()} for s, st in run.stats.items()}
     result = {
+        "benchmark": "train_mpc", "parties": args.parties,
         "dataset": f"lfw_min{args.min_images}", "classes": classes, "train_samples": int(len(y_train)),
         "test_samples": int(len(y_test)), "config": config.as_dict(),
         "mpc_seconds_per_epoch": mpc_epoch,
@@ -135,7 +136,7 @@ def main(argv=None) -> dict:
     for k, v in result.items():
         if k not in ("config", "plaintext_losses"):
             print(f"{k:36s} {v}", file=sys.stderr)
-    print(json.dumps(result))
+    publish(result, name="train_mpc" if args.parties == "threads" else f"train_mpc_{args.parties}")
     return result
 
 

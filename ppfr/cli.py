@@ -6,6 +6,7 @@ Each command lives beside the code it drives and is imported only when it is use
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
@@ -14,8 +15,8 @@ COMMANDS = {
     "capture": "ppfr.capture.cli:capture",
     "embed": "ppfr.embed.cli:embed",
     "train-mpc": "ppfr.models.cli:train_mpc",
-    "recognize": "ppfr.recognize:recognize",
-    "demo": "ppfr.demo:demo",
+    "recognize": "ppfr.recognition.cli:recognize",
+    "demo": "ppfr.demo.cli:demo",
     "enroll": "ppfr.gallery.cli:enroll",
     "identify": "ppfr.gallery.cli:identify",
     "verify": "ppfr.gallery.cli:verify",

@@ -6,9 +6,9 @@ import json
 
 from click.testing import CliRunner
 
-from ppfr.demo import demo
-from ppfr.recognition.lfw_demo import format_report
-from ppfr.recognize import recognize
+from ppfr.demo.cli import demo
+from ppfr.demo.lfw import format_report
+from ppfr.recognition.cli import recognize
 
 
 def test_demo_trains_on_shares_recognises_and_reports(lfw_dir, tmp_path):

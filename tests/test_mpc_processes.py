@@ -8,7 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from ppfr.models.softmax import TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc
+from ppfr.models.reference import TrainConfig, softmax_rows
+from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.mpc import LocalSession, multiply_many
 from ppfr.mpc.errors import ProtocolAborted
 from ppfr.mpc.session import ProcessSession

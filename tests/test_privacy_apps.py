@@ -35,7 +35,8 @@ def assert_private(run_a, run_b):
 
 
 def test_training_views(tmp_path):
-    from ppfr.models.softmax import TrainConfig, train_mpc
+    from ppfr.models.reference import TrainConfig
+    from ppfr.models.service import train_mpc
 
     def train(x, y):
         return lambda session: train_mpc(session, [(x, y)], 4, TrainConfig(epochs=1, batch_size=32))
@@ -46,7 +47,7 @@ def test_training_views(tmp_path):
 
 @pytest.mark.parametrize("softmax_by", ["client", "servers"])
 def test_recognition_views(softmax_by):
-    from ppfr.models.softmax import predict_mpc
+    from ppfr.models.service import predict_mpc
 
     weights = [RNG.normal(size=(128, 6)) * 0.1, RNG.normal(size=6) * 0.1]
 
@@ -66,7 +67,7 @@ def test_recognition_views(softmax_by):
 
 
 def _load_model(srv, w_shape, b_shape):
-    from ppfr.models.softmax import STATE_KEY
+    from ppfr.models.protocols import STATE_KEY
 
     srv.state[STATE_KEY] = {"weight": srv.receive(), "bias": srv.receive()}
 

@@ -13,14 +13,15 @@ from click.testing import CliRunner
 
 from ppfr.embed.detect import read_rgb
 from ppfr.models.data import Preprocessing
-from ppfr.models.softmax import TrainConfig, reveal_model, softmax_rows, train_mpc, train_plaintext
+from ppfr.models.reference import TrainConfig, softmax_rows, train_plaintext
+from ppfr.models.service import reveal_model, train_mpc
 from ppfr.models.store import model_paths, save_model
 from ppfr.mpc import LocalSession
 from ppfr.mpc.storage import ShareFileError
-from ppfr.recognition.lfw_demo import choose, embed_training
+from ppfr.demo.lfw import choose, embed_training
 from ppfr.recognition.media import LatestFrame
 from ppfr.recognition.recognizer import UNKNOWN, Recognizer
-from ppfr.recognize import recognize
+from ppfr.recognition.cli import recognize
 
 THRESHOLD = 0.5
 PREP = Preprocessing()

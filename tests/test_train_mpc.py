@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from ppfr.embed.store import EmbeddingSet
 from ppfr.models.cli import train_mpc as train_mpc_command
 from ppfr.models.data import DataError, Preprocessing, load_dataset, split_dataset, stratified_split
-from ppfr.models.softmax import (TrainConfig, initial_weights, predict_mpc, reveal_model, softmax_rows, train_mpc,
-                                 train_plaintext)
+from ppfr.models.reference import TrainConfig, initial_weights, softmax_rows, train_plaintext
+from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.models.store import load_model, model_paths, save_model
 from ppfr.mpc import LocalSession
 from ppfr.mpc.storage import ShareFileError, load_share, save_share

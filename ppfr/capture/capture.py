@@ -75,7 +75,6 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
     near-duplicates); frames in between are not even searched. A frame with no face or several
     faces is passed over and the next frame is tried.
     """
-    import cv2
     from tqdm import tqdm
 
     if count < 1 or every < 1:
@@ -100,13 +99,8 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
             boxes = detector.detect(rgb)
             usable = len(boxes) == 1
             if usable:
-                ok, jpeg = cv2.imencode(".jpg", crop_with_margin(frame, boxes[0], margin),
-                                        [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-                if not ok:
-                    raise CaptureError("OpenCV could not encode a JPEG")
-                path = person_dir / f"{number:04d}.jpg"
-                write_bytes_atomic(path, jpeg.tobytes())
-                result.saved.append(path)
+                result.saved.append(_save_crop(frame, boxes[0], margin, person_dir / f"{number:04d}.jpg",
+                                               jpeg_quality))
                 number += 1
                 wait_until = index + every
                 bar.update()
@@ -115,13 +109,9 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
             else:
                 result.no_face += 1
             bar.set_postfix(frames=result.frames_read, refresh=False)
-            if preview:
-                view = frame.copy()
-                for b in boxes:
-                    cv2.rectangle(view, (b.left, b.top), (b.right, b.bottom), SAVED if usable else NOT_USABLE, 2)
-                if not preview.show(view):
-                    result.stopped_early = True
-                    break
+            if preview and not _show(preview, frame, boxes, SAVED if usable else NOT_USABLE):
+                result.stopped_early = True
+                break
             if len(result.saved) >= count:
                 break
     except KeyboardInterrupt:
@@ -132,3 +122,24 @@ def capture_faces(source: FrameSource, out_dir, name: str, count: int = 20, ever
             preview.close()
     result.unreadable = list(getattr(source, "unreadable", []))
     return result
+
+
+def _save_crop(frame, box, margin: float, path: Path, jpeg_quality: int) -> Path:
+    """Write the face's crop with its margin as a JPEG, atomically."""
+    import cv2
+
+    ok, jpeg = cv2.imencode(".jpg", crop_with_margin(frame, box, margin), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    if not ok:
+        raise CaptureError("OpenCV could not encode a JPEG")
+    write_bytes_atomic(path, jpeg.tobytes())
+    return path
+
+
+def _show(preview, frame, boxes, colour) -> bool:
+    """Show the frame with its boxes; False when the user closed the preview."""
+    import cv2
+
+    view = frame.copy()
+    for b in boxes:
+        cv2.rectangle(view, (b.left, b.top), (b.right, b.bottom), colour, 2)
+    return preview.show(view)

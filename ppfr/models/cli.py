@@ -73,7 +73,7 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
     Example: ppfr train-mpc lfw10.npz -o weights/ --epochs 10
     """
     from .data import DataError, Preprocessing, load_dataset, split_dataset
-    from .softmax import TrainConfig
+    from .reference import TrainConfig
     from .train import run_training
 
     try:

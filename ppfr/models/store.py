@@ -21,7 +21,7 @@ import numpy as np
 from ppfr.atomic import write_bytes_atomic
 from ppfr.mpc.storage import ShareFileError, check_record, load_share, save_share
 
-from .softmax import STATE_KEY
+from .protocols import STATE_KEY
 
 MODEL_FILE = "softmax.npz"
 RECORD_FILE = "softmax.json"

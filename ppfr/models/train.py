@@ -11,7 +11,8 @@ from ppfr.mpc import FixedPoint
 from ppfr.mpc.session import open_session
 
 from .data import Preprocessing, Split
-from .softmax import TrainConfig, predict_mpc, train_mpc, train_plaintext
+from .reference import TrainConfig, train_plaintext
+from .service import predict_mpc, train_mpc
 from .store import model_paths, save_model
 
 

@@ -22,7 +22,7 @@ from ppfr.embed.embedders import make_embedder
 
 UNKNOWN = "unknown"
 DEFAULT_THRESHOLD = 0.5   # see benchmarks/open_set.py for the false-accept / false-reject trade-off
-DEFAULT_SOFTMAX_BY = "client"  # see ppfr.models.softmax.predict_mpc
+DEFAULT_SOFTMAX_BY = "client"  # see ppfr.models.service.predict_mpc
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Recognizer:
     def __init__(self, model_root, threshold: float = DEFAULT_THRESHOLD, detector: FaceDetector | None = None,
                  embedder: str = "dlib", session=None, softmax_by: str = DEFAULT_SOFTMAX_BY):
         from ppfr.models.data import Preprocessing
-        from ppfr.models.softmax import check_softmax_by
+        from ppfr.models.protocols import check_softmax_by
         from ppfr.models.store import load_model
 
         if not 0 <= threshold <= 1:
@@ -144,7 +144,7 @@ class Recognizer:
     def classify(self, embeddings: np.ndarray) -> np.ndarray:
         """Probabilities of every class for each embedding: one MPC batch (share, logits on shares and the
         softmax where `softmax_by` says, reconstruct at the client)."""
-        from ppfr.models.softmax import predict_mpc
+        from ppfr.models.service import predict_mpc
 
         x = self.preprocessing.apply(embeddings)
         if len(x) == 0:

@@ -12,8 +12,8 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
-from ppfr.models.softmax import SOFTMAX_BY
-from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
+from ppfr.models.protocols import SOFTMAX_BY
+from .recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
 _THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
@@ -86,7 +86,7 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     from ppfr.embed.detect import FaceDetector
     from ppfr.mpc import MPCError
 
-    from .recognition.media import MediaError
+    from .media import MediaError
 
     webcam = webcam or camera is not None
     if webcam and camera is None:
@@ -137,7 +137,7 @@ class _Run:
 
     def __init__(self, model_dir, threshold, detector, printer, show, output_dir, detect_scale, max_frames,
                  progress, softmax_by=DEFAULT_SOFTMAX_BY):
-        from .recognition.media import Window
+        from .media import Window
 
         self.window = Window() if show else None     # before any work: no display fails at once
         self.output_dir = output_dir
@@ -159,7 +159,7 @@ class _Run:
         self.softmax_by = softmax_by
 
     def _open_model(self):
-        from .recognition.recognizer import Recognizer
+        from .recognizer import Recognizer
 
         self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector, softmax_by=self.softmax_by)
         self.started = time.perf_counter()
@@ -169,7 +169,7 @@ class _Run:
 
         from ppfr.embed.detect import SkipImage, read_rgb
 
-        from .recognition.media import ImageOutput, annotate, list_images
+        from .media import ImageOutput, annotate, list_images
 
         files = list_images(paths)
         self._open_model()
@@ -198,7 +198,7 @@ class _Run:
         import numpy as np
         from tqdm import tqdm
 
-        from .recognition.media import LatestFrame, MediaError, VideoOutput, annotate, open_video
+        from .media import LatestFrame, MediaError, annotate, open_video
 
         try:
             source, fps = open_video(path, camera)
@@ -206,17 +206,8 @@ class _Run:
             if camera is None:
                 raise
             raise MediaError(f"{e} (try another --camera, or give --video FILE or image files)") from None
-        writer = None
         try:
-            if self.output_dir:
-                if path is not None:
-                    target = Path(self.output_dir) / f"{path.stem}.avi"
-                    if target.resolve() == path.resolve():
-                        raise MediaError(f"the annotated video would overwrite the input {path}; "
-                                         f"choose another --output")
-                else:
-                    target = Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi"
-                writer = VideoOutput(target, fps)
+            writer = self._video_writer(path, camera, fps)
             self._open_model()
         except BaseException:
             source.cap.release()     # let go of the camera at once, not when the object is collected
@@ -257,6 +248,20 @@ class _Run:
                 writer.close(ok)
                 self.written = writer.path if ok and writer.frames else None
             self._close()
+
+    def _video_writer(self, path, camera, fps):
+        """The writer of the annotated video (None without --output): OUTPUT/NAME.avi for a video file,
+        OUTPUT/webcam-N-TIME.avi for a webcam."""
+        from .media import MediaError, VideoOutput
+
+        if not self.output_dir:
+            return None
+        if path is None:
+            return VideoOutput(Path(self.output_dir) / f"webcam-{camera}-{time.strftime('%Y%m%d-%H%M%S')}.avi", fps)
+        target = Path(self.output_dir) / f"{path.stem}.avi"
+        if target.resolve() == path.resolve():
+            raise MediaError(f"the annotated video would overwrite the input {path}; choose another --output")
+        return VideoOutput(target, fps)
 
     def _repeats(self, fps: float) -> int:
         """How many video frames the frame just recognised from a live source stands for."""

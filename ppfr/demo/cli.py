@@ -1,4 +1,4 @@
-"""`ppfr demo`: the README's main job, end to end on LFW (see ppfr.recognition.lfw_demo)."""
+"""`ppfr demo`: the README's main job, end to end on LFW (see ppfr.demo.lfw)."""
 from __future__ import annotations
 
 import json
@@ -51,7 +51,7 @@ def demo(lfw, people, min_images, max_images, background, strangers, test_split,
     """
     from ppfr.mpc import MPCError
 
-    from .recognition.lfw_demo import format_report, run_demo
+    from .lfw import format_report, run_demo
 
     log = (lambda *a: None) if quiet or as_json else (lambda msg: click.echo(msg, err=True))
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .recognizer import UNKNOWN
+from ppfr.recognition.recognizer import UNKNOWN
 
 LFW_HELP = ("LFW (Labeled Faces in the Wild) is needed: download the deep-funneled images "
             "(lfw-deepfunneled.tgz) and pairs.txt from http://vis-www.cs.umass.edu/lfw/ , unpack them into "
@@ -130,14 +130,9 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
     """The whole demo; returns the report as a dict (format_report prints it)."""
     import tempfile
 
-    from tqdm import tqdm
-
-    from ppfr.embed.detect import read_rgb
     from ppfr.models.data import Preprocessing
-    from ppfr.models.softmax import TrainConfig, train_mpc, train_plaintext
-    from ppfr.models.store import save_model
-
-    from .recognizer import DEFAULT_THRESHOLD, Recognizer, new_session
+    from ppfr.models.reference import TrainConfig, train_plaintext
+    from ppfr.recognition.recognizer import DEFAULT_THRESHOLD
 
     if threshold is None:
         from ppfr.config import section
@@ -161,28 +156,13 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
         tmp = tempfile.TemporaryDirectory(prefix="ppfr-demo-")
         model_dir = Path(tmp.name)
     try:
-        with new_session() as session:
-            batches = -(-len(y) // config.batch_size) * config.epochs
-            bar = tqdm(total=batches, desc="MPC training", unit="batch", disable=not progress, leave=False)
-            try:
-                trained = train_mpc(session, [(xp, y)], classes, config, progress=lambda *_: bar.update())
-            finally:
-                bar.close()
-            save_model(session, model_dir, split.class_names, prep.as_dict(), config.as_dict())
+        trained = _train_and_save(split, xp, y, prep, config, model_dir, progress)
         log(f"MPC training: {config.epochs} epochs in {trained.seconds:.1f} s; model saved as two shares in {model_dir}")
         t = time.perf_counter()
         plain = train_plaintext(xp, y, classes, config)
         plain_seconds = time.perf_counter() - t
 
-        # recognition: the real path, from image files, with the model loaded back from its two halves
-        queries = [(r, y_) for r, y_ in split.heldout] + [(r, -1) for r in split.strangers]
-        results = []
-        with Recognizer(model_dir, threshold) as rec:
-            for rel, truth in tqdm(queries, desc="recognising", unit="img", disable=not progress, leave=False):
-                # LFW photos are centred on the named person: recognise that face, not a bystander's
-                faces = rec.recognize(read_rgb(root / rel), policy="center")
-                results.append((rel, truth, faces[0] if faces else None))
-            timings = rec.timings.as_dict()
+        results, timings = _recognise(root, split, model_dir, threshold, progress)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -199,9 +179,47 @@ def run_demo(lfw=None, *, people=20, min_images=20, max_images=50, background=30
     return report
 
 
+def _train_and_save(split: DemoSplit, xp, y, prep, config, model_dir, progress):
+    """Train on shares (a progress bar of batches) and save the model as two halves in model_dir."""
+    from tqdm import tqdm
+
+    from ppfr.models.service import train_mpc
+    from ppfr.models.store import save_model
+    from ppfr.recognition.recognizer import new_session
+
+    with new_session() as session:
+        batches = -(-len(y) // config.batch_size) * config.epochs
+        bar = tqdm(total=batches, desc="MPC training", unit="batch", disable=not progress, leave=False)
+        try:
+            trained = train_mpc(session, [(xp, y)], len(split.class_names), config,
+                                progress=lambda *_: bar.update())
+        finally:
+            bar.close()
+        save_model(session, model_dir, split.class_names, prep.as_dict(), config.as_dict())
+    return trained
+
+
+def _recognise(root, split: DemoSplit, model_dir, threshold, progress):
+    """The real path, from image files, with the model loaded back from its two halves: [(rel, truth, face
+    or None)] for the held-out images and the strangers (truth -1), and the recogniser's timings."""
+    from tqdm import tqdm
+
+    from ppfr.embed.detect import read_rgb
+    from ppfr.recognition.recognizer import Recognizer
+
+    queries = [(r, y_) for r, y_ in split.heldout] + [(r, -1) for r in split.strangers]
+    results = []
+    with Recognizer(model_dir, threshold) as rec:
+        for rel, truth in tqdm(queries, desc="recognising", unit="img", disable=not progress, leave=False):
+            # LFW photos are centred on the named person: recognise that face, not a bystander's
+            faces = rec.recognize(read_rgb(root / rel), policy="center")
+            results.append((rel, truth, faces[0] if faces else None))
+        return results, rec.timings.as_dict()
+
+
 def _score(results, plain, prep, split: DemoSplit, threshold) -> dict:
     """Decisions of the MPC run next to the plaintext model's (same algorithm in float64) on the same faces."""
-    from .recognizer import decide
+    from ppfr.recognition.recognizer import decide
 
     names = split.class_names
 

@@ -1,0 +1,126 @@
+"""The servers' side of the softmax classifier: programs that both servers run, each on its own shares.
+
+Training runs the algorithm of reference.py with every value a pair of additive shares; the servers never
+open anything but Beaver- and truncation-masked differences (see ppfr.mpc.protocols). Per batch that is:
+one Beaver matmul and one truncation for the logits, the engine's softmax (no maximum, denominator or
+probability revealed), one Beaver matmul and one truncation for x^T d, and one truncation for the update.
+The three public factors mu, lr/nb and lr*l2 are applied as exact integer multiples at UPDATE_BITS extra
+fractional bits and removed together by that last truncation, so the update costs one round, not three,
+and the small factor lr/nb (1e-3) keeps six significant digits instead of the two that 16 fractional bits
+would leave. Truncation is stochastic rounding (unbiased), which suits SGD.
+
+Prediction reveals to the client either the probabilities (softmax on shares) or the logits behind a
+hidden offset per row (SOFTMAX_BY).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ppfr.mpc import concatenate, multiply_many
+from ppfr.mpc import functions as F
+from ppfr.mpc.reuse import MaskedOperand
+
+from .reference import TrainConfig, batch_schedule
+
+UPDATE_BITS = 24  # extra fractional bits for the public factors of the update (see module doc)
+STATE_KEY = "softmax_model"
+QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see predict_program)
+SOFTMAX_BY = ("client", "servers")
+
+
+def check_softmax_by(softmax_by: str) -> str:
+    if softmax_by not in SOFTMAX_BY:
+        raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
+    return softmax_by
+
+
+PHASES = ("forward", "softmax", "gradient", "update")
+
+
+def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool):
+    """Run by both servers. Receives `parts` shares of embeddings (one per data owner), as many of one-hot
+    labels, then the initial weight and bias; trains; keeps the model in srv.state. Returns timings."""
+    xs = [srv.receive() for _ in range(parts)]
+    ys = [srv.receive() for _ in range(parts)]
+    x = concatenate(xs) if parts > 1 else xs[0]
+    y = concatenate(ys) if parts > 1 else ys[0]   # frac 0: exact integers
+    w, b = srv.receive(), srv.receive()
+    if x.shape[0] != n or y.shape != (n, classes) or w.shape != (x.shape[1], classes) or b.shape != (classes,):
+        raise ValueError(f"{srv.name}: received shapes {x.shape}, {y.shape}, {w.shape}, {b.shape} do not fit "
+                         f"{n} samples of {classes} classes")
+    f = srv.fixed.frac_bits
+    uw = srv.local(np.zeros(w.shape, dtype=np.uint64), f)
+    ub = srv.local(np.zeros(b.shape, dtype=np.uint64), f)
+    mu = _scaled_int(config.momentum)
+    decay = _scaled_int(config.lr * config.l2)
+    seconds = dict.fromkeys(PHASES, 0.0)
+    clock = time.perf_counter
+    for epoch, batches in enumerate(batch_schedule(n, config)):
+        for i, rows in enumerate(batches):
+            # a step asks the dealer for the same material every time (it depends on shapes only): from the
+            # second step on, it is all requested on entry and drawn while the servers compute
+            with srv.provider.plan("softmax_sgd_step", len(rows), *w.shape):
+                t0 = clock()
+                xb, yb = x[rows], y[rows]
+                (z,) = multiply_many([(xb, w)], op="matmul")
+                z = z + b
+                t1 = clock()
+                p = F.softmax(z, axis=1, clamp=False)  # the trainer keeps logit spans well inside 64 (cli warns)
+                t2 = clock()
+                if reveal_probs:
+                    srv.reveal_to(p)
+                d = p - yb
+                (gw,) = multiply_many([(xb.T, d)], op="matmul")   # sum over the batch, |.| <= nb * max|x|
+                gb = d.sum(axis=0)
+                t3 = clock()
+                step = _scaled_int(config.lr / len(rows))
+                # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
+                new_uw = uw * mu + gw * step + w * decay
+                new_ub = ub * mu + gb * step
+                flat = concatenate([new_uw.reshape(-1), new_ub]).reinterpret(f + UPDATE_BITS).with_frac(f)
+                uw, ub = flat[:w.size].reshape(w.shape), flat[w.size:]
+                w, b = w - uw, b - ub
+                t4 = clock()
+            for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                seconds[name] += dt
+            if srv.index == 0:
+                srv.report_progress(epoch, i, len(batches))
+    srv.state[STATE_KEY] = {"weight": w, "bias": b, "classes": classes}
+    return seconds
+
+
+def _scaled_int(value: float) -> int:
+    return int(round(value * 2**UPDATE_BITS))
+
+
+def predict_program(srv, chunks: list[int], softmax_by: str):
+    """Run by both servers: for each chunk of rows the client shares, reveal to the client shares of
+    softmax(xW + b) (softmax_by="servers"), or the logits xW + b behind a hidden offset per row, from which
+    the client computes the same softmax itself (softmax_by="client"; see functions.hide_offset).
+    Returns seconds spent."""
+    model = srv.state.get(STATE_KEY)
+    if model is None:
+        raise RuntimeError(f"{srv.name} holds no classifier: train or load one first")
+    t = time.perf_counter()
+    # The same weights meet every row: one triple and one opening of W - B serve a pool of rows kept with
+    # the model across calls, so a row costs only its own opening; a large call reserves a pool its size.
+    weight = model.get("masked")
+    if weight is None:
+        weight = model["masked"] = MaskedOperand(model["weight"], pool_rows=QUERY_POOL_ROWS)
+    weight.reserve(sum(chunks))
+    for _ in chunks:
+        x = srv.receive()
+        if x.ndim != 2 or x.shape[1] != model["weight"].shape[0]:
+            raise ValueError(f"{srv.name}: inputs of shape {x.shape} do not fit a model of input dimension "
+                             f"{model['weight'].shape[0]}")
+        logits = weight.matmul(x) + model["bias"]
+        srv.reveal_to(F.softmax(logits, axis=1) if softmax_by == "servers" else F.hide_offset(logits, axis=1))
+    return time.perf_counter() - t
+
+
+def reveal_model_program(srv):
+    model = srv.state[STATE_KEY]
+    srv.reveal_to(model["weight"])
+    srv.reveal_to(model["bias"])

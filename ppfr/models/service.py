@@ -1,0 +1,98 @@
+"""The client's side of the softmax classifier: train on shares, predict, and (for tests) reveal the model.
+
+    train_mpc(session, [(x, labels), ...], classes, TrainConfig())   # the model stays with the servers
+    predict_mpc(session, x, softmax_by="client")                     # probabilities, at the client only
+
+The client shares its data (each data owner its own rows), the one-hot labels (labels are private too)
+and the initial weights, then waits. If asked, the servers reveal each batch's probabilities to the client
+only, who computes the loss.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import protocols as P
+from .reference import TrainConfig, batch_schedule, cross_entropy, initial_weights, one_hot, softmax_rows
+
+
+@dataclass
+class MPCTraining:
+    seconds: float
+    phase_seconds: dict          # server 0's wall time in each phase of a batch, summed over training
+                                 # ("forward" includes sending the step's dealer requests ahead)
+    stats: dict                  # per server: online bytes, rounds, offline bytes during training
+    losses: list = field(default_factory=list)  # per-epoch mean loss, seen by the client only (if asked)
+    batches: int = 0
+
+
+def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
+              report_loss: bool = False) -> MPCTraining:
+    """Train on secret shares. `parts` is a list of (x, labels), one per data owner, already preprocessed;
+    each is shared separately and the servers concatenate them in this order. The model stays with the
+    servers (srv.state) for predict_mpc and save_model. With report_loss the servers reveal each batch's
+    probabilities to the client (never to each other), which computes the loss with its labels."""
+    parts = [(np.asarray(x, dtype=np.float64), np.asarray(lab, dtype=np.int64)) for x, lab in parts]
+    n = sum(len(lab) for _, lab in parts)
+    dim = parts[0][0].shape[1]
+    before = session.stats()
+    start = time.perf_counter()
+    job = session.run(P.train_program, len(parts), n, classes, config, report_loss,
+                      progress=None if report_loss else progress)
+    for x, _ in parts:
+        session.client.share(x)
+    for _, lab in parts:
+        session.client.share(one_hot(lab, classes), frac=0)
+    w0, b0 = initial_weights(dim, classes, config)
+    session.client.share(w0)
+    session.client.share(b0)
+    losses = []
+    schedule = batch_schedule(n, config)
+    if report_loss:
+        labels = np.concatenate([lab for _, lab in parts])
+        for epoch, batches in enumerate(schedule):
+            total = 0.0
+            for i, rows in enumerate(batches):
+                total += cross_entropy(session.client.reconstruct(), labels[rows]) * len(rows)
+                if progress:
+                    progress(epoch, i, len(batches))
+            losses.append(total / n)
+    timings, _ = job.result()
+    seconds = time.perf_counter() - start
+    after = session.stats()
+    stats = {s: (after[s] - before[s]).as_dict() for s in ("server0", "server1")}
+    return MPCTraining(seconds, timings, stats, losses, sum(len(b) for b in schedule))
+
+
+def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "servers") -> np.ndarray:
+    """Shares x (already preprocessed) with the servers, who hold a model; only the client reconstructs
+    the probabilities. Rows go in chunks to bound the servers' memory.
+
+    softmax_by="servers": the softmax runs on shares (about 56 rounds for a batch) and the client
+    reconstructs probabilities accurate to 1e-4. softmax_by="client": the servers stop at the logits and
+    reveal them behind a random offset per row, which leaves the client exactly the logit differences,
+    i.e. what the probabilities tell; it computes the softmax in float64 (3 rounds in all)."""
+    P.check_softmax_by(softmax_by)
+    x = np.asarray(x, dtype=np.float64)
+    bounds = list(range(0, len(x), chunk))
+    job = session.run(P.predict_program, [min(chunk, len(x) - s) for s in bounds], softmax_by)
+    out = []
+    for s in bounds:
+        session.client.share(x[s:s + chunk])
+        if softmax_by == "servers":
+            out.append(session.client.reconstruct())
+        else:
+            out.append(softmax_rows(session.client.reconstruct_differences(axis=1)))
+    job.result()
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def reveal_model(session):
+    """Reconstruct the weights at the client: for tests and benchmarks that compare with plaintext,
+    never part of ordinary use (the model is meant to stay shared)."""
+    job = session.run(P.reveal_model_program)
+    w, b = session.client.reconstruct(), session.client.reconstruct()
+    job.result()
+    return w, b
