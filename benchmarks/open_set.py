@@ -11,7 +11,7 @@ default training configuration) on 80 % of each one's images (stratified, seed 0
     as anyone (the false-accept rate).
 A face is accepted when its top class's probability is at least the threshold (`recognize.threshold`,
 0.5 by default); the figures are given at that threshold and over a sweep, for the probabilities
-reconstructed from MPC (softmax at the client by default, as `ppfr recognize` does; --softmax-by servers
+reconstructed from MPC (the probabilities revealed, which the threshold sweep needs; --reveal logits
 for the softmax on shares) and for the plaintext model trained the same way.
 
 --background N also trains a class 'unknown' on one image each of N people outside the 158 (then only
@@ -33,10 +33,9 @@ from ppfr.embed.embedders import embedder_name  # noqa: E402
 from ppfr.embed.lfw import LFW_SETTINGS, load_lfw_embeddings
 from ppfr.models.data import Preprocessing, stratified_split
 from ppfr.models.reference import TrainConfig, train_plaintext
-from ppfr.models.protocols import SOFTMAX_BY
 from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.models.store import load_model, save_model
-from ppfr.recognition.recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD, UNKNOWN, new_session
+from ppfr.recognition.recognizer import DEFAULT_THRESHOLD, UNKNOWN, new_session
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = HERE / "out" / "lfw158"
@@ -106,9 +105,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--background", type=int, default=0)
     ap.add_argument("--model-out", type=Path, default=DEFAULT_MODEL)
-    ap.add_argument("--softmax-by", choices=SOFTMAX_BY,
-                    default=section("recognize").get("softmax_by", DEFAULT_SOFTMAX_BY),
-                    help="where the softmax runs at prediction, as in `ppfr recognize` (default: the config's)")
+    ap.add_argument("--reveal", choices=("probabilities", "logits"), default="probabilities",
+                    help="what the servers reveal (the sweep over thresholds needs probabilities; `ppfr "
+                         "recognize`'s default, label, gives the same decisions at its threshold)")
     args = ap.parse_args(argv)
     threshold = float(section("recognize").get("threshold", DEFAULT_THRESHOLD))
 
@@ -121,8 +120,8 @@ def main(argv=None):
     with new_session() as session:
         load_model(session, args.model_out)
         t = time.perf_counter()
-        p_known = predict_mpc(session, prep.apply(x_known), softmax_by=args.softmax_by)
-        p_strangers = predict_mpc(session, prep.apply(x_strangers), softmax_by=args.softmax_by)
+        p_known = predict_mpc(session, prep.apply(x_known), reveal=args.reveal).probabilities
+        p_strangers = predict_mpc(session, prep.apply(x_strangers), reveal=args.reveal).probabilities
         predict_seconds = time.perf_counter() - t
     q_known, q_strangers = plain.predict_proba(prep.apply(x_known)), plain.predict_proba(prep.apply(x_strangers))
 
@@ -130,7 +129,7 @@ def main(argv=None):
         "benchmark": "open_set", "classes": len(names), "known_people": len(names) - (UNKNOWN in names),
         "train_images": int(len(y_train)), "heldout_images": int(len(y_known)),
         "stranger_images": int(len(x_strangers)), "background": args.background,
-        "epochs": config.epochs, "softmax_by": args.softmax_by,
+        "epochs": config.epochs, "reveal": args.reveal,
         "default_threshold": threshold,
         "mpc": rates(p_known, y_known, p_strangers, names, threshold),
         "plaintext": rates(q_known, y_known, q_strangers, names, threshold),

@@ -36,7 +36,7 @@ from publish import publish  # noqa: E402
 from ppfr.embed.detect import read_rgb  # noqa: E402
 from ppfr.embed.lfw import images_dir, load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import stratified_split  # noqa: E402
-from ppfr.models.protocols import SOFTMAX_BY  # noqa: E402
+from ppfr.models.reference import REVEALS  # noqa: E402
 from ppfr.models.store import read_record  # noqa: E402
 from ppfr.recognition.recognizer import Recognizer  # noqa: E402
 
@@ -78,9 +78,9 @@ def webcam_frames(photos, faces_per_frame: int, count: int):
 
 
 def plot_batches(result: dict) -> list[str]:
-    series = {f"softmax by the {by}": ([b["faces"] for b in result[f"mpc_softmax_by_{by}"]["batches"]],
-                                       [b["ms_per_face"] for b in result[f"mpc_softmax_by_{by}"]["batches"]])
-              for by in SOFTMAX_BY}
+    series = {f"{reveal} revealed": ([b["faces"] for b in result[f"mpc_reveal_{reveal}"]["batches"]],
+                                     [b["ms_per_face"] for b in result[f"mpc_reveal_{reveal}"]["batches"]])
+              for reveal in REVEALS}
     return scaling_plot(HERE / "results" / "recognize_batches", series, "faces in one MPC batch (one frame)",
                         "median ms per face", f"Recognition on shares, {result['classes']} classes")
 
@@ -126,12 +126,11 @@ def main(argv=None):
         log(f"real path, {len(per_face['mpc'])} photos: median per face " + ", ".join(
             f"{k} {v:.1f} ms" for k, v in result["photos"]["median_ms_per_face"].items()))
 
-        # 2. the MPC part alone, one batch per frame of n faces, with the softmax at the client (the default)
-        #    and on shares
+        # 2. the MPC part alone, one batch per frame of n faces, for each thing recognition may reveal
         rng = np.random.default_rng(0)
         pool = load_lfw_embeddings(compute=False, progress=False, min_images=10).embeddings
-        for softmax_by in SOFTMAX_BY:
-            rec.softmax_by = softmax_by
+        for reveal in REVEALS:
+            rec.reveal = reveal
             sweep = []
             for n in BATCHES:
                 times, cost = [], None
@@ -143,16 +142,16 @@ def main(argv=None):
                 med = statistics.median(times)
                 sweep.append({"faces": n, "median_ms": round(1000 * med, 2), "ms_per_face": round(1000 * med / n, 3),
                               "bytes_per_server": cost[0], "rounds": cost[1], "offline_bytes_per_server": cost[2]})
-                log(f"MPC batch of {n:>2}, softmax by the {softmax_by}: {1000 * med:7.1f} ms, "
+                log(f"MPC batch of {n:>2}, {reveal} revealed: {1000 * med:7.1f} ms, "
                     f"{1000 * med / n:6.2f} ms/face, {cost[0] / 1e3:8.1f} kB, {cost[1]} rounds per server")
             single = sweep[0]["ms_per_face"]
-            result[f"mpc_softmax_by_{softmax_by}"] = {
+            result[f"mpc_reveal_{reveal}"] = {
                 "batches": sweep, "ms_per_face_single": single, "meets_target_single_face": single <= TARGET_MPC_MS_PER_FACE,
                 "smallest_batch_meeting_target": next(
                     (s["faces"] for s in sweep if s["ms_per_face"] <= TARGET_MPC_MS_PER_FACE), None)}
-        rec.softmax_by = "client"
+        rec.reveal = "label"
         result["batch_images"] = plot_batches(result)
-        result["mpc_ms_per_face_single"] = result["mpc_softmax_by_client"]["ms_per_face_single"]
+        result["mpc_ms_per_face_single"] = result["mpc_reveal_label"]["ms_per_face_single"]
 
         # 3. webcam-sized frames
         cams = []

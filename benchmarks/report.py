@@ -100,8 +100,11 @@ def recognition(res):
     stage = r["photos"]["median_ms_per_face"]
     text = f"detect {num(stage['detect'], 0)} ms, embed {num(stage['embed'], 0)} ms; MPC "
     modes = []
-    for by, label in (("client", "the softmax at the client"), ("servers", "the softmax on shares")):
-        b = r[f"mpc_softmax_by_{by}"]["batches"]
+    for reveal, label in (("label", "only the label revealed (the default)"), ("probabilities", "the probabilities"),
+                          ("logits", "the logit differences")):
+        if f"mpc_reveal_{reveal}" not in r:
+            continue
+        b = r[f"mpc_reveal_{reveal}"]["batches"]
         one, many = b[0], b[-1]
         modes.append(f"with {label} {num(one['median_ms'])} ms for one face ({one['rounds']} rounds, "
                      f"{size(one['bytes_per_server'])} per server), {num(many['ms_per_face'], 3)} ms per face "
@@ -114,7 +117,7 @@ def open_set(res):
     m, p = r["mpc"], r["plaintext"]
     same = all(abs(m[k] - p[k]) < 1e-12 for k in ("false_accept_rate", "false_reject_rate", "misnamed_rate"))
     return (f"open set, LFW ≥ 10 trained on 80 %, {r['stranger_images']:,} strangers", "open_set", [r],
-            f"at threshold {r['default_threshold']:g}, softmax at the {r['softmax_by']}: false accepts "
+            f"at threshold {r['default_threshold']:g}, {r['reveal']} revealed: false accepts "
             f"{pct(m['false_accept_rate'])}, false rejects {pct(m['false_reject_rate'])}, misnamed "
             f"{pct(m['misnamed_rate'])}; {'the same as' if same else 'plaintext:'} plaintext"
             + ("" if same else f" {pct(p['false_accept_rate'])} / {pct(p['false_reject_rate'])}")

@@ -91,9 +91,9 @@ def main(argv=None) -> dict:
         run = train_mpc(session, [(x_train, y_train)], classes, config)
         cpu = time.process_time() - cpu
         t = time.perf_counter()
-        p_test = predict_mpc(session, x_test)
+        p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities
         predict_seconds = time.perf_counter() - t
-        p_train = predict_mpc(session, x_train)
+        p_train = predict_mpc(session, x_train, reveal="probabilities").probabilities
         w, b = reveal_model(session)  # for the comparison only
     t = time.perf_counter()
     ref = train_plaintext(x_train, y_train, classes, config)

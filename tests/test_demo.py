@@ -22,11 +22,11 @@ def test_demo_trains_on_shares_recognises_and_reports(lfw_dir, tmp_path):
     assert r["embedding"]["source"] == "computed" and r["embedding"]["images"] >= 4 * 12 + 25
     assert r["queries"] == {"known": 12, "strangers": 8, "no_face": r["queries"]["no_face"]}
     assert r["mpc"]["known_correct"] >= 0.75 and r["mpc"]["strangers_rejected"] >= 0.6
-    assert r["max_probability_difference"] < 1e-3 and r["same_decision"] >= 0.9
+    assert r["same_decision"] >= 0.9
     assert r["training"]["per_server"]["bytes_sent"] > 0 and r["training"]["per_server"]["rounds"] > 0
     rec = r["recognition"]
     assert rec["frames"] == 20 and rec["mpc_batches"] == rec["faces"] >= 19    # one face and one batch per photo
-    assert rec["per_batch"]["rounds"] >= 3 and rec["ms_per_face"]["mpc"] > 0   # logits on shares, softmax at the client
+    assert rec["per_batch"]["rounds"] >= 3 and rec["ms_per_face"]["mpc"] > 0   # the label under MPC
 
     # the model it kept is an ordinary model for `ppfr recognize`
     photo = lfw_dir / "images_deepfunneled" / r["classes"][0] / f"{r['classes'][0]}_0001.jpg"

@@ -66,7 +66,7 @@ def test_training_and_prediction_in_processes_match_float64():
     reports = []
     with ProcessSession() as session:
         trained = train_mpc(session, [(x, labels)], 5, config, progress=lambda *p: reports.append(p))
-        probs = predict_mpc(session, x)
+        probs = predict_mpc(session, x, reveal="probabilities").probabilities
         w, b = reveal_model(session)
     assert len(reports) == trained.batches == 2 * 4
     assert reports[-1] == (1, 3, 4)

@@ -45,8 +45,8 @@ def test_training_views(tmp_path):
     assert_private(run_views(train(*constant))[0], run_views(train(*random))[0])
 
 
-@pytest.mark.parametrize("softmax_by", ["client", "servers"])
-def test_recognition_views(softmax_by):
+@pytest.mark.parametrize("reveal", ["label", "probabilities", "logits"])
+def test_recognition_views(reveal):
     from ppfr.models.service import predict_mpc
 
     weights = [RNG.normal(size=(128, 6)) * 0.1, RNG.normal(size=6) * 0.1]
@@ -57,13 +57,18 @@ def test_recognition_views(softmax_by):
             for w in weights:
                 session.client.share(w)
             job.result()
-            return predict_mpc(session, x, chunk=len(x), softmax_by=softmax_by)
+            return predict_mpc(session, x, chunk=len(x), reveal=reveal)
         return work
     (a, _), (b, _) = run_views(recognize(np.full((32, 128), 0.35))), run_views(recognize(4 * unit(RNG.normal(size=(32, 128)))))
     assert_private(a, b)
-    if softmax_by == "client":  # the logits reach the client behind a uniform offset per face
-        [raw] = privacy.client_results(a["client"])
+    results = privacy.client_results(a["client"])
+    if reveal == "logits":  # the logits reach the client behind a uniform offset per face
+        [raw] = results
         assert not privacy.looks_like_data(raw[:, 0])
+    if reveal == "label":   # the client receives a label and a band per face, nothing else
+        label, band = (r.view(np.int64) for r in results)
+        assert label.shape == band.shape == (32,)
+        assert set(band) <= {0, 1, 2, 3} and ((label >= -1) & (label < 6)).all()
 
 
 def _load_model(srv, w_shape, b_shape):

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ppfr.embed.detect import read_rgb
 from ppfr.models.data import Preprocessing
-from ppfr.models.reference import TrainConfig, softmax_rows, train_plaintext
+from ppfr.models.reference import TrainConfig, label_and_band, softmax_rows, train_plaintext
 from ppfr.models.service import reveal_model, train_mpc
 from ppfr.models.store import model_paths, save_model
 from ppfr.mpc import LocalSession
@@ -68,10 +68,20 @@ def test_known_faces_are_named_and_strangers_rejected(model, recognised):
 
 
 def test_every_probability_equals_the_plaintext_models(model, recognised):
+    """With the probabilities revealed (--reveal probabilities), they are the float64 model's; by default
+    (--reveal label) the client got only each face's label and band, which are those of the probabilities."""
     results, _ = recognised
     faces = [f for _, fs in results for f in fs]
-    x = PREP.apply(np.array([f.embedding for f in faces]))
-    p = np.array([f.probabilities for f in faces])
+    assert all(f.probabilities is None for f in faces)
+    embeddings = np.array([f.embedding for f in faces])
+    x = PREP.apply(embeddings)
+    with Recognizer(model["root"], THRESHOLD, reveal="probabilities") as rec:
+        prediction = rec.classify(embeddings)
+    p = prediction.probabilities
+    labels, bands = label_and_band(p, prediction.thresholds)
+    near = np.abs(p.max(1)[:, None] - np.array(prediction.thresholds)).min(1) < 1e-3
+    assert np.array_equal(np.array([f.label for f in faces])[~near], labels[~near])
+    assert np.array_equal(np.array([f.band for f in faces])[~near], bands[~near])
     # the same model evaluated in float64: the MPC inference error alone
     assert np.abs(p - softmax_rows(x @ model["w"] + model["b"])).max() < 1e-3
     # the model trained the same way in float64: training on shares follows it just as closely
@@ -122,10 +132,11 @@ def test_cli_images_csv_and_json_one_line_per_face(model, tmp_path):
     record = json.loads(line)
     assert record["source"] == str(files[0]) and record["frame"] is None and record["known"] is True
     assert set(record["box"]) == {"top", "right", "bottom", "left"}
-    # the softmax on shares instead of at the client: the same face, the same probability to 1e-3
-    result = _run(["-m", model["root"], files[0], "--json", "--quiet", "--softmax-by", "servers"])
+    # the probabilities revealed instead of the label: the same face and name, a probability in its band
+    result = _run(["-m", model["root"], files[0], "--json", "--quiet", "--reveal", "probabilities"])
     on_shares = json.loads(result.stdout)
-    assert on_shares["name"] == record["name"] and abs(on_shares["probability"] - record["probability"]) < 1e-3
+    assert on_shares["name"] == record["name"] and on_shares["band"] == record["band"] >= 1
+    assert record["probability"] <= on_shares["probability"] + 1e-3
 
 
 def write_video(path, frames, fps=5):

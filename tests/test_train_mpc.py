@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ppfr.embed.store import EmbeddingSet
 from ppfr.models.cli import train_mpc as train_mpc_command
 from ppfr.models.data import DataError, Preprocessing, load_dataset, split_dataset, stratified_split
-from ppfr.models.reference import TrainConfig, initial_weights, softmax_rows, train_plaintext
+from ppfr.models.reference import TrainConfig, initial_weights, label_and_band, softmax_rows, train_plaintext
 from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.models.store import load_model, model_paths, save_model
 from ppfr.mpc import LocalSession
@@ -44,16 +44,17 @@ def trained(tmp_path_factory):
     config = TrainConfig(epochs=4, batch_size=16)
     with LocalSession() as session:
         run = train_mpc(session, [(x[:60], y[:60]), (x[60:], y[60:])], 8, config)  # two data owners
-        p = predict_mpc(session, x)
+        p = predict_mpc(session, x, reveal="probabilities").probabilities
         # points between the clusters: unsaturated probabilities, where every term of the logits shows
         probe = PREP.apply(np.random.default_rng(9).normal(size=(32, 128))) * 0.5
-        p_probe = predict_mpc(session, probe)
-        p_probe_client = predict_mpc(session, probe, softmax_by="client")
+        p_probe = predict_mpc(session, probe, reveal="probabilities").probabilities
+        p_probe_client = predict_mpc(session, probe, reveal="logits").probabilities
+        label_probe = predict_mpc(session, np.concatenate([probe, x]), reveal="label")
         w, b = reveal_model(session)
         root = tmp_path_factory.mktemp("weights")
         record = save_model(session, root, [f"c{i}" for i in range(8)], PREP.as_dict(), config.as_dict())
     return dict(x=x, y=y, config=config, run=run, p=p, w=w, b=b, root=root, record=record, probe=probe,
-                p_probe=p_probe, p_probe_client=p_probe_client)
+                p_probe=p_probe, p_probe_client=p_probe_client, label_probe=label_probe)
 
 
 def test_mpc_training_separates_a_separable_problem(trained):
@@ -81,6 +82,21 @@ def test_prediction_with_the_softmax_at_the_client_is_the_float64_softmax_of_the
     want = softmax_rows(trained["probe"] @ trained["w"] + trained["b"])
     assert np.abs(trained["p_probe_client"] - want).max() < 1e-4
     assert np.abs(trained["p_probe_client"] - trained["p_probe"]).max() < 1e-3
+
+
+def test_the_label_on_shares_is_the_plaintext_label_and_band(trained):
+    """reveal="label" (the default): the client gets the top class (or -1) and the confidence band only,
+    computed on shares; they are the float64 ones of the reconstructed model, except where the top
+    probability lies within exp's error of a threshold."""
+    got = trained["label_probe"]
+    assert got.probabilities is None
+    p = softmax_rows(np.concatenate([trained["probe"], trained["x"]]) @ trained["w"] + trained["b"])
+    labels, bands = label_and_band(p, got.thresholds)
+    near = np.abs(p.max(1)[:, None] - np.array(got.thresholds)).min(1) < 1e-3
+    assert not near.all()
+    np.testing.assert_array_equal(got.labels[~near], labels[~near])
+    np.testing.assert_array_equal(got.bands[~near], bands[~near])
+    assert set(bands) >= {0, 1} and (got.labels == -1).any() and (got.labels >= 0).any()
 
 
 def test_the_run_counts_time_bytes_and_rounds(trained):
@@ -119,7 +135,7 @@ def test_model_halves_round_trip_through_disk(trained):
     x = trained["probe"]
     with LocalSession() as session:
         record = load_model(session, trained["root"])
-        p = predict_mpc(session, x)
+        p = predict_mpc(session, x, reveal="probabilities").probabilities
     assert record["class_names"] == [f"c{i}" for i in range(8)] and record["preprocessing"] == PREP.as_dict()
     assert np.abs(p - softmax_rows(x @ trained["w"] + trained["b"])).max() < 1e-3
     header = load_share(model_paths(trained["root"])["server0"], party=0, kind="model")[1]
@@ -133,7 +149,7 @@ def test_single_queries_share_one_opening_of_the_weights(trained):
         costs = []
         for row in trained["probe"][:3]:
             before = session.stats()["server0"]
-            p = predict_mpc(session, row[None, :])
+            p = predict_mpc(session, row[None, :], reveal="probabilities").probabilities
             costs.append((session.stats()["server0"] - before).bytes_sent)
             assert np.abs(p - softmax_rows(row[None, :] @ trained["w"] + trained["b"])).max() < 1e-3
     weight_bytes = 128 * 8 * 8  # W - B for 8 classes (a rare truncation retry adds a few bytes, not this)

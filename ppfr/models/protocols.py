@@ -9,8 +9,8 @@ fractional bits and removed together by that last truncation, so the update cost
 and the small factor lr/nb (1e-3) keeps six significant digits instead of the two that 16 fractional bits
 would leave. Truncation is stochastic rounding (unbiased), which suits SGD.
 
-Prediction reveals to the client either the probabilities (softmax on shares) or the logits behind a
-hidden offset per row (SOFTMAX_BY).
+Prediction reveals to the client what reference.REVEALS says: the top class and a confidence band (the
+default), the probabilities (softmax on shares), or the logits behind a hidden offset per row.
 """
 from __future__ import annotations
 
@@ -22,18 +22,11 @@ from ppfr.mpc import concatenate, multiply_many
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
 
-from .reference import TrainConfig, batch_schedule
+from .reference import TrainConfig, batch_schedule, check_reveal
 
 UPDATE_BITS = 24  # extra fractional bits for the public factors of the update (see module doc)
 STATE_KEY = "softmax_model"
 QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see predict_program)
-SOFTMAX_BY = ("client", "servers")
-
-
-def check_softmax_by(softmax_by: str) -> str:
-    if softmax_by not in SOFTMAX_BY:
-        raise ValueError(f"softmax_by is one of {SOFTMAX_BY}, not {softmax_by!r}")
-    return softmax_by
 
 
 PHASES = ("forward", "softmax", "gradient", "update")
@@ -95,11 +88,12 @@ def _scaled_int(value: float) -> int:
     return int(round(value * 2**UPDATE_BITS))
 
 
-def predict_program(srv, chunks: list[int], softmax_by: str):
-    """Run by both servers: for each chunk of rows the client shares, reveal to the client shares of
-    softmax(xW + b) (softmax_by="servers"), or the logits xW + b behind a hidden offset per row, from which
-    the client computes the same softmax itself (softmax_by="client"; see functions.hide_offset).
-    Returns seconds spent."""
+def predict_program(srv, chunks: list[int], reveal: str, thresholds: tuple = ()):
+    """Run by both servers: for each chunk of rows the client shares, compute the logits xW + b and reveal
+    to the client (reference.REVEALS) the label and confidence band of each row (functions.confident_argmax
+    with `thresholds`), or softmax(xW + b), or the logits behind a hidden offset per row
+    (functions.hide_offset). Returns seconds spent."""
+    check_reveal(reveal)
     model = srv.state.get(STATE_KEY)
     if model is None:
         raise RuntimeError(f"{srv.name} holds no classifier: train or load one first")
@@ -116,7 +110,11 @@ def predict_program(srv, chunks: list[int], softmax_by: str):
             raise ValueError(f"{srv.name}: inputs of shape {x.shape} do not fit a model of input dimension "
                              f"{model['weight'].shape[0]}")
         logits = weight.matmul(x) + model["bias"]
-        srv.reveal_to(F.softmax(logits, axis=1) if softmax_by == "servers" else F.hide_offset(logits, axis=1))
+        if reveal == "label":
+            for value in F.confident_argmax(logits, thresholds):
+                srv.reveal_to(value)
+        else:
+            srv.reveal_to(F.softmax(logits, axis=1) if reveal == "probabilities" else F.hide_offset(logits, axis=1))
     return time.perf_counter() - t
 
 

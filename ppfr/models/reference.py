@@ -82,6 +82,36 @@ def softmax_rows(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+# What recognition reveals to the client (the servers' program: protocols.predict_program):
+#   label          the top class, or -1 below the lowest threshold, and a confidence band: how many of the
+#                  thresholds the top probability reaches (functions.confident_argmax). The default.
+#   probabilities  every class's probability (the softmax on shares).
+#   logits         the logits behind one offset per face nobody knows, i.e. their differences; the client
+#                  computes the softmax. Fewest rounds, and a chosen-query attacker solves for the model
+#                  (W_j - W_0, b_j - b_0) with about one query per class.
+REVEALS = ("label", "probabilities", "logits")
+CONFIDENCE_BANDS = (0.8, 0.95)  # band edges above the naming threshold
+
+
+def check_reveal(reveal: str) -> str:
+    if reveal not in REVEALS:
+        raise ValueError(f"reveal is one of {', '.join(REVEALS)}, not {reveal!r}")
+    return reveal
+
+
+def confidence_thresholds(threshold: float, bands=CONFIDENCE_BANDS) -> tuple:
+    """The naming threshold, then every band edge above it."""
+    return (float(threshold), *sorted(float(b) for b in bands if b > threshold))
+
+
+def label_and_band(probabilities: np.ndarray, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """The plaintext of what reveal="label" tells: (top class or -1, band) per row, as confident_argmax
+    computes it on shares (ties go to the first class)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    bands = (p.max(axis=1, keepdims=True) >= np.asarray(sorted(thresholds))).sum(axis=1)
+    return np.where(bands >= 1, p.argmax(axis=1), -1), bands
+
+
 def cross_entropy(p: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-300))))
 

@@ -1,7 +1,7 @@
 """The client's side of the softmax classifier: train on shares, predict, and (for tests) reveal the model.
 
     train_mpc(session, [(x, labels), ...], classes, TrainConfig())   # the model stays with the servers
-    predict_mpc(session, x, softmax_by="client")                     # probabilities, at the client only
+    predict_mpc(session, x)                                          # labels and confidence bands, at the client only
 
 The client shares its data (each data owner its own rows), the one-hot labels (labels are private too)
 and the initial weights, then waits. If asked, the servers reveal each batch's probabilities to the client
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import protocols as P
-from .reference import TrainConfig, batch_schedule, cross_entropy, initial_weights, one_hot, softmax_rows
+from .reference import (CONFIDENCE_BANDS, TrainConfig, batch_schedule, check_reveal, confidence_thresholds,
+                        cross_entropy, initial_weights, label_and_band, one_hot, softmax_rows)
 
 
 @dataclass
@@ -66,27 +67,55 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
     return MPCTraining(seconds, timings, stats, losses, sum(len(b) for b in schedule))
 
 
-def predict_mpc(session, x: np.ndarray, chunk: int = 512, softmax_by: str = "servers") -> np.ndarray:
-    """Shares x (already preprocessed) with the servers, who hold a model; only the client reconstructs
-    the probabilities. Rows go in chunks to bound the servers' memory.
+@dataclass
+class Prediction:
+    """What the client learns of each row (reference.REVEALS). With reveal="label" it learns `labels`
+    and `bands` only; otherwise the probabilities, from which it derives labels and bands the same way."""
+    labels: np.ndarray              # top class, or -1 below thresholds[0]
+    bands: np.ndarray               # how many thresholds the top probability reaches
+    thresholds: tuple
+    probabilities: np.ndarray | None = None
 
-    softmax_by="servers": the softmax runs on shares (about 56 rounds for a batch) and the client
-    reconstructs probabilities accurate to 1e-4. softmax_by="client": the servers stop at the logits and
-    reveal them behind a random offset per row, which leaves the client exactly the logit differences,
-    i.e. what the probabilities tell; it computes the softmax in float64 (3 rounds in all)."""
-    P.check_softmax_by(softmax_by)
+    def top_probability(self) -> np.ndarray:
+        """The top class's probability, or with reveal="label" the band's lower edge (0 below it)."""
+        if self.probabilities is not None:
+            return self.probabilities.max(axis=1) if self.probabilities.size else np.zeros(len(self.labels))
+        edges = np.concatenate([[0.0], self.thresholds])
+        return edges[self.bands]
+
+
+def predict_mpc(session, x: np.ndarray, chunk: int = 512, reveal: str = "label",
+                thresholds: tuple = confidence_thresholds(0.5, CONFIDENCE_BANDS)) -> Prediction:
+    """Shares x (already preprocessed) with the servers, who hold a model; only the client learns the
+    answer, as `reveal` says (reference.REVEALS). Rows go in chunks to bound the servers' memory.
+
+    label: the top class under MPC with a confidence band (functions.confident_argmax; about 50 rounds
+    for a batch). probabilities: the softmax runs on shares (about 56 rounds) and the client reconstructs
+    probabilities accurate to 1e-4. logits: the servers stop at the logits and reveal them behind a random
+    offset per row, which leaves the client the logit differences; it computes the softmax in float64
+    (3 rounds in all)."""
+    check_reveal(reveal)
+    thresholds = tuple(sorted(thresholds))
     x = np.asarray(x, dtype=np.float64)
     bounds = list(range(0, len(x), chunk))
-    job = session.run(P.predict_program, [min(chunk, len(x) - s) for s in bounds], softmax_by)
-    out = []
+    job = session.run(P.predict_program, [min(chunk, len(x) - s) for s in bounds], reveal, thresholds)
+    labels, bands, probabilities = [], [], []
     for s in bounds:
         session.client.share(x[s:s + chunk])
-        if softmax_by == "servers":
-            out.append(session.client.reconstruct())
-        else:
-            out.append(softmax_rows(session.client.reconstruct_differences(axis=1)))
+        if reveal == "label":
+            labels.append(session.client.reconstruct())
+            bands.append(session.client.reconstruct())
+            continue
+        p = (session.client.reconstruct() if reveal == "probabilities"
+             else softmax_rows(session.client.reconstruct_differences(axis=1)))
+        probabilities.append(p)
+        label, band = label_and_band(p, thresholds)
+        labels.append(label)
+        bands.append(band)
     job.result()
-    return np.concatenate(out) if out else np.zeros((0, 0))
+    join = (lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64))
+    return Prediction(join(labels), join(bands), thresholds,
+                      np.concatenate(probabilities) if probabilities else None)
 
 
 def reveal_model(session):

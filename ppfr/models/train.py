@@ -65,8 +65,9 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
         finally:
             bar.close()
         t = time.perf_counter()
-        p_train = predict_mpc(session, x_train)
-        p_test = predict_mpc(session, x_test) if len(y_test) else np.zeros((0, classes))
+        # the data owner scores the model on its own rows: the probabilities, not the recognition default
+        p_train = predict_mpc(session, x_train, reveal="probabilities").probabilities
+        p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities if len(y_test) else np.zeros((0, classes))
         predict_seconds = time.perf_counter() - t
         record = save_model(session, output, split.class_names, prep.as_dict(), config.as_dict(),
                             embedder=split.embedder)

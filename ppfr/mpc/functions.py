@@ -344,25 +344,55 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
 def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     x_last = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x_last.shape[-1]
-    m = max_along(x_last, axis=-1, bound=SOFTMAX_BOUND)
+    m, _ = _tournament(x_last, -1, want_min=False, with_index=False, bound=SOFTMAX_BOUND)
+    e = _exp_below_max(x_last, m, clamp)
+    s = e.sum(axis=-1, keepdims=True)
+    # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
+    r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=e.frac, octaves_per_comparison=0.25, tolerance=1e-4)
+    (p,) = multiply_many([(e, r)], frac=x.frac)
+    order = list(range(x.ndim - 1))
+    order.insert(axis % x.ndim, x.ndim - 1)
+    return p.transpose(*order)
+
+
+def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> SharedTensor:
+    """exp(x - m) along the last axis, m the rows' maximum, in (0, 1] at 7 more fractional bits. exp is
+    only guaranteed on [-64, 0]: with `clamp`, x - m is first raised to -64 where it is lower (one
+    comparison and one selection round), which changes nothing at this precision (e^-64 rounds to 0)."""
     shifted = x_last - m.reshape(*m.shape, 1)
     if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
-        server = x.server
+        server = x_last.server
         width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
         comparison = protocols.ask_msb(server, shifted.size, width)
         selection = server.provider.selection(shifted.size, 1)
         below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
         (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
         shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
-    inner = x.server.fixed.frac_bits + 7
-    e = exp(shifted, upper=0.0, frac=inner)
-    s = e.sum(axis=-1, keepdims=True)
-    # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
-    r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=inner, octaves_per_comparison=0.25, tolerance=1e-4)
-    (p,) = multiply_many([(e, r)], frac=x.frac)
-    order = list(range(x.ndim - 1))
-    order.insert(axis % x.ndim, x.ndim - 1)
-    return p.transpose(*order)
+    return exp(shifted, upper=0.0, frac=x_last.server.fixed.frac_bits + 7)
+
+
+def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedTensor]:
+    """For each row of logits x (rows along the last axis, within +-8192): (label, band), both shared
+    integers. band = how many of `thresholds` (ascending, in (0, 1]) the top softmax probability reaches;
+    label = the index of the top class where band >= 1, else -1. Revealed, they tell the client the
+    answer and a coarse confidence, and nothing else of the probabilities.
+
+    The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
+    the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
+    Rounds: the tournament (24 for 158 classes), the clamp (5), exp (12), the comparisons (5) and one
+    product (label = known * (index + 1) - 1). A decision can differ from float64 only where p is within
+    exp's 1e-4 relative error of a threshold."""
+    thresholds = sorted(float(t) for t in thresholds)
+    if not thresholds or not 0 < thresholds[0] <= thresholds[-1] <= 1:
+        raise ValueError(f"thresholds are probabilities in (0, 1], got {thresholds}")
+    with x.server.provider.plan("confident_argmax", x.shape, x.frac, tuple(thresholds)):
+        m, index = _tournament(x, -1, want_min=False, with_index=True, bound=SOFTMAX_BOUND)
+        s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
+        limits = 1.0 / np.array(thresholds)
+        reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
+        known = reaches[..., 0]
+        (label,) = multiply_many([(known, index + 1)])
+        return label - 1, reaches.sum(axis=-1)
 
 
 def _softmax_sum_bound(n: int) -> float:

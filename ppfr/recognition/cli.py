@@ -12,13 +12,14 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
-from ppfr.models.protocols import SOFTMAX_BY
-from .recognizer import DEFAULT_SOFTMAX_BY, DEFAULT_THRESHOLD
+from ppfr.models.reference import CONFIDENCE_BANDS, REVEALS
+from .recognizer import DEFAULT_REVEAL, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
 _THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
 _WEBCAM_SCALE = float(_cfg.get("webcam_detect_scale", 0.5))
-_SOFTMAX_BY = str(_cfg.get("softmax_by", DEFAULT_SOFTMAX_BY))
+_REVEAL = str(_cfg.get("reveal", DEFAULT_REVEAL))
+_BANDS = tuple(_cfg.get("confidence_bands", CONFIDENCE_BANDS))
 
 _EPILOG = """
 \b
@@ -66,21 +67,23 @@ Examples:
 @click.option("--detect-scale", type=click.FloatRange(0, 4, min_open=True), default=None,
               help="Detect faces on a copy of each frame resized by this factor (boxes are mapped back and "
                    f"faces embedded at full size).  [default: {_WEBCAM_SCALE:g} for --webcam, 1 otherwise]")
-@click.option("--softmax-by", type=click.Choice(SOFTMAX_BY), default=_SOFTMAX_BY, show_default=True,
-              help="Who computes the softmax over the logits. client: the servers reveal the logits behind a "
-                   "random offset per face, which tells the client only the logit differences, i.e. exactly "
-                   "what the probabilities tell (3 rounds). servers: the softmax runs on shares too and the "
-                   "client reconstructs probabilities (about 56 rounds per frame).")
+@click.option("--reveal", type=click.Choice(REVEALS), default=_REVEAL, show_default=True,
+              help="What the servers reveal to the client. label: each face's top class (or unknown, below "
+                   "--threshold) and a confidence band, both computed on shares, nothing more. "
+                   "probabilities: every class's probability (the softmax on shares). logits: the logits "
+                   "behind a random offset per face, i.e. their differences (fewest rounds). The last two "
+                   "let a client who chooses its queries rebuild the model from about one query per class "
+                   "(README, 'what each party learns').")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many video/webcam frames.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show, output_dir, detector, upsample,
-              detect_scale, softmax_by, max_frames, quiet):
+              detect_scale, reveal, max_frames, quiet):
     """Name the faces in image files or folders (PATHS), a --video, or a --webcam.
 
     The client detects each face (dlib), embeds it (dlib ResNet, 128-d), and splits the embeddings of all
     faces of an image or frame into two additive secret shares, one per server: one MPC batch per frame.
     The servers compute the classifier on the shares, with the model they hold as shares (MODEL/server0/,
-    MODEL/server1/), and only the client reconstructs the probabilities (see --softmax-by). The top class names the face
+    MODEL/server1/), and only the client learns the answer (see --reveal). The top class names the face
     if its probability is at least --threshold; otherwise the face is 'unknown'.
     """
     from ppfr.embed.detect import FaceDetector
@@ -100,7 +103,7 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     retry = upsample + 1 if paths else None
     try:
         run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
-                   detect_scale, max_frames, progress=not quiet, softmax_by=softmax_by)
+                   detect_scale, max_frames, progress=not quiet, reveal=reveal)
         if paths:
             run.images(paths)
         else:
@@ -136,7 +139,7 @@ class _Run:
     """One recognize run: the recogniser, the optional window and writers, and what went wrong."""
 
     def __init__(self, model_dir, threshold, detector, printer, show, output_dir, detect_scale, max_frames,
-                 progress, softmax_by=DEFAULT_SOFTMAX_BY):
+                 progress, reveal=DEFAULT_REVEAL):
         from .media import Window
 
         self.window = Window() if show else None     # before any work: no display fails at once
@@ -156,12 +159,12 @@ class _Run:
         self.model_dir = model_dir
         self.threshold = threshold
         self.detector = detector
-        self.softmax_by = softmax_by
+        self.reveal = reveal
 
     def _open_model(self):
         from .recognizer import Recognizer
 
-        self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector, softmax_by=self.softmax_by)
+        self.recognizer = Recognizer(self.model_dir, self.threshold, self.detector, reveal=self.reveal, bands=_BANDS)
         self.started = time.perf_counter()
 
     def images(self, paths):

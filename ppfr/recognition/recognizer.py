@@ -3,12 +3,11 @@
 For each image or frame the client detects every face (optionally on a downscaled copy, which is what
 makes a webcam keep up), embeds each face at full resolution, and sends the servers shares of all the
 frame's embeddings at once: one MPC batch per frame. The servers compute the logits xW + b on shares and
-either reveal them to the client behind a random offset per face, from which the client computes the
-softmax itself (`softmax_by="client"`, the default: 3 rounds, and the client learns exactly what the
-probabilities would tell it), or compute the softmax on shares too (`"servers"`: about 56 rounds, paid
-once per frame). The client names each face after its top class when that class's probability reaches
-the threshold, and `unknown` otherwise. A class whose name is `unknown` (a
-background class of other people's faces, as `ppfr demo` trains) also reads as unknown.
+reveal to the client what `reveal` says (ppfr.models.reference.REVEALS): by default only each face's top
+class, where its probability reaches the threshold, and a coarse confidence band, both computed on
+shares; or the probabilities; or the logits' differences. The face is named after the top class, or
+`unknown` below the threshold. A class whose name is `unknown` (a background class of other people's
+faces, as `ppfr demo` trains) also reads as unknown.
 """
 from __future__ import annotations
 
@@ -22,23 +21,24 @@ from ppfr.embed.embedders import make_embedder
 
 UNKNOWN = "unknown"
 DEFAULT_THRESHOLD = 0.5   # see benchmarks/open_set.py for the false-accept / false-reject trade-off
-DEFAULT_SOFTMAX_BY = "client"  # see ppfr.models.service.predict_mpc
+DEFAULT_REVEAL = "label"  # see ppfr.models.service.predict_mpc
 
 
 @dataclass
 class Face:
     box: Box                      # in the coordinates of the full image
     name: str                     # the top class, or "unknown"
-    probability: float            # the top class's probability
+    probability: float            # the top class's probability; with reveal="label", its band's lower edge
     known: bool
-    label: int                    # index of the top class (also when unknown)
-    probabilities: np.ndarray     # every class's probability: the client's, never a server's
+    label: int                    # index of the top class (-1 when reveal="label" and below the threshold)
+    band: int                     # how many confidence thresholds the top probability reaches
+    probabilities: np.ndarray | None  # every class's probability, unless reveal="label" (the client's only)
     embedding: np.ndarray
 
     def as_dict(self) -> dict:
         b = self.box
         return {"name": self.name, "probability": round(float(self.probability), 6), "known": self.known,
-                "box": {"top": b.top, "right": b.right, "bottom": b.bottom, "left": b.left}}
+                "band": int(self.band), "box": {"top": b.top, "right": b.right, "bottom": b.bottom, "left": b.left}}
 
 
 @dataclass
@@ -65,14 +65,6 @@ class Timings:
                               "offline_bytes_per_server": per_batch(self.offline_bytes)}}
 
 
-def decide(probs: np.ndarray, class_names, threshold: float) -> tuple[int, float, bool]:
-    """The naming rule: (top class, its probability, whether the face is named after it). A face is named
-    when the top class's probability reaches the threshold and that class is not the `unknown` one."""
-    label = int(np.argmax(probs))
-    p = float(probs[label])
-    return label, p, p >= threshold and class_names[label] != UNKNOWN
-
-
 def scale_box(box: Box, factor: float) -> Box:
     """A box found on an image resized by `factor`, in the original image's coordinates."""
     return Box(int(round(box.left / factor)), int(round(box.top / factor)), int(round(box.right / factor)),
@@ -89,15 +81,16 @@ class Recognizer:
     """
 
     def __init__(self, model_root, threshold: float = DEFAULT_THRESHOLD, detector: FaceDetector | None = None,
-                 embedder: str = "dlib", session=None, softmax_by: str = DEFAULT_SOFTMAX_BY):
+                 embedder: str = "dlib", session=None, reveal: str = DEFAULT_REVEAL, bands=None):
         from ppfr.models.data import Preprocessing
-        from ppfr.models.protocols import check_softmax_by
+        from ppfr.models.reference import CONFIDENCE_BANDS, check_reveal, confidence_thresholds
         from ppfr.models.store import load_model
 
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"the threshold is a probability in [0, 1], got {threshold}")
+        if not 0 < threshold <= 1:
+            raise ValueError(f"the threshold is a probability in (0, 1], got {threshold}")
         self.threshold = threshold
-        self.softmax_by = check_softmax_by(softmax_by)   # before loading anything
+        self.reveal = check_reveal(reveal)   # before loading anything
+        self.thresholds = confidence_thresholds(threshold, CONFIDENCE_BANDS if bands is None else bands)
         self.detector = detector or FaceDetector("hog", upsample=0, retry_upsample=1)
         self._own_session = session is None
         self.session = session if session is not None else new_session()
@@ -141,17 +134,17 @@ class Recognizer:
         self.timings.embed += time.perf_counter() - t
         return out
 
-    def classify(self, embeddings: np.ndarray) -> np.ndarray:
-        """Probabilities of every class for each embedding: one MPC batch (share, logits on shares and the
-        softmax where `softmax_by` says, reconstruct at the client)."""
-        from ppfr.models.service import predict_mpc
+    def classify(self, embeddings: np.ndarray):
+        """What the client learns of each embedding (a models.service.Prediction): one MPC batch (share,
+        the classifier on shares, reveal to the client as `reveal` says)."""
+        from ppfr.models.service import Prediction, predict_mpc
 
         x = self.preprocessing.apply(embeddings)
         if len(x) == 0:
-            return np.zeros((0, len(self.class_names)))
+            return Prediction(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), self.thresholds)
         before = self.session.stats()["server0"]
         t = time.perf_counter()
-        p = predict_mpc(self.session, x, chunk=max(1, len(x)), softmax_by=self.softmax_by)
+        p = predict_mpc(self.session, x, chunk=max(1, len(x)), reveal=self.reveal, thresholds=self.thresholds)
         dt = time.perf_counter() - t
         cost = self.session.stats()["server0"] - before
         tm = self.timings
@@ -162,22 +155,26 @@ class Recognizer:
         tm.offline_bytes += cost.offline_bytes
         return p
 
-    def name(self, probabilities: np.ndarray) -> tuple[int, float, str, bool]:
-        label, p, known = decide(probabilities, self.class_names, self.threshold)
-        return label, p, (self.class_names[label] if known else UNKNOWN), known
+    def name(self, label: int) -> tuple[str, bool]:
+        """A face's name and whether it is known, from its revealed label (-1: below the threshold)."""
+        known = label >= 0 and self.class_names[label] != UNKNOWN
+        return (self.class_names[label] if known else UNKNOWN), known
 
     # -- all of it -------------------------------------------------------------------------------------
     def recognize(self, rgb: np.ndarray, detect_scale: float = 1.0, policy: str = "all") -> list[Face]:
         """Every face of an RGB image (or the one `policy` picks), named; one MPC batch for all of them."""
         boxes = self.detect(rgb, detect_scale, policy)
         x = self.embed(rgb, boxes)
-        p = self.classify(x)
+        prediction = self.classify(x)
         self.timings.frames += 1
         self.timings.faces += len(boxes)
+        top = prediction.top_probability()
         faces = []
-        for box, vec, probs in zip(boxes, x, p):
-            label, prob, name, known = self.name(probs)
-            faces.append(Face(box, name, prob, known, label, probs, vec))
+        for i, (box, vec) in enumerate(zip(boxes, x)):
+            label = int(prediction.labels[i])
+            name, known = self.name(label)
+            probs = None if prediction.probabilities is None else prediction.probabilities[i]
+            faces.append(Face(box, name, float(top[i]), known, label, int(prediction.bands[i]), probs, vec))
         return faces
 
     def close(self) -> None:
