@@ -277,3 +277,46 @@ def test_cli_trains_saves_and_summarises(tmp_path):
     assert record["embedder"] == "dlib_resnet_v1"
     text = CliRunner().invoke(train_mpc_command, [str(path), "-o", str(out), "--epochs", "1", "--quiet"]).output
     assert "accuracy MPC" in text and "rounds" in text
+
+
+# -- no silent wrong answers ----------------------------------------------------------------------------------
+def _range_program(srv, limits):
+    from ppfr.models.protocols import _check_range
+
+    w, b = srv.receive(), srv.receive()
+    _check_range(srv, w, b, limits)
+
+
+@pytest.mark.parametrize("norm, bias, outside", [(5.9, 0.0, False), (6.1, 0.0, True), (1.0, 7.9, False),
+                                                 (1.0, 8.1, True), (1e6, 0.0, True)])
+def test_the_range_check_is_exact_at_its_limits(norm, bias, outside):
+    """One column of W (less the mean column) of the given norm, one bias (less the mean bias) of the
+    given size: the bit the client learns says whether either reached the limits (6 and 8 here; training
+    uses service.range_limits)."""
+    w = np.zeros((128, 4))
+    w[:, 1] = np.random.default_rng(0).normal(size=128)
+    w[:, 1] *= norm / np.linalg.norm(w[:, 1] - w.mean(axis=1))
+    b = np.array([0.0, bias, 0.0, 0.0]) * 4 / 3  # less its mean: bias
+    with LocalSession() as session:
+        job = session.run(_range_program, (6.0, 8.0))
+        session.client.share(w)
+        session.client.share(b)
+        got = bool(session.client.reconstruct()[()])
+        session.client.tell("go on", True)
+        job.result()
+    assert got is outside
+
+
+def test_a_diverging_training_stops_with_a_clear_error(tmp_path):
+    from ppfr.models.service import TrainingOutOfRange
+
+    x, y = clusters()
+    with LocalSession() as session, pytest.raises(TrainingOutOfRange, match="diverged in epoch 1"):
+        train_mpc(session, [(x, y)], 8, TrainConfig(epochs=3, batch_size=16, lr=1e9))
+    path = write_npz(tmp_path / "e.npz", *clusters())
+    for extra in ([], ["--no-plaintext"]):
+        result = CliRunner().invoke(train_mpc_command, [str(path), "-o", str(tmp_path / "w"), "--lr", "1e9",
+                                                        "--epochs", "2", "--quiet", *extra])
+        assert result.exit_code == 1 and "diverged in epoch 1" in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.npz"))

@@ -92,7 +92,7 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
         click.echo(format_summary(summary))
 
 
-SOFTMAX_SPAN = 64  # ppfr.mpc.functions.softmax: rows whose values span less than this
+
 
 
 def _pct(v):
@@ -116,9 +116,6 @@ def format_summary(s: dict) -> str:
                      f"{st['offline_bytes'] / 1e6:,.1f} MB from the dealer")
     if mpc.get("losses"):
         lines.append("loss (client)   " + " ".join(f"{v:.4f}" for v in mpc["losses"]))
-    if plain and plain["max_logit_span"] >= SOFTMAX_SPAN:
-        lines.append(f"warning         the plaintext run's logits spanned {plain['max_logit_span']:.0f} in a row; "
-                     f"the MPC softmax is exact only below {SOFTMAX_SPAN}: lower --lr or --scale")
     if plain and s["test_samples"]:
         lines.append(f"agreement       MPC and plaintext predict the same class for "
                      f"{_pct(s['prediction_agreement'])} of test samples")

@@ -1,9 +1,9 @@
 """Training defaults, used where the config's `train:` section does not set a key. Kept in this small
 module so that `ppfr --help` need not import the MPC engine to show them.
 
-On LFW people with >= 10 images (dlib embeddings, unit norm x 4) these settings keep every logit row's
-span well inside the 64 that the engine's softmax without clamping is exact for (lr 1.0 or momentum 0.95
-overshoot past 64); the accuracy they reach is in the README's figures table (benchmarks/train_mpc.py).
+Tuned on LFW people with >= 10 images (dlib embeddings, unit norm x 4); the accuracy they reach is in
+the README's figures table (benchmarks/train_mpc.py). A run that diverges stops with an error
+(models.service.range_limits).
 """
 TRAIN_DEFAULTS = {
     "epochs": 10,

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ppfr.mpc import concatenate, multiply_many
+from ppfr.mpc import ProtocolAborted, concatenate, multiply_many, square_many
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
 
@@ -32,7 +32,7 @@ QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see p
 PHASES = ("forward", "softmax", "gradient", "update")
 
 
-def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool):
+def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool, limits: tuple):
     """Run by both servers. Receives `parts` shares of embeddings (one per data owner), as many of one-hot
     labels, then the initial weight and bias; trains; keeps the model in srv.state. Returns timings."""
     xs = [srv.receive() for _ in range(parts)]
@@ -60,7 +60,7 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
                 (z,) = multiply_many([(xb, w)], op="matmul")
                 z = z + b
                 t1 = clock()
-                p = F.softmax(z, axis=1, clamp=False)  # the trainer keeps logit spans well inside 64 (cli warns)
+                p = F.softmax(z, axis=1)  # clamped: exact for any logits within the range _check_range keeps
                 t2 = clock()
                 if reveal_probs:
                     srv.reveal_to(p)
@@ -80,8 +80,29 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
                 seconds[name] += dt
             if srv.index == 0:
                 srv.report_progress(epoch, i, len(batches))
+        _check_range(srv, w, b, limits)
     srv.state[STATE_KEY] = {"weight": w, "bias": b, "classes": classes}
     return seconds
+
+
+def _check_range(srv, w, b, limits) -> None:
+    """Reveal to the client one bit: whether some class's weights, less the mean over classes (which the
+    softmax ignores), reached norm limits[0] (or one weight reached it), or some bias less the mean bias
+    reached limits[1] — the range in which the softmax on shares is exact (logits within
+    functions.SOFTMAX_BOUND of each other, see service.range_limits), which only a diverging run (a huge
+    learning rate or scale) leaves. The client answers whether to go on; the servers learn that answer only (a run they are
+    told to stop, they stop). Exact comparisons, so values that overflowed are caught too."""
+    max_norm, max_bias = limits
+    classes = w.shape[1]
+    w = w - w.sum(axis=1, keepdims=True) * (1.0 / classes)
+    b = b - b.sum(axis=0, keepdims=True) * (1.0 / classes)
+    (squares,) = square_many([w])
+    norms2 = squares.sum(axis=0)
+    outside = F.any_nonnegative(concatenate([(w - max_norm).reshape(-1), (-w - max_norm).reshape(-1),
+                                             b - max_bias, -b - max_bias, norms2 - max_norm ** 2]))
+    srv.reveal_to(outside)
+    if not srv.receive_public("go on"):
+        raise ProtocolAborted(f"{srv.name}: the client stopped the training (it left the model's range)")
 
 
 def _scaled_int(value: float) -> int:

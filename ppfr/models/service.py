@@ -29,18 +29,37 @@ class MPCTraining:
     batches: int = 0
 
 
+class TrainingOutOfRange(ValueError):
+    """Training left the range in which its arithmetic on shares is exact (it diverges)."""
+
+
+def range_limits(x_norm: float) -> tuple[float, float]:
+    """(largest norm of a column of W less the mean column, largest |b_j - mean b|) that keep the logits of
+    inputs of norm <= x_norm within 2 SOFTMAX_BOUND of each other, as the softmax and confident_argmax
+    need: z_i - z_j = x (W_i - W_j) + b_i - b_j, the mean cancels, so |z_i - z_j| <= x_norm (|W_i - W| +
+    |W_j - W|) + 2 max|b_j - b|. An eighth of the bound goes to the bias. (Trained models stay far
+    inside: a diverging run leaves it within an epoch.)"""
+    from ppfr.mpc.functions import SOFTMAX_BOUND
+
+    max_bias = SOFTMAX_BOUND / 8
+    return (SOFTMAX_BOUND - max_bias) / x_norm * 0.999, max_bias
+
+
 def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
               report_loss: bool = False) -> MPCTraining:
     """Train on secret shares. `parts` is a list of (x, labels), one per data owner, already preprocessed;
     each is shared separately and the servers concatenate them in this order. The model stays with the
     servers (srv.state) for predict_mpc and save_model. With report_loss the servers reveal each batch's
-    probabilities to the client (never to each other), which computes the loss with its labels."""
+    probabilities to the client (never to each other), which computes the loss with its labels. After
+    each epoch the client learns one bit, whether the model left range_limits, and stops a run that did
+    (TrainingOutOfRange)."""
     parts = [(np.asarray(x, dtype=np.float64), np.asarray(lab, dtype=np.int64)) for x, lab in parts]
     n = sum(len(lab) for _, lab in parts)
     dim = parts[0][0].shape[1]
+    limits = range_limits(max(float(np.linalg.norm(x, axis=1).max(initial=0.0)) for x, _ in parts) or 1.0)
     before = session.stats()
     start = time.perf_counter()
-    job = session.run(P.train_program, len(parts), n, classes, config, report_loss,
+    job = session.run(P.train_program, len(parts), n, classes, config, report_loss, limits,
                       progress=None if report_loss else progress)
     for x, _ in parts:
         session.client.share(x)
@@ -51,20 +70,36 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
     session.client.share(b0)
     losses = []
     schedule = batch_schedule(n, config)
-    if report_loss:
-        labels = np.concatenate([lab for _, lab in parts])
-        for epoch, batches in enumerate(schedule):
+    labels = np.concatenate([lab for _, lab in parts])
+    for epoch, batches in enumerate(schedule):
+        if report_loss:
             total = 0.0
             for i, rows in enumerate(batches):
                 total += cross_entropy(session.client.reconstruct(), labels[rows]) * len(rows)
                 if progress:
                     progress(epoch, i, len(batches))
             losses.append(total / n)
+        _verdict(session, job, epoch, limits, config)
     timings, _ = job.result()
     seconds = time.perf_counter() - start
     after = session.stats()
     stats = {s: (after[s] - before[s]).as_dict() for s in ("server0", "server1")}
     return MPCTraining(seconds, timings, stats, losses, sum(len(b) for b in schedule))
+
+
+def _verdict(session, job, epoch: int, limits, config: TrainConfig) -> None:
+    """Read the servers' out-of-range bit for this epoch and tell them whether to go on."""
+    outside = bool(session.client.reconstruct()[()])
+    session.client.tell("go on", not outside)
+    if outside:
+        try:
+            job.result()
+        except Exception:  # noqa: BLE001 - the servers stop because we told them to
+            pass
+        raise TrainingOutOfRange(
+            f"training diverged in epoch {epoch + 1}: a class's weights reached norm {limits[0]:.4g} or a bias "
+            f"{limits[1]:g}, beyond which the softmax on shares is no longer exact; lower the learning rate "
+            f"(now {config.lr:g}) or the input scale")
 
 
 @dataclass

@@ -31,6 +31,14 @@ def comparison_width(frac: int, bound: float | None) -> int:
     return 32 if bound is not None and bound * 2.0**frac < 2.0**31 - 1 else 64
 
 
+def any_nonnegative(x: SharedTensor) -> SharedTensor:
+    """One shared bit: [some value of x is >= 0]. Exact for any ring values (64-bit comparisons), so it
+    also catches values that overflowed. Costs one comparison of x (7 rounds for large x) and one of a
+    single count (5 rounds)."""
+    count = (1 - less_than_zero(x.reshape(-1))).sum()
+    return 1 - less_than_zero(count - 1, bound=x.size + 1.0)
+
+
 def less_than(x: SharedTensor, y) -> SharedTensor:
     """[x < y] elementwise, y shared or public. Exact while |x - y| < 2^63 / 2^frac."""
     return less_than_zero(x - y)

@@ -72,6 +72,13 @@ class Server:
             raise SessionMismatch(f"{self.name} received a share of session {session_id}, not {self.session_id}")
         return SharedTensor(self, np.asarray(share, dtype=np.uint64), frac)
 
+    def receive_public(self, tag: str):
+        """A public value the client sent (Client.tell) under `tag`: a decision, never data."""
+        got, session_id, value = self.channel.recv("client")
+        if got != tag or session_id != self.session_id:
+            raise SessionMismatch(f"{self.name} expected {tag!r} from the client, got {got!r}")
+        return value
+
     def reveal_to(self, tensor, receiver: str = "client") -> None:
         """Send this server's share to the party that may reconstruct it (normally the client)."""
         tensor._check_owner(self)
@@ -105,6 +112,11 @@ class Client:
         share0, share1, frac = self.split(x, frac)
         self.channel.send("server0", ("share", self.session_id, frac, share0))
         self.channel.send("server1", ("share", self.session_id, frac, share1))
+
+    def tell(self, tag: str, value) -> None:
+        """Send both servers the same public value (Server.receive_public): a decision, never data."""
+        for server in SERVERS:
+            self.channel.send(server, (tag, self.session_id, value))
 
     def reconstruct(self) -> np.ndarray:
         raw, frac = self.reconstruct_raw()
