@@ -81,6 +81,11 @@ def server_stats(g: Gallery):
     return g.parties.session.stats()["server0"]
 
 
+def drop_pool(srv):
+    """Run by both servers: forget the opened pool of the masked gallery, so the next query opens one."""
+    srv.state[P.STATE].pop("masked", None)
+
+
 def latency(g: Gallery, emb, probes, reveal: str) -> dict:
     times = []
     before = server_stats(g)
@@ -203,8 +208,7 @@ def main():
         g.batch = 1
         timed = rng.choice(probes, args.latency_queries, replace=False)
         # preprocessing of one pool, timed alone: a triple for `pool` rows and one opening of the gallery
-        g.parties.session.servers[0].state[P.STATE].pop("masked", None)
-        g.parties.session.servers[1].state[P.STATE].pop("masked", None)
+        g.parties.run(drop_pool)
         before = server_stats(g)
         t = time.perf_counter()
         g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])

@@ -66,7 +66,7 @@ def _timed_program(srv, name: str, op, inputs: int, reps: int, online: bool):
         with srv.provider.plan("benchmark", name):
             if online:
                 srv.provider.await_material()
-            srv.exchange(None)
+            srv.exchange((), [], tag="sync")
             before = srv.channel.stats.copy()
             start = time.perf_counter()
             out = op(*shared)

@@ -6,11 +6,17 @@ import math
 import numpy as np
 
 
+def reveal_result(srv, program, inputs: int):
+    """Run by both servers: receive `inputs` shared tensors, reveal program(*them) to the client."""
+    srv.reveal_to(program(*[srv.receive() for _ in range(inputs)]))
+
+
 def evaluate(session, program, *inputs, fracs=None):
     """Share `inputs` from the client, run program(*shared) on both servers, reconstruct the result.
-    fracs[i] = 0 shares inputs[i] as ring integers."""
+    fracs[i] = 0 shares inputs[i] as ring integers. `program` must pickle for a ProcessSession: a
+    module-level function, an operator (operator.add), or a functools.partial of one."""
     fracs = fracs or [None] * len(inputs)
-    job = session.run(lambda srv: srv.reveal_to(program(*[srv.receive() for _ in inputs])))
+    job = session.run(reveal_result, program, len(inputs))
     for x, f in zip(inputs, fracs):
         session.client.share(x, frac=f)
     out = session.client.reconstruct()

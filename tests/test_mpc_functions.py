@@ -1,18 +1,46 @@
-"""Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64."""
+"""Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64, on every session
+kind (the `session` fixture of conftest.py). Programs are module-level functions (or partials of them),
+so that they pickle for parties in processes."""
+from functools import partial
+
 import numpy as np
 import pytest
 
 from mpc_util import encoded, evaluate
-from ppfr.mpc import LocalSession
 from ppfr.mpc import functions as F
+from ppfr.mpc import protocols
 
 rng = np.random.default_rng(7)
 
 
-@pytest.fixture(scope="module")
-def session():
-    with LocalSession() as s:
-        yield s
+# -- programs: what both servers run on their shares -------------------------------------------------------
+def minimum_by_where(x, y):
+    return F.where(F.less_than(x, y), x, y)
+
+
+def argmax_index(t, axis, bound):
+    return F.argmax(t, axis, bound)[1]
+
+
+def argmin_value(t, axis, bound):
+    return F.argmin(t, axis, bound)[0]
+
+
+def argmin_index(t, axis, bound):
+    return F.argmin(t, axis, bound)[1]
+
+
+def reveal_hidden_offset(srv, axis):
+    srv.reveal_to(F.hide_offset(srv.receive(), axis=axis))
+
+
+def bytes_of_a_comparison(srv, width):
+    """What a comparison of the received values at `width` bits sends to the other server."""
+    x = srv.receive()
+    peer = "server1" if srv.index == 0 else "server0"
+    before = srv.channel.stats.bytes_to[peer]
+    protocols.msb_bits(srv, x.share, width=width)
+    return srv.channel.stats.bytes_to[peer] - before
 
 
 def test_less_than_zero_is_exact(session):
@@ -28,12 +56,12 @@ def test_comparisons_between_shared_and_public(session):
     assert np.array_equal(evaluate(session, F.less_than, a, b), ea < eb)
     assert np.array_equal(evaluate(session, F.greater_than, a, b), ea > eb)
     assert np.array_equal(evaluate(session, F.greater_equal, a, b), ea >= eb)
-    assert np.array_equal(evaluate(session, lambda x: F.less_than(x, 1.5), a), ea < 1.5)
+    assert np.array_equal(evaluate(session, partial(F.less_than, y=1.5), a), ea < 1.5)
 
 
 def test_where(session):
     a, b = rng.normal(size=50), rng.normal(size=50)
-    got = evaluate(session, lambda x, y: F.where(F.less_than(x, y), x, y), a, b)
+    got = evaluate(session, minimum_by_where, a, b)
     assert np.array_equal(got, np.minimum(encoded(a), encoded(b)))
 
 
@@ -45,24 +73,16 @@ def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
     if n >= 4:
         x[:4] = [0.0, -(2**-16), bound, -bound]
     assert F.comparison_width(16, bound) == 32 and F.comparison_width(16, 2 * bound) == 64
-    got = evaluate(session, lambda t: F.less_than_zero(t, bound=bound), x)
+    got = evaluate(session, partial(F.less_than_zero, bound=bound), x)
     assert np.array_equal(got, encoded(x) < 0)
 
 
-def test_a_32_bit_comparison_opens_half_the_bytes():
-    from ppfr.mpc import protocols
-
-    with LocalSession() as s:
-        cost = {}
-        for width in (32, 64):
-            def program(srv):
-                x = srv.receive()
-                before = srv.channel.stats.bytes_to["server1" if srv.index == 0 else "server0"]
-                protocols.msb_bits(srv, x.share, width=width)
-                return srv.channel.stats.bytes_to["server1" if srv.index == 0 else "server0"] - before
-            job = s.run(program)
-            s.client.share(np.ones(10_000))
-            cost[width] = job.result()[0]
+def test_a_32_bit_comparison_opens_half_the_bytes(session):
+    cost = {}
+    for width in (32, 64):
+        job = session.run(bytes_of_a_comparison, width)
+        session.client.share(np.ones(10_000))
+        cost[width] = job.result()[0]
     # c (8 or 4 bytes a value), then six or five radix-2 levels on words of one or two values, each opening
     # three masked words (P1, P0, G0) but the last, which needs G only (two)
     assert cost[64] == 10_000 * 8 + (5 * 3 + 2) * 10_000 * 8
@@ -74,11 +94,11 @@ def test_a_32_bit_comparison_opens_half_the_bytes():
 def test_max_argmax_argmin(session, shape, axis, bound):
     x = rng.uniform(-30, 30, shape)
     e = encoded(x)
-    assert np.array_equal(evaluate(session, lambda t: F.max_along(t, axis, bound), x), e.max(axis=axis))
-    got_i = evaluate(session, lambda t: F.argmax(t, axis, bound)[1], x)
+    assert np.array_equal(evaluate(session, partial(F.max_along, axis=axis, bound=bound), x), e.max(axis=axis))
+    got_i = evaluate(session, partial(argmax_index, axis=axis, bound=bound), x)
     assert np.array_equal(got_i, e.argmax(axis=axis))
-    got_v = evaluate(session, lambda t: F.argmin(t, axis, bound)[0], x)
-    got_i = evaluate(session, lambda t: F.argmin(t, axis, bound)[1], x)
+    got_v = evaluate(session, partial(argmin_value, axis=axis, bound=bound), x)
+    got_i = evaluate(session, partial(argmin_index, axis=axis, bound=bound), x)
     assert np.array_equal(got_v, e.min(axis=axis))
     assert np.array_equal(got_i, e.argmin(axis=axis))
 
@@ -102,7 +122,7 @@ def test_reciprocal_relative_error_over_its_range(session):
 
 def test_reciprocal_on_a_custom_range(session):
     x = rng.uniform(1, 200, 5000)
-    got = evaluate(session, lambda t: F.reciprocal(t, lower=1, upper=200), x)
+    got = evaluate(session, partial(F.reciprocal, lower=1, upper=200), x)
     assert np.max(np.abs(got - 1 / encoded(x))) <= 1e-3 / 200 + 2**-16  # 1e-3 relative, or the output's ulp
 
 
@@ -128,7 +148,7 @@ def test_softmax_on_rows_of_158_logits_anywhere_in_minus30_30(session):
 
 def test_softmax_along_axis_0_and_tiny_rows(session):
     x = rng.uniform(-30, 30, (10, 3))
-    assert np.max(np.abs(evaluate(session, lambda t: F.softmax(t, axis=0), x) - _softmax(x, axis=0))) <= 1e-3
+    assert np.max(np.abs(evaluate(session, partial(F.softmax, axis=0), x) - _softmax(x, axis=0))) <= 1e-3
     x = rng.uniform(-30, 30, (5, 1))
     assert np.max(np.abs(evaluate(session, F.softmax, x) - 1)) <= 1e-3
 
@@ -139,7 +159,7 @@ def test_hide_offset_leaves_the_client_only_the_differences_along_the_axis(sessi
     from mpc_util import chi_square_uniform_bytes
 
     x = np.tile(rng.uniform(-30, 30, (1, 158)), (4000, 1))   # one row of logits, asked 4,000 times
-    job = session.run(lambda srv: srv.reveal_to(F.hide_offset(srv.receive(), axis=1)))
+    job = session.run(reveal_hidden_offset, 1)
     session.client.share(x)
     raw, frac = session.client.reconstruct_raw()
     job.result()
@@ -147,7 +167,7 @@ def test_hide_offset_leaves_the_client_only_the_differences_along_the_axis(sessi
     assert frac == 16 and np.all(offsets == offsets[:, :1])     # one offset per row
     stat, critical = chi_square_uniform_bytes(offsets[:, 0].tobytes())
     assert stat < critical and len(np.unique(offsets[:, 0])) == len(x)
-    job = session.run(lambda srv: srv.reveal_to(F.hide_offset(srv.receive(), axis=0)))
+    job = session.run(reveal_hidden_offset, 0)
     session.client.share(x[:3].T)
     got = session.client.reconstruct_differences(axis=0)
     job.result()
