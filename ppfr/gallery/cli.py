@@ -5,6 +5,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -47,8 +48,21 @@ _tolerance_option = click.option(
     help="Largest Euclidean distance between two faces of one person (compared squared under MPC).")
 
 
-def _embed_images(paths, detector: str, policy: str, progress: bool):
-    """[(path, vector or None, why not)] and the embedder's name, embedding on the client."""
+class _Image(NamedTuple):
+    path: Path
+    vector: object        # the embedding, or None
+    why: str              # why there is none: "reason: detail"
+    reason: str           # the bare reason code (no_face, multiple_faces, ...)
+    faces: int            # faces found; with several, the policy kept one
+
+
+_KEPT = {"largest": "the largest", "center": "the one nearest the centre"}
+
+
+def _embed_images(paths, detector: str, policy: str, progress: bool, notes: bool = True) -> tuple[list[_Image], str]:
+    """Each image's embedding (or why not) and the embedder's name, embedding on the client. With
+    --policy single an image of several faces stops the command (nothing is written or compared);
+    otherwise each such image gets a note on stderr (unless not `notes`) saying which face was used."""
     from ppfr.embed.embedders import embedder_name
     from ppfr.embed.pipeline import EmbedSettings, embed_files
 
@@ -56,7 +70,16 @@ def _embed_images(paths, detector: str, policy: str, progress: bool):
                              upsample=_embed.get("upsample", 0), retry_upsample=_embed.get("retry_upsample", 1))
     workers = 1 if len(paths) <= 4 else None   # a pool's start-up costs more than a few images
     results = list(embed_files(paths, settings, workers, progress))   # drained, so the bar completes
-    out = [(p, vec, f"{reason}: {detail}" if detail else reason) for p, (vec, reason, detail) in zip(paths, results)]
+    out = [_Image(p, r.vector, f"{r.reason}: {r.detail}" if r.detail else r.reason, r.reason, r.faces)
+           for p, r in zip(paths, results)]
+    several = [str(i.path) for i in out if i.reason == "multiple_faces"]
+    if several:
+        raise click.ClickException(f"{', '.join(several)}: several faces, and --policy single takes only images "
+                                   f"with exactly one; crop the image, or use --policy largest")
+    for i in out if notes else []:
+        if i.faces > 1:
+            click.echo(f"note: {i.path} shows {i.faces} faces; {_KEPT[policy]} was used "
+                       f"(--policy single refuses such images)", err=True)
     return out, embedder_name(settings.embedder)
 
 
@@ -95,9 +118,10 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
     """
     from .service import Gallery
 
-    embedded, embedder = _embed_images(list(images), detector, policy, progress=not quiet and not as_json)
-    ok = [(p, v) for p, v, _ in embedded if v is not None]
-    skipped = [{"image": str(p), "reason": why} for p, v, why in embedded if v is None]
+    embedded, embedder = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
+                                       notes=not as_json)
+    ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
+    skipped = [{"image": str(i.path), "reason": i.why} for i in embedded if i.vector is None]
     for s in skipped if not as_json else []:
         click.echo(f"skipped {s['image']}: {s['reason']}", err=True)
     if not ok:
@@ -112,6 +136,7 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
         _fail(e)
     summary = {"name": name, "enrolled": len(ok), "skipped": skipped, "gallery": str(gallery_dir),
                "entries": len(rec.entries), "people": len(set(rec.names())), "version": rec.version,
+               "images": [{"image": str(i.path), "faces": i.faces} for i in embedded if i.vector is not None],
                "mpc": stats}
     if as_json:
         click.echo(json.dumps(summary))
@@ -147,9 +172,11 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
         gallery.require_entries()
     except _errors() as e:
         _fail(e)
-    embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json)
-    ok = [(p, v) for p, v, _ in embedded if v is not None]
-    results = {str(p): {"image": str(p), "error": why} for p, v, why in embedded if v is None}
+    embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
+                                notes=not as_json)
+    ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
+    results = {str(i.path): {"image": str(i.path), "error": i.why} for i in embedded if i.vector is None}
+    faces = {str(i.path): i.faces for i in embedded}
     stats = None
     if ok:
         start = time.perf_counter()
@@ -161,7 +188,7 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
         except _errors() as e:
             _fail(e)
         for (p, _), a in zip(ok, answers):
-            results[str(p)] = {"image": str(p), **a.as_dict()}
+            results[str(p)] = {"image": str(p), "faces": faces[str(p)], **a.as_dict()}
     ordered = [results[str(p)] for p in images]
     if as_json:
         click.echo(json.dumps({"gallery": str(gallery_dir), "reveal": reveal, "tolerance": tolerance,
@@ -203,15 +230,15 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
 
     from .service import pair_distances
 
-    embedded, _ = _embed_images([image_a, image_b], detector, policy, progress=False)
-    missing = [f"{p}: {why}" for p, v, why in embedded if v is None]
+    embedded, _ = _embed_images([image_a, image_b], detector, policy, progress=False, notes=not as_json)
+    missing = [f"{i.path}: {i.why}" for i in embedded if i.vector is None]
     if missing:
         raise click.ClickException("no face to compare in " + "; ".join(missing))
     start = time.perf_counter()
     try:
         with open_session(fixed=fixed_point()) as session:
             before = session.stats()["server0"]
-            (sq,) = pair_distances(embedded[0][1][None], embedded[1][1][None], session=session)
+            (sq,) = pair_distances(embedded[0].vector[None], embedded[1].vector[None], session=session)
             stats = _mpc_stats(session, before, time.perf_counter() - start)
     except _errors() as e:
         _fail(e)
@@ -220,7 +247,8 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
     same = sq <= tolerance ** 2
     if as_json:
         click.echo(json.dumps({"a": str(image_a), "b": str(image_b), "same": same, "distance": distance,
-                               "squared_distance": sq, "tolerance": tolerance, "mpc": stats}))
+                               "squared_distance": sq, "tolerance": tolerance,
+                               "faces": [i.faces for i in embedded], "mpc": stats}))
     else:
         verdict = "same person" if same else "different people"
         click.echo(f"{verdict} (distance {distance:.3f} {'<=' if same else '>'} {tolerance:g})")
