@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ def _init_worker(settings: EmbedSettings, embedder: Embedder | None = None):
     _state = (*settings.build(embedder), settings.policy)
 
 
+def _init_pool_worker(settings: EmbedSettings):
+    # Ctrl-C is for the parent, which stops the pool: a worker that took it too would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(settings)
+
+
 def _embed_file(path: str) -> FileResult:
     """What one file gives, in a worker; never raises, so that one bad image cannot end a run of thousands."""
     detector, embedder, policy = _state
@@ -109,7 +116,7 @@ def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers:
         # OpenCV thread pool from the parent
         ctx = mp.get_context("spawn")
         chunk = max(1, min(16, len(paths) // (workers * 8)))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings,)) as pool:
             for result in pool.imap(_embed_file, [str(p) for p in paths], chunksize=chunk):
                 yield result
                 bar.update()

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import click
 
 from ppfr.config import fixed_point, section
+from ppfr.failures import command
 
 from .service import REVEAL, TOLERANCE
 
@@ -83,15 +84,6 @@ def _embed_images(paths, detector: str, policy: str, progress: bool, notes: bool
     return out, embedder_name(settings.embedder)
 
 
-def _fail(e: Exception):
-    raise click.ClickException(str(e)) from None
-
-
-def _errors():
-    from ppfr.mpc import MPCError
-    return (MPCError, ValueError, OSError)
-
-
 def _mpc_stats(session, before, seconds) -> dict:
     """Time and traffic of the MPC part (not the embedding): bytes server 0 sent (server 1 sends the
     same), its rounds, and its preprocessing traffic with the dealer."""
@@ -100,7 +92,7 @@ def _mpc_stats(session, before, seconds) -> dict:
             "offline_bytes_per_server": d.offline_bytes}
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("name")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_gallery_option
@@ -127,13 +119,10 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
     if not ok:
         raise click.ClickException(f"no face found in any of the {len(images)} images; nothing enrolled")
     start = time.perf_counter()
-    try:
-        with Gallery(gallery_dir) as g:
-            before = g.parties.session.stats()["server0"]
-            rec = g.enroll(name, [v for _, v in ok], sources=[str(p) for p, _ in ok], embedder=embedder)
-            stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
-    except _errors() as e:
-        _fail(e)
+    with Gallery(gallery_dir) as g:
+        before = g.parties.session.stats()["server0"]
+        rec = g.enroll(name, [v for _, v in ok], sources=[str(p) for p, _ in ok], embedder=embedder)
+        stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
     summary = {"name": name, "enrolled": len(ok), "skipped": skipped, "gallery": str(gallery_dir),
                "entries": len(rec.entries), "people": len(set(rec.names())), "version": rec.version,
                "images": [{"image": str(i.path), "faces": i.faces} for i in embedded if i.vector is not None],
@@ -145,7 +134,7 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
                    f"entries of {_people(summary['people'])} (version {rec.version}, {gallery_dir})")
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_gallery_option
 @_tolerance_option
@@ -168,10 +157,8 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     from .service import Gallery
 
     gallery = Gallery(gallery_dir)  # its MPC session starts only when a query needs it
-    try:  # before the slow part: nobody enrolled, nothing to embed for
-        gallery.require_entries()
-    except _errors() as e:
-        _fail(e)
+    # before the slow part: nobody enrolled, nothing to embed for
+    gallery.require_entries()
     embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
                                 notes=not as_json)
     ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
@@ -180,13 +167,10 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     stats = None
     if ok:
         start = time.perf_counter()
-        try:
-            with gallery as g:
-                before = g.parties.session.stats()["server0"]
-                answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
-                stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
-        except _errors() as e:
-            _fail(e)
+        with gallery as g:
+            before = g.parties.session.stats()["server0"]
+            answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
+            stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
         for (p, _), a in zip(ok, answers):
             results[str(p)] = {"image": str(p), "faces": faces[str(p)], **a.as_dict()}
     ordered = [results[str(p)] for p in images]
@@ -214,7 +198,7 @@ def _describe(r: dict, tolerance: float) -> str:
     return text
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("image_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_tolerance_option
@@ -235,13 +219,10 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
     if missing:
         raise click.ClickException("no face to compare in " + "; ".join(missing))
     start = time.perf_counter()
-    try:
-        with open_session(fixed=fixed_point()) as session:
-            before = session.stats()["server0"]
-            (sq,) = pair_distances(embedded[0].vector[None], embedded[1].vector[None], session=session)
-            stats = _mpc_stats(session, before, time.perf_counter() - start)
-    except _errors() as e:
-        _fail(e)
+    with open_session(fixed=fixed_point()) as session:
+        before = session.stats()["server0"]
+        (sq,) = pair_distances(embedded[0].vector[None], embedded[1].vector[None], session=session)
+        stats = _mpc_stats(session, before, time.perf_counter() - start)
     sq = float(sq)
     distance = float(max(sq, 0.0) ** 0.5)
     same = sq <= tolerance ** 2
@@ -254,7 +235,7 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
         click.echo(f"{verdict} (distance {distance:.3f} {'<=' if same else '>'} {tolerance:g})")
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("name")
 @_gallery_option
 @_json_option
@@ -262,12 +243,9 @@ def remove(name, gallery_dir, as_json):
     """Remove every entry of NAME from the gallery (from both servers' halves, atomically)."""
     from .service import Gallery
 
-    try:
-        with Gallery(gallery_dir) as g:
-            removed = g.remove(name)
-            rec = g.record
-    except _errors() as e:
-        _fail(e)
+    with Gallery(gallery_dir) as g:
+        removed = g.remove(name)
+        rec = g.record
     summary = {"name": name, "removed": removed, "entries": len(rec.entries), "people": len(set(rec.names())),
                "version": rec.version, "gallery": str(gallery_dir)}
     if as_json:
