@@ -52,9 +52,9 @@ def embed(dataset_dir, output, policy, detector, upsample, retry_upsample, embed
     image paths relative to DATASET_DIR and the embedder's name.
 
     No image is dropped silently: every file that gives no embedding is listed in the JSON report
-    with its reason: unreadable (corrupt or not an image), no_face, multiple_faces (policy
-    'single'), not_an_image (extension other than jpg/jpeg/png), not_in_person_folder,
-    nested_folder, error. Hidden files (.name) are passed over.
+    with its reason: unreadable (corrupt or not an image), too_large (above limits.max_megapixels),
+    no_face, multiple_faces (policy 'single'), not_an_image (extension other than jpg/jpeg/png),
+    not_in_person_folder, nested_folder, error. Hidden files (.name) are passed over.
 
     Example: ppfr embed ../shared/data/lfw/images_deepfunneled -o lfw.npz --policy center
     """
