@@ -91,9 +91,9 @@ def throughput(root: Path, paths: list[str], workers: int, settings) -> tuple[fl
     start = time.perf_counter()
     first = None
     embedded = 0
-    for vec, _, _ in embed_files([root / p for p in paths], settings, workers=workers, progress=False):
+    for got in embed_files([root / p for p in paths], settings, workers=workers, progress=False):
         first = first or time.perf_counter()
-        embedded += vec is not None
+        embedded += got.vector is not None
     end = time.perf_counter()
     assert embedded > 0.95 * len(paths)
     return len(paths) / (end - start), (len(paths) - 1) / (end - first)
@@ -106,8 +106,8 @@ def pairs_only_embeddings(root: Path, pairs, settings, cache: Path, workers) -> 
     names = sorted({p.split("/")[0] for p in paths})
     label = {n: i for i, n in enumerate(names)}
     rows, skipped = [], []
-    for p, (vec, reason, _) in zip(paths, embed_files([root / p for p in paths], settings, workers)):
-        (rows.append((p, vec)) if vec is not None else skipped.append((p, reason)))
+    for p, got in zip(paths, embed_files([root / p for p in paths], settings, workers)):
+        (rows.append((p, got.vector)) if got.vector is not None else skipped.append((p, got.reason)))
     result = EmbeddingSet(np.array([v for _, v in rows], np.float32), np.array([label[p.split("/")[0]] for p, _ in rows]),
                           names, [p for p, _ in rows], embedder_name(settings.embedder), skipped,
                           dict(detector=settings.detector, upsample=settings.upsample,

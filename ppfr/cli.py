@@ -1,7 +1,9 @@
 """The `ppfr` command line.
 
 Each command lives beside the code it drives and is imported only when it is used, so that
-`ppfr verify` does not pay for torch and `ppfr --help` stays quick.
+`ppfr verify` does not pay for torch and `ppfr --help` stays quick. Every command runs through one error
+path (ppfr.failures): a failure is one line naming the file or option and the fix, never a traceback
+unless --debug is given; and a broken config breaks no --help, only the commands that run.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import importlib
 import importlib.util
 
 import click
+
+from ppfr import config, failures
 
 # command name -> "module:attribute" of a click.Command
 COMMANDS = {
@@ -32,16 +36,27 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not self._available(name):
             return None
         module, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        with config.lenient():   # a command's defaults come from the config: a broken one must not break --help
+            command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BaseException as e:  # noqa: BLE001 - e.g. a default read from a broken config while parsing
+            failures.fail(e, ctx)
 
     @staticmethod
     def _available(name):
-        return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
+        with config.lenient():   # find_spec imports the parent package
+            return importlib.util.find_spec(COMMANDS[name].split(":")[0]) is not None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ppfr")
-def main():
+@click.option("--debug", is_flag=True, envvar="PPFR_DEBUG",
+              help="Show the full traceback of a failure instead of its one-line summary.")
+def main(debug):
     """Privacy-preserving face recognition.
 
     The client detects, aligns and embeds faces with dlib, then splits every 128-d embedding into two

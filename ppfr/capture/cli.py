@@ -8,11 +8,12 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
+from ppfr.failures import command
 
 _cfg = section("capture")
 
 
-@click.command()
+@command()
 @click.argument("name")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Dataset folder; images go to OUT/NAME/NNNN.jpg, numbered on from any already there.")
@@ -62,21 +63,18 @@ def capture(name, out_dir, camera, video, images_dir, count, every, margin, dete
         raise click.UsageError("give exactly one source: --camera N, --video FILE or --images DIR")
     if every is None:
         every = 1 if images_dir is not None else _cfg.get("every", 5)
-    try:
-        if images_dir is not None:
-            source = ImageFolderSource(images_dir)
-        elif video is not None:
-            source = VideoSource(video=video)
-        else:
-            try:
-                source = VideoSource(camera=camera)
-            except CaptureError as e:
-                raise CaptureError(f"{e} (try another --camera, or --video/--images)") from None
-        result = capture_faces(source, out_dir, name, count=count, every=every,
-                               detector=FaceDetector(detector, upsample, None), margin=margin,
-                               show=show, progress=not quiet)
-    except CaptureError as e:
-        raise click.ClickException(str(e)) from None
+    if images_dir is not None:
+        source = ImageFolderSource(images_dir)
+    elif video is not None:
+        source = VideoSource(video=video)
+    else:
+        try:
+            source = VideoSource(camera=camera)
+        except CaptureError as e:
+            raise CaptureError(f"{e} (try another --camera, or --video/--images)") from None
+    result = capture_faces(source, out_dir, name, count=count, every=every,
+                           detector=FaceDetector(detector, upsample, None), margin=margin,
+                           show=show, progress=not quiet)
 
     summary = result.summary()
     summary["source"] = source.description

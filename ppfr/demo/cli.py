@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.failures import command
 
 _cfg = section("demo")
 
 
-@click.command()
+@command()
 @click.option("--lfw", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="LFW folder (holding images_deepfunneled/ or lfw-deepfunneled/).  "
                    "[default: $PPFR_LFW, else ../shared/data/lfw beside the repository]")
@@ -49,15 +50,10 @@ def demo(lfw, people, min_images, max_images, background, strangers, test_split,
     on shares, reconstruct at the client. The report compares the MPC decisions with a plaintext model
     trained the same way, and gives timings and the bytes the servers exchanged.
     """
-    from ppfr.mpc import MPCError
-
     from .lfw import format_report, run_demo
 
     log = (lambda *a: None) if quiet or as_json else (lambda msg: click.echo(msg, err=True))
-    try:
-        report = run_demo(lfw, people=people, min_images=min_images, max_images=max_images, background=background,
-                          strangers=strangers, test_split=test_split, seed=seed, threshold=threshold, epochs=epochs,
-                          use_cache=not no_cache, model_dir=model_dir, progress=not quiet, log=log)
-    except (MPCError, ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+    report = run_demo(lfw, people=people, min_images=min_images, max_images=max_images, background=background,
+                      strangers=strangers, test_split=test_split, seed=seed, threshold=threshold, epochs=epochs,
+                      use_cache=not no_cache, model_dir=model_dir, progress=not quiet, log=log)
     click.echo(json.dumps(report) if as_json else format_report(report))

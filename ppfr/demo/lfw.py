@@ -115,11 +115,11 @@ def embed_training(split: DemoSplit, use_cache: bool = True, workers: int | None
         keep = rows >= 0
         return x[keep], labels[keep], f"cache {cache_path().name}", time.perf_counter() - start
     vectors, keep = [], []
-    for vec, _, _ in embed_files([split.root / p for p in paths], LFW_SETTINGS, workers, progress,
-                                 desc="embedding training images"):
-        keep.append(vec is not None)
-        if vec is not None:
-            vectors.append(vec)
+    for got in embed_files([split.root / p for p in paths], LFW_SETTINGS, workers, progress,
+                           desc="embedding training images"):
+        keep.append(got.vector is not None)
+        if got.vector is not None:
+            vectors.append(got.vector)
     x = np.array(vectors, dtype=np.float64).reshape(len(vectors), -1)
     return x, labels[np.array(keep, dtype=bool)], "computed", time.perf_counter() - start
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.failures import command
 
 from .detect import DETECTORS, POLICIES
 
@@ -17,7 +18,7 @@ def default_report_path(output: Path) -> Path:
     return output.with_name(output.stem + ".report.json")
 
 
-@click.command()
+@command()
 @click.argument("dataset_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=_cfg.get("output", "embeddings.npz"), show_default=True,
@@ -51,13 +52,12 @@ def embed(dataset_dir, output, policy, detector, upsample, retry_upsample, embed
     image paths relative to DATASET_DIR and the embedder's name.
 
     No image is dropped silently: every file that gives no embedding is listed in the JSON report
-    with its reason: unreadable (corrupt or not an image), no_face, multiple_faces (policy
-    'single'), not_an_image (extension other than jpg/jpeg/png), not_in_person_folder,
-    nested_folder, error. Hidden files (.name) are passed over.
+    with its reason: unreadable (corrupt or not an image), too_large (above limits.max_megapixels),
+    no_face, multiple_faces (policy 'single'), not_an_image (extension other than jpg/jpeg/png),
+    not_in_person_folder, nested_folder, error. Hidden files (.name) are passed over.
 
     Example: ppfr embed ../shared/data/lfw/images_deepfunneled -o lfw.npz --policy center
     """
-    from .dataset import DatasetError
     from .embedders import EmbedderError, embedder_name
     from .pipeline import EmbedSettings, embed_dataset
     from ppfr.atomic import write_bytes_atomic
@@ -68,10 +68,7 @@ def embed(dataset_dir, output, policy, detector, upsample, retry_upsample, embed
         raise click.BadParameter(str(e), param_hint="--embedder") from None
     settings = EmbedSettings(embedder=embedder, detector=detector, policy=policy, upsample=upsample,
                              retry_upsample=retry_upsample or None)
-    try:
-        result, summary = embed_dataset(dataset_dir, settings, workers=workers, progress=not quiet)
-    except (DatasetError, EmbedderError) as e:
-        raise click.ClickException(str(e)) from None
+    result, summary = embed_dataset(dataset_dir, settings, workers=workers, progress=not quiet)
 
     report = report or default_report_path(output)
     write_bytes_atomic(report, json.dumps(summary, indent=1).encode())

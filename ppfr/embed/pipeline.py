@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -30,11 +32,28 @@ class EmbedSettings:
                 embedder if embedder is not None else make_embedder(self.embedder))
 
 
+class Embedded(NamedTuple):
+    vector: np.ndarray
+    box: Box
+    faces: int        # faces the detector found; the policy kept one (`box`)
+
+
 def embed_image(rgb: np.ndarray, detector: FaceDetector, embedder: Embedder,
-                policy: str = "largest") -> tuple[np.ndarray, Box]:
+                policy: str = "largest") -> Embedded:
     """The embedding of the face `policy` picks in an RGB image; raises SkipImage when there is none."""
-    box = choose_face(detector.detect(rgb), rgb.shape, policy)
-    return embedder.embed(rgb, box), box
+    boxes = detector.detect(rgb)
+    if not boxes:
+        raise SkipImage("no_face", detector.no_face_detail(rgb.shape))
+    box = choose_face(boxes, rgb.shape, policy)
+    return Embedded(embedder.embed(rgb, box), box, len(boxes))
+
+
+class FileResult(NamedTuple):
+    """What one file gave: a vector, or None and why not (a report reason code and its detail)."""
+    vector: np.ndarray | None
+    reason: str = ""
+    detail: str = ""
+    faces: int = 0    # faces found (one of them embedded when there are several)
 
 
 # --- per-process state: each worker builds its detector and embedder (and so loads the models) once
@@ -46,17 +65,22 @@ def _init_worker(settings: EmbedSettings, embedder: Embedder | None = None):
     _state = (*settings.build(embedder), settings.policy)
 
 
-def _embed_file(path: str):
-    """(vector or None, reason, detail) for one file, in a worker; never raises, so that one bad
-    image cannot end a run of thousands."""
+def _init_pool_worker(settings: EmbedSettings):
+    # Ctrl-C is for the parent, which stops the pool: a worker that took it too would print a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(settings)
+
+
+def _embed_file(path: str) -> FileResult:
+    """What one file gives, in a worker; never raises, so that one bad image cannot end a run of thousands."""
     detector, embedder, policy = _state
     try:
-        vec, _ = embed_image(read_rgb(path), detector, embedder, policy)
-        return vec, "", ""
+        vec, _, faces = embed_image(read_rgb(path), detector, embedder, policy)
+        return FileResult(vec, faces=faces)
     except SkipImage as e:
-        return None, e.reason, e.detail
+        return FileResult(None, e.reason, e.detail)
     except Exception as e:  # a dlib/opencv failure on one odd image is reported, not fatal
-        return None, "error", f"{type(e).__name__}: {e}"
+        return FileResult(None, "error", f"{type(e).__name__}: {e}")
 
 
 def default_workers() -> int:
@@ -70,7 +94,7 @@ def worker_count(workers: int | None, files: int) -> int:
 
 def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers: int | None = None,
                 progress: bool = True, desc: str = "embedding"):
-    """Embed files in order; yields (vector or None, reason, detail) per file.
+    """Embed files in order; yields a FileResult per file.
 
     Raises EmbedderError (before any work) when settings.embedder cannot be built.
     """
@@ -92,7 +116,7 @@ def embed_files(paths: list, settings: EmbedSettings = EmbedSettings(), workers:
         # OpenCV thread pool from the parent
         ctx = mp.get_context("spawn")
         chunk = max(1, min(16, len(paths) // (workers * 8)))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
+        with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(settings,)) as pool:
             for result in pool.imap(_embed_file, [str(p) for p in paths], chunksize=chunk):
                 yield result
                 bar.update()
@@ -110,16 +134,17 @@ def embed_dataset(root, settings: EmbedSettings = EmbedSettings(), workers: int 
     listing = list_dataset(root)
     name = embedder_name(settings.embedder)  # also rejects an unknown spec before any work
     start = time.perf_counter()
-    vectors, labels, paths = [], [], []
+    vectors, labels, paths, several = [], [], [], 0
     skipped = [dict(path=p, reason=r, detail=d) for p, r, d in listing.ignored]
     files = [root / rel for rel, _ in listing.images]
     workers = worker_count(workers, len(files))
     results = embed_files(files, settings, workers, progress)
-    for (rel, label), (vec, reason, detail) in zip(listing.images, results):
-        if vec is None:
-            skipped.append(dict(path=rel, reason=reason, detail=detail))
+    for (rel, label), got in zip(listing.images, results):
+        if got.vector is None:
+            skipped.append(dict(path=rel, reason=got.reason, detail=got.detail))
         else:
-            vectors.append(vec)
+            several += got.faces > 1
+            vectors.append(got.vector)
             labels.append(label)
             paths.append(rel)
     seconds = time.perf_counter() - start
@@ -148,6 +173,7 @@ def embed_dataset(root, settings: EmbedSettings = EmbedSettings(), workers: int 
         embedded=len(paths),
         skipped_count=len(skipped),
         skipped_by_reason=reasons,
+        several_faces=several,          # embedded images that showed several faces (the policy kept one)
         classes=len(listing.class_names),
         workers=workers,
         seconds=round(seconds, 3),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ppfr.atomic import atomic_path
+from ppfr.limits import load_npz
 
 
 @dataclass
@@ -88,7 +89,7 @@ class EmbeddingSet:
 
     @classmethod
     def load(cls, path) -> "EmbeddingSet":
-        with np.load(path, allow_pickle=False) as z:
+        with load_npz(path) as z:
             skipped_paths = z["skipped_paths"].tolist() if "skipped_paths" in z else []
             skipped_reasons = z["skipped_reasons"].tolist() if "skipped_reasons" in z else []
             return cls(

@@ -5,10 +5,12 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
 from ppfr.config import fixed_point, section
+from ppfr.failures import command
 
 from .service import REVEAL, TOLERANCE
 
@@ -47,8 +49,21 @@ _tolerance_option = click.option(
     help="Largest Euclidean distance between two faces of one person (compared squared under MPC).")
 
 
-def _embed_images(paths, detector: str, policy: str, progress: bool):
-    """[(path, vector or None, why not)] and the embedder's name, embedding on the client."""
+class _Image(NamedTuple):
+    path: Path
+    vector: object        # the embedding, or None
+    why: str              # why there is none: "reason: detail"
+    reason: str           # the bare reason code (no_face, multiple_faces, ...)
+    faces: int            # faces found; with several, the policy kept one
+
+
+_KEPT = {"largest": "the largest", "center": "the one nearest the centre"}
+
+
+def _embed_images(paths, detector: str, policy: str, progress: bool, notes: bool = True) -> tuple[list[_Image], str]:
+    """Each image's embedding (or why not) and the embedder's name, embedding on the client. With
+    --policy single an image of several faces stops the command (nothing is written or compared);
+    otherwise each such image gets a note on stderr (unless not `notes`) saying which face was used."""
     from ppfr.embed.embedders import embedder_name
     from ppfr.embed.pipeline import EmbedSettings, embed_files
 
@@ -56,17 +71,17 @@ def _embed_images(paths, detector: str, policy: str, progress: bool):
                              upsample=_embed.get("upsample", 0), retry_upsample=_embed.get("retry_upsample", 1))
     workers = 1 if len(paths) <= 4 else None   # a pool's start-up costs more than a few images
     results = list(embed_files(paths, settings, workers, progress))   # drained, so the bar completes
-    out = [(p, vec, f"{reason}: {detail}" if detail else reason) for p, (vec, reason, detail) in zip(paths, results)]
+    out = [_Image(p, r.vector, f"{r.reason}: {r.detail}" if r.detail else r.reason, r.reason, r.faces)
+           for p, r in zip(paths, results)]
+    several = [str(i.path) for i in out if i.reason == "multiple_faces"]
+    if several:
+        raise click.ClickException(f"{', '.join(several)}: several faces, and --policy single takes only images "
+                                   f"with exactly one; crop the image, or use --policy largest")
+    for i in out if notes else []:
+        if i.faces > 1:
+            click.echo(f"note: {i.path} shows {i.faces} faces; {_KEPT[policy]} was used "
+                       f"(--policy single refuses such images)", err=True)
     return out, embedder_name(settings.embedder)
-
-
-def _fail(e: Exception):
-    raise click.ClickException(str(e)) from None
-
-
-def _errors():
-    from ppfr.mpc import MPCError
-    return (MPCError, ValueError, OSError)
 
 
 def _mpc_stats(session, before, seconds) -> dict:
@@ -77,7 +92,7 @@ def _mpc_stats(session, before, seconds) -> dict:
             "offline_bytes_per_server": d.offline_bytes}
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("name")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_gallery_option
@@ -95,23 +110,22 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
     """
     from .service import Gallery
 
-    embedded, embedder = _embed_images(list(images), detector, policy, progress=not quiet and not as_json)
-    ok = [(p, v) for p, v, _ in embedded if v is not None]
-    skipped = [{"image": str(p), "reason": why} for p, v, why in embedded if v is None]
+    embedded, embedder = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
+                                       notes=not as_json)
+    ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
+    skipped = [{"image": str(i.path), "reason": i.why} for i in embedded if i.vector is None]
     for s in skipped if not as_json else []:
         click.echo(f"skipped {s['image']}: {s['reason']}", err=True)
     if not ok:
         raise click.ClickException(f"no face found in any of the {len(images)} images; nothing enrolled")
     start = time.perf_counter()
-    try:
-        with Gallery(gallery_dir) as g:
-            before = g.parties.session.stats()["server0"]
-            rec = g.enroll(name, [v for _, v in ok], sources=[str(p) for p, _ in ok], embedder=embedder)
-            stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
-    except _errors() as e:
-        _fail(e)
+    with Gallery(gallery_dir) as g:
+        before = g.parties.session.stats()["server0"]
+        rec = g.enroll(name, [v for _, v in ok], sources=[str(p) for p, _ in ok], embedder=embedder)
+        stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
     summary = {"name": name, "enrolled": len(ok), "skipped": skipped, "gallery": str(gallery_dir),
                "entries": len(rec.entries), "people": len(set(rec.names())), "version": rec.version,
+               "images": [{"image": str(i.path), "faces": i.faces} for i in embedded if i.vector is not None],
                "mpc": stats}
     if as_json:
         click.echo(json.dumps(summary))
@@ -120,7 +134,7 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
                    f"entries of {_people(summary['people'])} (version {rec.version}, {gallery_dir})")
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_gallery_option
 @_tolerance_option
@@ -143,25 +157,22 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     from .service import Gallery
 
     gallery = Gallery(gallery_dir)  # its MPC session starts only when a query needs it
-    try:  # before the slow part: nobody enrolled, nothing to embed for
-        gallery.require_entries()
-    except _errors() as e:
-        _fail(e)
-    embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json)
-    ok = [(p, v) for p, v, _ in embedded if v is not None]
-    results = {str(p): {"image": str(p), "error": why} for p, v, why in embedded if v is None}
+    # before the slow part: nobody enrolled, nothing to embed for
+    gallery.require_entries()
+    embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
+                                notes=not as_json)
+    ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
+    results = {str(i.path): {"image": str(i.path), "error": i.why} for i in embedded if i.vector is None}
+    faces = {str(i.path): i.faces for i in embedded}
     stats = None
     if ok:
         start = time.perf_counter()
-        try:
-            with gallery as g:
-                before = g.parties.session.stats()["server0"]
-                answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
-                stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
-        except _errors() as e:
-            _fail(e)
+        with gallery as g:
+            before = g.parties.session.stats()["server0"]
+            answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
+            stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
         for (p, _), a in zip(ok, answers):
-            results[str(p)] = {"image": str(p), **a.as_dict()}
+            results[str(p)] = {"image": str(p), "faces": faces[str(p)], **a.as_dict()}
     ordered = [results[str(p)] for p in images]
     if as_json:
         click.echo(json.dumps({"gallery": str(gallery_dir), "reveal": reveal, "tolerance": tolerance,
@@ -187,7 +198,7 @@ def _describe(r: dict, tolerance: float) -> str:
     return text
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("image_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("image_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_tolerance_option
@@ -203,30 +214,28 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
 
     from .service import pair_distances
 
-    embedded, _ = _embed_images([image_a, image_b], detector, policy, progress=False)
-    missing = [f"{p}: {why}" for p, v, why in embedded if v is None]
+    embedded, _ = _embed_images([image_a, image_b], detector, policy, progress=False, notes=not as_json)
+    missing = [f"{i.path}: {i.why}" for i in embedded if i.vector is None]
     if missing:
         raise click.ClickException("no face to compare in " + "; ".join(missing))
     start = time.perf_counter()
-    try:
-        with open_session(fixed=fixed_point()) as session:
-            before = session.stats()["server0"]
-            (sq,) = pair_distances(embedded[0][1][None], embedded[1][1][None], session=session)
-            stats = _mpc_stats(session, before, time.perf_counter() - start)
-    except _errors() as e:
-        _fail(e)
+    with open_session(fixed=fixed_point()) as session:
+        before = session.stats()["server0"]
+        (sq,) = pair_distances(embedded[0].vector[None], embedded[1].vector[None], session=session)
+        stats = _mpc_stats(session, before, time.perf_counter() - start)
     sq = float(sq)
     distance = float(max(sq, 0.0) ** 0.5)
     same = sq <= tolerance ** 2
     if as_json:
         click.echo(json.dumps({"a": str(image_a), "b": str(image_b), "same": same, "distance": distance,
-                               "squared_distance": sq, "tolerance": tolerance, "mpc": stats}))
+                               "squared_distance": sq, "tolerance": tolerance,
+                               "faces": [i.faces for i in embedded], "mpc": stats}))
     else:
         verdict = "same person" if same else "different people"
         click.echo(f"{verdict} (distance {distance:.3f} {'<=' if same else '>'} {tolerance:g})")
 
 
-@click.command(epilog=_HOW)
+@command(epilog=_HOW)
 @click.argument("name")
 @_gallery_option
 @_json_option
@@ -234,12 +243,9 @@ def remove(name, gallery_dir, as_json):
     """Remove every entry of NAME from the gallery (from both servers' halves, atomically)."""
     from .service import Gallery
 
-    try:
-        with Gallery(gallery_dir) as g:
-            removed = g.remove(name)
-            rec = g.record
-    except _errors() as e:
-        _fail(e)
+    with Gallery(gallery_dir) as g:
+        removed = g.remove(name)
+        rec = g.record
     summary = {"name": name, "removed": removed, "entries": len(rec.entries), "people": len(set(rec.names())),
                "version": rec.version, "gallery": str(gallery_dir)}
     if as_json:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.failures import command
 
 from .defaults import TRAIN_DEFAULTS
 
@@ -19,7 +20,7 @@ def _default(key):
     return _cfg.get(key, TRAIN_DEFAULTS[key])
 
 
-@click.command()
+@command()
 @click.argument("embeddings", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               default=section("paths").get("weights", "weights"), show_default=True,
@@ -72,19 +73,16 @@ def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, te
 
     Example: ppfr train-mpc lfw10.npz -o weights/ --epochs 10
     """
-    from .data import DataError, Preprocessing, load_dataset, split_dataset
+    from .data import Preprocessing, load_dataset, split_dataset
     from .reference import TrainConfig
     from .train import run_training
 
-    try:
-        config = TrainConfig.from_config(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, l2=l2,
-                                         seed=seed)
-        prep = Preprocessing(l2_normalize=normalize, scale=scale)
-        split = split_dataset(load_dataset(embeddings), test_split, seed)
-        summary = run_training(split, config, prep, output, plaintext=not no_plaintext,
-                               report_loss=report_loss, progress=not quiet, parties=parties)
-    except (DataError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+    config = TrainConfig.from_config(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, l2=l2,
+                                     seed=seed)
+    prep = Preprocessing(l2_normalize=normalize, scale=scale)
+    split = split_dataset(load_dataset(embeddings), test_split, seed)
+    summary = run_training(split, config, prep, output, plaintext=not no_plaintext,
+                           report_loss=report_loss, progress=not quiet, parties=parties)
     summary["inputs"] = [str(p) for p in embeddings]
     if as_json:
         click.echo(json.dumps(summary, indent=1))

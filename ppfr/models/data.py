@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppfr.limits import LimitError, load_npz
+
 from .defaults import TRAIN_DEFAULTS
 
 DIM = 128  # dlib's (and OpenFace's) embedding size
@@ -94,7 +96,7 @@ def read_embeddings(path, dim: int = DIM) -> tuple[np.ndarray, np.ndarray, list[
     if not path.exists():
         raise DataError(f"{path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with load_npz(path) as z:
             missing = [k for k in ("embeddings", "labels", "class_names") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: not an embeddings file (no {', '.join(missing)}; write it with `ppfr embed`)")
@@ -104,6 +106,8 @@ def read_embeddings(path, dim: int = DIM) -> tuple[np.ndarray, np.ndarray, list[
             embedder = str(z["embedder"]) if "embedder" in z.files else ""
     except DataError:
         raise
+    except LimitError as e:
+        raise DataError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - zip, pickle and format errors all mean "not readable"
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if x.size == 0:

@@ -12,7 +12,9 @@ import click
 
 from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
+from ppfr.failures import command
 from ppfr.models.reference import CONFIDENCE_BANDS, REVEALS
+
 from .recognizer import DEFAULT_REVEAL, DEFAULT_THRESHOLD
 
 _cfg = section("recognize")
@@ -38,7 +40,7 @@ Examples:
 """
 
 
-@click.command(epilog=_EPILOG)
+@command(epilog=_EPILOG)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--video", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Recognise every frame of this video file.")
@@ -87,9 +89,6 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     if its probability is at least --threshold; otherwise the face is 'unknown'.
     """
     from ppfr.embed.detect import FaceDetector
-    from ppfr.mpc import MPCError
-
-    from .media import MediaError
 
     webcam = webcam or camera is not None
     if webcam and camera is None:
@@ -101,15 +100,12 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     printer = _Printer(as_json)
     # images are few and precious: look again, upsampled, when nothing is found; frames are many
     retry = upsample + 1 if paths else None
-    try:
-        run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
-                   detect_scale, max_frames, progress=not quiet, reveal=reveal)
-        if paths:
-            run.images(paths)
-        else:
-            run.video(video, camera if webcam else None)
-    except (MediaError, MPCError, ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+    run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
+               detect_scale, max_frames, progress=not quiet, reveal=reveal)
+    if paths:
+        run.images(paths)
+    else:
+        run.video(video, camera if webcam else None)
     if not quiet:
         click.echo(run.summary_text(), err=True)
     if run.failed:
@@ -181,11 +177,11 @@ class _Run:
             for path in tqdm(files, desc="recognising", unit="img", disable=not self.progress or len(files) < 2):
                 try:
                     rgb = read_rgb(path)
-                except SkipImage as e:
+                    faces = self.recognizer.recognize(rgb, self.detect_scale)
+                except SkipImage as e:   # unreadable, or too large (limits: in the config)
                     self.failed.append(str(path))
                     click.echo(f"{path}: {e.detail or e.reason}", err=True)
                     continue
-                faces = self.recognizer.recognize(rgb, self.detect_scale)
                 for f in faces:
                     self.printer.face(str(path), None, f)
                 if out or self.window:
