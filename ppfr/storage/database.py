@@ -110,7 +110,6 @@ class PartyStore:
             self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")    # a committed pending version survives a power cut
             self._db.execute("PRAGMA secure_delete=ON")    # removed shares are overwritten, not just unlinked
             self._db.executescript(_SCHEMA)
             self._claim()
@@ -179,8 +178,10 @@ class PartyStore:
 
     def commit(self, kind: str, object_id: str, version: int, sha256: str, binding: str) -> None:
         """Make pending `version` the head (the client has recorded it) and delete what it supersedes.
-        Committing the head again with the same binding does nothing."""
-        with self._lock, self._errors(), self._transaction():
+        Committing the head again with the same binding does nothing. Not flushed to disk at once
+        (synchronous=NORMAL): a commit lost to a power cut is redone by the next open, which finds the
+        recorded version still pending."""
+        with self._lock, self._errors(), self._transaction(durable=False):
             head = self._head(kind, object_id)
             row = self._db.execute("SELECT sha256, binding FROM versions WHERE kind = ? AND id = ? AND version = ?",
                                    (kind, object_id, version)).fetchone()
@@ -258,7 +259,10 @@ class PartyStore:
                 f"record names version {version}: the record or this store was restored from an older copy")
 
     @contextlib.contextmanager
-    def _transaction(self):
+    def _transaction(self, durable: bool = True):
+        """durable: flushed to disk before COMMIT returns (synchronous=FULL), as a pending version must
+        be before the client's record names it."""
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
