@@ -151,6 +151,14 @@ def test_a_write_stopped_at_any_step_leaves_the_old_or_the_new_state(tmp_path, g
         assert same_state(state(trial), after if committed else before), step
         if not committed:
             assert (trial / record_file.relative_to(root)).read_bytes() == record_bytes, step
+        if write is train_over:       # training again straight away (no load first) also works
+            retrain = tmp_path / f"retrain{k}"
+            shutil.copytree(root, retrain)
+            with faults.installed(_stopped_at(step)), pytest.raises(Crash):
+                write(retrain)
+            write(retrain)
+            version, names, p = model_state(retrain)
+            assert names == after[1] and np.array_equal(p, after[2]) and version == after[0] + committed, step
         for party in (0, 1):          # both servers now hold the loaded version as their head
             heads = PartyStore(trial / f"server{party}", party).heads("model" if write is train_over else "gallery")
             assert list(heads.values()) == [state(trial)[0]], (step, heads)
@@ -354,7 +362,7 @@ def test_servers_that_do_not_hold_the_same_version_refuse(gallery, tmp_path):
     ("truncated", "not a readable ppfr store"),
     ("other party", "is server 0's store, not server 1's"),
     ("other gallery", "holds no gallery"),
-    ("missing", "holds no gallery"),
+    ("missing", "server 1's store .* is missing"),
 ])
 def test_a_damaged_or_foreign_store_gives_one_clear_line(gallery, tmp_path, damage, match):
     root, vecs = gallery
@@ -417,3 +425,12 @@ def test_only_the_owner_can_read_stored_data(gallery, model):
             assert modes == dict.fromkeys(["ppfr.sqlite3", "ppfr.sqlite3-wal", "ppfr.sqlite3-shm"], 0o600)
         assert stat.S_IMODE((base / "client").stat().st_mode) == 0o700
         assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in (base / "client").iterdir())
+
+
+def test_training_into_a_folder_whose_servers_disagree_is_refused(model, tmp_path):
+    """Checked before anything is written (train-mpc checks it before training, too)."""
+    shutil.copytree(model / "server1", tmp_path / "old")
+    train_over(model)                                                   # version 2
+    shutil.rmtree(model / "server1")
+    shutil.copytree(tmp_path / "old", model / "server1")               # server 1 restored to version 1
+    _refused_and_untouched(model, "server 1 holds version 1 of model .* not the pending version 2", lambda: train_over(model))

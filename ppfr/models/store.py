@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ppfr.storage import (DB_NAME, StorageError, commit_change, finish_open, load_half, new_record, read_record as
-                          read_stored, record_path, require_unclaimed, write_half)
+                          read_stored, record_path, require_unclaimed, settle, write_half)
 
 from .protocols import STATE_KEY
 
@@ -58,10 +58,12 @@ def prepare_output(session, root) -> tuple[str, int]:
     model recorded there, or version 1 of a new one. Refuses, before any training, a record that cannot
     be read and server data that no record accounts for."""
     path = model_paths(root)["client"]
+    run = lambda program, *args: session.run(program, *args).result()  # noqa: E731
     old = read_stored(path, KIND)
     if old is None:
-        require_unclaimed(lambda p, *a: session.run(p, *a).result(), root, KIND, path)
+        require_unclaimed(run, root, KIND, path)
         return secrets.token_hex(8), 1
+    settle(run, root, old)
     return old["id"], old["version"] + 1
 
 

@@ -11,9 +11,9 @@ all versioned, self-verifying and bound to each other (README, "Storage").
 from .database import DB_NAME, Half, PartyStore
 from .errors import StorageError
 from .record import (check_halves, commit_change, finish_open, new_record, read_record, record_path,
-                     require_unclaimed, write_record)
+                     require_unclaimed, settle, write_record)
 from .server import attach_store, load_half, party_store, write_half
 
 __all__ = ["DB_NAME", "Half", "PartyStore", "StorageError", "attach_store", "check_halves", "commit_change",
            "finish_open", "load_half", "new_record", "party_store", "read_record", "record_path",
-           "require_unclaimed", "write_half", "write_record"]
+           "require_unclaimed", "settle", "write_half", "write_record"]

@@ -97,6 +97,10 @@ class PartyStore:
     """The store in `directory`, owned by server `party`. Thread-safe; other processes may open the same
     store (SQLite locks it), and a writer waits up to BUSY_SECONDS for another's transaction."""
 
+    @staticmethod
+    def exists(directory) -> bool:
+        return (Path(directory) / DB_NAME).is_file()
+
     def __init__(self, directory, party: int):
         self.directory = Path(directory)
         self.party = int(party)
@@ -111,6 +115,7 @@ class PartyStore:
                                        check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA secure_delete=ON")    # removed shares are overwritten, not just unlinked
+            self._db.execute("PRAGMA journal_size_limit=4194304")   # the WAL shrinks back after a large change
             self._db.executescript(_SCHEMA)
             self._claim()
 
@@ -151,9 +156,13 @@ class PartyStore:
                                    "client changed it, or the client's record is not the latest")
             self._discard_pending(kind, object_id, head)
             old, seqs, digests = _parts(parent, replace)
-            gone = np.asarray(remove, dtype=np.int64)
+            gone = np.unique(np.asarray(remove, dtype=np.int64))
+            if gone.size and (gone[0] < 0 or gone[-1] >= len(old)):
+                raise StorageError(f"{self.path}: rows {gone.tolist()} are not all rows of {kind} {object_id} "
+                                   f"version {head} ({len(old)} rows)")
             if replace:
-                self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}", (version, kind, object_id, head, head))
+                self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}",
+                                 (version, kind, object_id, head, head))
             elif gone.size:
                 self._db.executemany("UPDATE rows SET removed = ? WHERE kind = ? AND id = ? AND seq = ?",
                                      [(version, kind, object_id, int(s)) for s in seqs[gone]])
@@ -186,9 +195,9 @@ class PartyStore:
             row = self._db.execute("SELECT sha256, binding FROM versions WHERE kind = ? AND id = ? AND version = ?",
                                    (kind, object_id, version)).fetchone()
             if row is None or head not in (version, version - 1) or row[0] != sha256:
-                raise StorageError(f"{self.path}: server {self.party} cannot commit version {version} of "
-                                   f"{kind} {object_id}: it holds no such pending version (head {head}), or "
-                                   "another client rewrote it")
+                raise StorageError(f"{self.path}: server {self.party} holds version {head} of {kind} {object_id} "
+                                   f"and not the pending version {version} the client recorded: this store was "
+                                   "restored from an older copy, or another client rewrote the version")
             if head == version:
                 if row[1] != binding:
                     raise StorageError(f"{self.path}: version {version} of {kind} {object_id} is bound to "
@@ -196,9 +205,10 @@ class PartyStore:
                 return
             self._db.execute("UPDATE versions SET binding = ? WHERE kind = ? AND id = ? AND version = ?",
                              (binding, kind, object_id, version))
+            key = (kind, object_id, version)
             self._db.execute("UPDATE objects SET head = ? WHERE kind = ? AND id = ?", (version, kind, object_id))
-            self._db.execute("DELETE FROM rows WHERE kind = ? AND id = ? AND removed <= ?", (kind, object_id, version))
-            self._db.execute("DELETE FROM versions WHERE kind = ? AND id = ? AND version < ?", (kind, object_id, version))
+            self._db.execute("DELETE FROM rows WHERE kind = ? AND id = ? AND removed <= ?", key)
+            self._db.execute("DELETE FROM versions WHERE kind = ? AND id = ? AND version < ?", key)
             checkpoint(f"server{self.party}: {kind} commit written, not yet durable")
 
     # -- internals ---------------------------------------------------------------------------------------

@@ -158,6 +158,21 @@ def commit_change(run, root, path, record: dict, reports: list) -> dict:
     return record
 
 
+def settle(run, root, record: dict) -> None:
+    """Before writing the version after `record`'s: each server's head must be the recorded version (a
+    server whose commit of it was interrupted commits it now, against the recorded digest)."""
+    what = f"{record['kind']} {record['id']}"
+    heads = [held.get(record["id"], 0) for held in run(heads_program, root, record["kind"])]
+    for i, head in enumerate(heads):
+        if head not in (record["version"], record["version"] - 1):
+            raise StorageError(f"server {i} holds version {head} of {what}, the client record names version "
+                               f"{record['version']}: the record or the server's store was restored from an "
+                               "older copy (nothing was changed)")
+    if record["version"] - 1 in heads:
+        run(commit_program, root, record["kind"], record["id"], record["version"],
+            [h["sha256"] for h in record["halves"]], record["binding"])
+
+
 def require_unclaimed(run, root, kind: str, path) -> None:
     """With no record at `path`: refuse when the servers already hold `kind` data at `root`, which a new
     object would otherwise hide (nothing is ever treated as empty that is not)."""

@@ -31,8 +31,9 @@ def attach_store(srv, store: PartyStore) -> None:
     srv.state[_ATTACHED] = store
 
 
-def party_store(srv, root) -> PartyStore:
-    """This server's store: the attached one, or (embedded mode) ROOT/serverN/, opened once per server."""
+def party_store(srv, root, create: bool = True) -> PartyStore | None:
+    """This server's store: the attached one, or (embedded mode) ROOT/serverN/, opened once per server.
+    With create=False, None when ROOT/serverN/ holds no store (so that reading creates nothing)."""
     own = srv.state.get(_ATTACHED)
     if own is not None:
         if root is not None:
@@ -44,6 +45,8 @@ def party_store(srv, root) -> PartyStore:
     opened = srv.state.setdefault(_OPENED, {})
     directory = (Path(root) / f"server{srv.index}").resolve()
     if directory not in opened:
+        if not create and not PartyStore.exists(directory):
+            return None
         opened[directory] = PartyStore(directory, srv.index)
     return opened[directory]
 
@@ -51,7 +54,11 @@ def party_store(srv, root) -> PartyStore:
 def load_half(srv, root, kind: str, object_id: str, version: int) -> Half:
     """Read and verify this server's half of `version`, and check with the other server that it holds
     the same version of the same object (both must call this together: one round)."""
-    half = party_store(srv, root).load(kind, object_id, version)
+    store = party_store(srv, root, create=False)
+    if store is None:
+        raise StorageError(f"server {srv.index}'s store {Path(root) / f'server{srv.index}'} is missing (the client's "
+                           f"record names {kind} {object_id} version {version}): restore server {srv.index}'s data")
+    half = store.load(kind, object_id, version)
     agree(srv, half)
     return half
 
@@ -90,5 +97,6 @@ def commit_program(srv, root, kind: str, object_id: str, version: int, digests: 
 
 def heads_program(srv, root, kind: str) -> dict:
     """{object id: head version} of what this server holds of `kind` (public metadata)."""
-    return party_store(srv, root).heads(kind)
+    store = party_store(srv, root, create=False)
+    return {} if store is None else store.heads(kind)
 
