@@ -18,7 +18,8 @@ import pytest
 
 from ppfr.embed.store import EmbeddingSet
 from ppfr.gallery import Gallery, read_record as read_gallery
-from ppfr.models.softmax import STATE_KEY, predict_mpc
+from ppfr.models.protocols import STATE_KEY
+from ppfr.models.service import predict_mpc
 from ppfr.models.store import load_model, model_paths, save_model
 from ppfr.mpc import LocalSession
 from ppfr.storage import PartyStore, StorageError, faults

@@ -67,7 +67,7 @@ def agree(srv, half: Half) -> None:
     """Refuse unless both servers hold the same kind, id and version, bound to the same record (a half
     whose commit was interrupted has no binding yet; the client's check covers it)."""
     mine = _agreement(half)
-    (theirs,) = srv.exchange([mine])
+    (theirs,) = srv.exchange(("public",), [mine], tag="agree")   # not an opening: public metadata
     theirs = np.asarray(theirs, dtype=np.uint8)
     what = f"{half.kind} {half.id}"
     if theirs.shape != mine.shape or not np.array_equal(theirs[:32], mine[:32]):
