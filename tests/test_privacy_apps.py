@@ -7,8 +7,8 @@ import pytest
 import privacy
 from ppfr.gallery import Gallery, pair_distances
 from ppfr.mpc import LocalSession
-from ppfr.mpc.storage import load_share
-from ppfr.gallery.store import half_path
+from ppfr.gallery import read_record
+from storage_util import halves
 
 RNG = np.random.default_rng(11)
 
@@ -89,7 +89,7 @@ def test_gallery_views(tmp_path, reveal):
     random = (unit(RNG.normal(size=(40, 128))), unit(RNG.normal(size=(8, 128))))
     (a, _), (b, _) = (run_views(identify(*data, tmp_path / name)) for data, name in ((constant, "a"), (random, "b")))
     assert_private(a, b)
-    stored = load_share(half_path(tmp_path / "a", 0, 1), party=0, kind="gallery")[0]["embeddings"]
+    stored = halves(tmp_path / "a", "gallery", read_record(tmp_path / "a").to_json())[0].rows[:, :128]
     assert not privacy.looks_like_data(stored), "a server's stored half is not uniform"
 
 

@@ -15,13 +15,14 @@ from ppfr.embed.detect import read_rgb
 from ppfr.models.data import Preprocessing
 from ppfr.models.reference import TrainConfig, label_and_band, softmax_rows, train_plaintext
 from ppfr.models.service import reveal_model, train_mpc
-from ppfr.models.store import model_paths, save_model
+from ppfr.models.store import save_model
 from ppfr.mpc import LocalSession
-from ppfr.mpc.storage import ShareFileError
+from ppfr.storage import StorageError
 from ppfr.demo.lfw import choose, embed_training
 from ppfr.recognition.media import LatestFrame
 from ppfr.recognition.recognizer import UNKNOWN, Recognizer
 from ppfr.recognition.cli import recognize
+from storage_util import edit_sql
 
 THRESHOLD = 0.5
 PREP = Preprocessing()
@@ -191,15 +192,11 @@ def test_no_model_or_a_tampered_half_is_refused(model, tmp_path, lfw_image):
     assert result.exit_code != 0 and "missing client record" in result.output and "train-mpc" in result.output
     copy = tmp_path / "model"
     shutil.copytree(model["root"], copy)
-    paths = model_paths(copy)
-    data = dict(np.load(paths["server1"]))
-    data["weight"] = data["weight"] + np.uint64(1)
-    with open(paths["server1"], "wb") as f:
-        np.savez(f, **data)
+    edit_sql(copy, 1, "UPDATE rows SET data = zeroblob(length(data)) WHERE seq = 3")
     result = _run(["-m", copy, img])
     assert result.exit_code != 0 and "modified" in result.output
-    paths["server0"].unlink()
-    with pytest.raises(ShareFileError, match="missing"):
+    shutil.rmtree(copy / "server0")
+    with pytest.raises(StorageError, match="missing"):
         Recognizer(copy)
 
 

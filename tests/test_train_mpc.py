@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 
 from ppfr.embed.store import EmbeddingSet
 from ppfr.models.cli import train_mpc as train_mpc_command
@@ -16,7 +14,7 @@ from ppfr.models.reference import TrainConfig, initial_weights, label_and_band, 
 from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.models.store import load_model, model_paths, save_model
 from ppfr.mpc import LocalSession
-from ppfr.mpc.storage import ShareFileError, load_share, save_share
+from storage_util import halves
 
 PREP = Preprocessing()
 
@@ -138,8 +136,8 @@ def test_model_halves_round_trip_through_disk(trained):
         p = predict_mpc(session, x, reveal="probabilities").probabilities
     assert record["class_names"] == [f"c{i}" for i in range(8)] and record["preprocessing"] == PREP.as_dict()
     assert np.abs(p - softmax_rows(x @ trained["w"] + trained["b"])).max() < 1e-3
-    header = load_share(model_paths(trained["root"])["server0"], party=0, kind="model")[1]
-    assert header["meta"]["classes"] == 8 and header["meta"]["fixed_point"]["frac_bits"] == 16
+    header = halves(trained["root"], "model", record)[0].header
+    assert header["rows"] == 8 and header["meta"]["fixed_point"]["frac_bits"] == 16
 
 
 def test_single_queries_share_one_opening_of_the_weights(trained):
@@ -156,49 +154,6 @@ def test_single_queries_share_one_opening_of_the_weights(trained):
     assert costs[0] - costs[1] >= weight_bytes and costs[0] - costs[2] >= weight_bytes, costs
 
 
-def _copy_model(src, dst):
-    shutil.copytree(src, dst)
-    return model_paths(dst)
-
-
-def _refused(root, match):
-    with LocalSession() as session, pytest.raises(ShareFileError, match=match):
-        load_model(session, root)
-
-
-def test_halves_of_different_models_are_refused(trained, tmp_path):
-    other = tmp_path / "other"
-    with LocalSession() as session:
-        x, y = clusters(classes=8, per_class=4, seed=5)
-        train_mpc(session, [(x, y)], 8, TrainConfig(epochs=1, batch_size=32))
-        save_model(session, other, [f"c{i}" for i in range(8)], PREP.as_dict())
-    paths = _copy_model(trained["root"], tmp_path / "mixed")
-    shutil.copy(model_paths(other)["server1"], paths["server1"])
-    _refused(tmp_path / "mixed", "holds model .*, but the client's record is of model")
-
-
-def test_a_tampered_half_is_refused(trained, tmp_path):
-    paths = _copy_model(trained["root"], tmp_path / "t")
-    data = dict(np.load(paths["server0"]))
-    data["weight"] = data["weight"] + np.uint64(1)  # the header (with its digest) unchanged
-    with open(paths["server0"], "wb") as f:
-        np.savez(f, **data)
-    _refused(tmp_path / "t", "has been modified")
-
-
-def test_a_half_rewritten_with_a_fresh_digest_is_refused_by_the_client(trained, tmp_path):
-    paths = _copy_model(trained["root"], tmp_path / "t")
-    arrays, header = load_share(paths["server1"], party=1, kind="model")
-    arrays["bias"] = arrays["bias"] + np.uint64(1 << 16)
-    save_share(paths["server1"], party=1, kind="model", object_id=header["id"], arrays=arrays, meta=header["meta"])
-    _refused(tmp_path / "t", "not the one this client recorded")
-
-
-@pytest.mark.parametrize("missing", ["server0", "server1", "client"])
-def test_a_missing_half_or_record_is_refused(trained, tmp_path, missing):
-    paths = _copy_model(trained["root"], tmp_path / "t")
-    paths[missing].unlink()
-    _refused(tmp_path / "t", "missing")
 
 
 # -- data -----------------------------------------------------------------------------------------------------
@@ -273,10 +228,12 @@ def test_cli_trains_saves_and_summarises(tmp_path):
     for server in ("server0", "server1"):
         assert summary["mpc"]["stats"][server]["rounds"] > 0
     record = json.loads(model_paths(out)["client"].read_text())
-    assert record["id"] == summary["model_id"] and record["class_names"] == [f"person_{i:02d}" for i in range(6)]
+    assert record["id"] == summary["model_id"] and record["names"] == [f"person_{i:02d}" for i in range(6)]
     assert record["embedder"] == "dlib_resnet_v1"
     text = CliRunner().invoke(train_mpc_command, [str(path), "-o", str(out), "--epochs", "1", "--quiet"]).output
     assert "accuracy MPC" in text and "rounds" in text
+    again = json.loads(model_paths(out)["client"].read_text())      # -o EXISTING: the next version of it
+    assert (again["id"], again["version"]) == (record["id"], record["version"] + 1)
 
 
 # -- no silent wrong answers ----------------------------------------------------------------------------------
@@ -319,4 +276,4 @@ def test_a_diverging_training_stops_with_a_clear_error(tmp_path):
                                                         "--epochs", "2", "--quiet", *extra])
         assert result.exit_code == 1 and "diverged in epoch 1" in result.output, result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-        assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*.npz"))
+        assert not model_paths(tmp_path / "w")["client"].exists()   # no model was committed

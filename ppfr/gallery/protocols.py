@@ -18,6 +18,8 @@ import numpy as np
 
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
+from ppfr.storage import Half, load_half, write_half
+from ppfr.storage.server import agree
 
 from . import store
 
@@ -28,57 +30,52 @@ REVEAL_MODES = ("all", "nearest", "match")
 
 
 # -- loading and changing the gallery ---------------------------------------------------------------------
-def open_gallery(srv, root, version: int, object_id: str, dim: int, frac: int) -> str | None:
-    """Load this server's half of `version` (once per session) and return its digest for the client to
-    compare with its record. Each server checks its half against the id the client sends it, so the two
-    hold halves of the same version without a further exchange."""
+def open_gallery(srv, root, object_id: str, version: int, dim: int, frac: int) -> dict:
+    """Hold this server's half of `version` (read from its store once per session) and report it
+    (header, half digest, binding) for the client to check against its record. Version 0 is a new,
+    empty gallery. Every call checks with the other server that both hold the same version (one round),
+    so the two stay in step even when only one had it loaded already."""
     state = srv.state.get(STATE)
-    if state is None or state["id"] != object_id:
-        if version == 0:   # a new gallery has no files yet
-            state = {"id": object_id, "emb": np.zeros((0, dim), U64), "norms": np.zeros(0, U64),
-                     "frac": frac, "sha256": None}
-        else:
-            emb, norms, header = store.load_half(root, srv.index, version, object_id)
-            state = {"id": object_id, "emb": emb, "norms": norms, "frac": header["meta"]["frac_bits"],
-                     "sha256": header["sha256"]}
-        if state["frac"] != frac or state["emb"].shape[1] != dim:
-            raise store.GalleryError(f"server {srv.index}'s half of {object_id} holds {state['emb'].shape[1]}-d "
-                                     f"vectors at {state['frac']} fractional bits; the record says {dim} at {frac}")
-        srv.state[STATE] = state
-    return state["sha256"]
+    if version == 0:
+        half = Half.empty(store.KIND, object_id, srv.index, dim + 1, store.half_meta(dim, frac))
+    elif state is not None and (state["half"].id, state["half"].version) == (object_id, version):
+        agree(srv, state["half"])
+        return state["half"].report()    # held with its pool of masked queries
+    else:
+        half = load_half(srv, root, store.KIND, object_id, version)
+    if half.header["meta"] != store.half_meta(dim, frac) or half.rows.shape[1] != dim + 1:
+        raise store.GalleryError(f"server {srv.index}'s half of gallery {object_id} holds {half.header['meta']}; "
+                                 f"the client's record says {store.half_meta(dim, frac)}")
+    return _hold(srv, half)
 
 
-def append_rows(srv, root, version: int, object_id: str) -> str:
-    """Receive new rows (shares of embeddings and of their squared norms) and write version `version`:
-    the old rows followed by the new ones. Returns the new half's digest."""
-    state = srv.state[STATE]
+def append_rows(srv, root, version: int, object_id: str) -> dict:
+    """Receive new rows (shares of embeddings and of their squared norms) and write pending version
+    `version`: the held rows followed by the new ones, appended in one transaction."""
+    half = srv.state[STATE]["half"]
     rows, norms = srv.receive(), srv.receive()
-    if rows.frac != state["frac"] or rows.ndim != 2 or rows.shape[1] != state["emb"].shape[1]:
+    dim = half.header["meta"]["dim"]
+    if rows.frac != half.header["meta"]["frac_bits"] or rows.ndim != 2 or rows.shape[1] != dim:
         raise store.GalleryError(f"new rows {rows.shape} at {rows.frac} bits do not fit the gallery")
-    emb = np.concatenate([state["emb"], rows.share])
-    nrm = np.concatenate([state["norms"], norms.share])
-    return _save_and_keep(srv, root, version, object_id, emb, nrm, state["frac"])
+    new = np.concatenate([rows.share, norms.share[:, None]], axis=1)
+    return _hold(srv, write_half(srv, root, store.KIND, object_id, version, half.header["meta"], parent=half, add=new))
 
 
-def remove_rows(srv, root, rows, version: int, object_id: str) -> str:
-    """Write version `version` without the given rows (public row numbers: a server learns which rows
-    go, not whose they are)."""
-    state = srv.state[STATE]
-    keep = np.setdiff1d(np.arange(state["emb"].shape[0]), np.asarray(rows, dtype=np.int64))
-    return _save_and_keep(srv, root, version, object_id, state["emb"][keep], state["norms"][keep], state["frac"])
+def remove_rows(srv, root, rows, version: int, object_id: str) -> dict:
+    """Write pending version `version` without the given rows (public row numbers: a server learns which
+    rows go, not whose they are)."""
+    half = srv.state[STATE]["half"]
+    return _hold(srv, write_half(srv, root, store.KIND, object_id, version, half.header["meta"], parent=half,
+                                 remove=rows))
 
 
-def _save_and_keep(srv, root, version: int, object_id: str, emb, norms, frac: int) -> str:
-    """Write this server's half of a new version and hold it, so the next use need not read it back. (If
-    the client does not commit the version, its record names the old version's id, which does not match,
-    and the committed half is loaded anew.)"""
-    digest = store.save_half(root, srv.index, version, object_id, emb, norms, frac)
-    srv.state[STATE] = {"id": object_id, "emb": emb, "norms": norms, "frac": frac, "sha256": digest}
-    return digest
-
-
-def prune_halves(srv, root, keep: int) -> int:
-    return len(store.prune(root, srv.index, keep))
+def _hold(srv, half) -> dict:
+    """Keep `half` for the queries of this session, so the next use need not read it back. (If the client
+    does not commit a version just written, its record names another version, and that is read anew.)"""
+    dim = half.header["meta"]["dim"]
+    srv.state[STATE] = {"half": half, "emb": half.rows[:, :dim], "norms": half.rows[:, dim],
+                        "frac": half.header["meta"]["frac_bits"]}
+    return half.report()
 
 
 # -- distances ----------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 
 from ppfr.config import fixed_point, section
 from ppfr.mpc import FixedPoint, ProtocolAborted, Session, open_session
-from ppfr.mpc.storage import check_record
+from ppfr.storage import commit_change, finish_open, require_unclaimed
 
 from . import protocols as P
 from . import store
@@ -154,10 +154,14 @@ class Gallery:
 
     # -- state ---------------------------------------------------------------------------------------------
     def require_entries(self) -> GalleryRecord:
-        """The committed record, or a clear error when there is nobody to compare with."""
+        """The committed record, or a clear error when there is nobody to compare with. A missing record
+        is "no gallery" only when the servers hold no gallery data either."""
         rec = self.record
-        if rec is None or not rec.entries:
-            raise GalleryError(f"the gallery at {self.root} is empty: enrol someone first (ppfr enroll)")
+        if rec is None:
+            require_unclaimed(self._run, self.root, store.KIND, store.record_path(self.root))
+            raise GalleryError(f"there is no gallery at {self.root} yet: enrol someone first (ppfr enroll)")
+        if not rec.entries:
+            raise GalleryError(f"the gallery at {self.root} is empty (everyone was removed): enrol someone first")
         return rec
 
     @property
@@ -177,19 +181,34 @@ class Gallery:
         rec = self.record
         return sorted(set(rec.names())) if rec else []
 
-    def _open(self, rec: GalleryRecord) -> None:
-        """Have both servers load the committed version and check it against the client's record."""
-        _, digests = self.parties.run(P.open_gallery, self.root, rec.version, rec.object_id, rec.dim,
-                                      rec.frac_bits)
-        if rec.version:
-            check_record({"kind": store.KIND, "id": rec.object_id, "sha256": rec.sha256}, digests)
+    def _run(self, program, *args) -> list:
+        """What both servers return from `program` (no client part)."""
+        return self.parties.run(program, *args)[1]
 
-    def _commit(self, rec: GalleryRecord) -> None:
-        store.commit_record(self.root, rec)
-        try:   # a stray file left here is harmless: the next change prunes it
-            self.parties.run(P.prune_halves, self.root, rec.version)
-        except (OSError, ProtocolAborted):
-            pass
+    def _open(self, rec: GalleryRecord) -> None:
+        """Have both servers hold the recorded version, checked against the client's record (and commit
+        it where an interrupted change left it pending)."""
+        reports = self._run(P.open_gallery, self.root, rec.id, rec.version, rec.dim, rec.frac_bits)
+        if rec.version:
+            finish_open(self._run, self.root, rec.to_json(), reports, store.record_path(self.root))
+
+    def _start(self, embedder: str, dim: int) -> GalleryRecord:
+        """The record a change starts from: the committed one, or a new gallery when there is none and
+        the servers hold no gallery data at this root either."""
+        rec = self.record
+        if rec is None:
+            require_unclaimed(self._run, self.root, store.KIND, store.record_path(self.root))
+            rec = GalleryRecord.new(self.frac_bits, dim, embedder)
+        if rec.embedder != embedder or rec.dim != dim:
+            raise GalleryError(f"this gallery holds {rec.dim}-d {rec.embedder} embeddings, not "
+                               f"{dim}-d {embedder}: distances between the two mean nothing")
+        self._open(rec)
+        return rec
+
+    def _commit(self, new: GalleryRecord, reports) -> GalleryRecord:
+        data = commit_change(self._run, self.root, store.record_path(self.root), new.to_json(), reports)
+        new.halves, new.binding, new.written = data["halves"], data["binding"], data["written"]
+        return new
 
     # -- changes -------------------------------------------------------------------------------------------
     def enroll(self, name: str, vectors, sources=None, embedder: str = "dlib_resnet_v1") -> GalleryRecord:
@@ -198,7 +217,8 @@ class Gallery:
         return self.enroll_many([name] * len(vectors), vectors, sources, embedder)
 
     def enroll_many(self, names, vectors, sources=None, embedder: str = "dlib_resnet_v1") -> GalleryRecord:
-        """Add rows (names[i] for vectors[i]) as one atomic change."""
+        """Add rows (names[i] for vectors[i]) as one atomic change: each server appends them to its store
+        in one transaction, without rewriting the rows it holds."""
         names = [str(n) for n in names]
         if any(not n.strip() for n in names):
             raise GalleryError("a person's name cannot be empty")
@@ -208,35 +228,28 @@ class Gallery:
             raise GalleryError(f"{len(x)} vectors, {len(names)} names and {len(sources)} sources: "
                                "need one name (and source) per vector, and at least one vector")
         with store.locked(self.root, exclusive=True):
-            rec = self.record or GalleryRecord.new(self.frac_bits, x.shape[1], embedder)
-            if rec.embedder != embedder or rec.dim != x.shape[1]:
-                raise GalleryError(f"this gallery holds {rec.dim}-d {rec.embedder} embeddings, not "
-                                   f"{x.shape[1]}-d {embedder}: distances between the two mean nothing")
-            self._open(rec)
-            new = GalleryRecord(rec.id, rec.version + 1, rec.frac_bits, rec.dim, rec.embedder,
-                                entries=rec.entries + [Entry(n, str(s)) for n, s in zip(names, sources)])
+            rec = self._start(embedder, x.shape[1])
+            new = rec.successor(rec.entries + [Entry(n, str(s)) for n, s in zip(names, sources)])
 
             def send(client):
                 client.share(x, frac=rec.frac_bits)
                 client.share(norms, frac=0)
 
-            _, new.sha256 = self.parties.run(P.append_rows, self.root, new.version, new.object_id, client=send)
-            self._commit(new)
-            return new
+            _, reports = self.parties.run(P.append_rows, self.root, new.version, new.id, client=send)
+            return self._commit(new, reports)
 
     def remove(self, name: str) -> int:
         """Remove every row of `name` from both halves; returns how many rows went."""
         with store.locked(self.root, exclusive=True):
-            rec = self.record
-            rows = rec.rows_of(name) if rec else []
+            rec = self.require_entries() if self.record is None else self.record
+            rows = rec.rows_of(name)
             if not rows:
                 raise GalleryError(f"{name!r} is not enrolled in the gallery at {self.root}")
             self._open(rec)
             gone = set(rows)
-            new = GalleryRecord(rec.id, rec.version + 1, rec.frac_bits, rec.dim, rec.embedder,
-                                entries=[e for i, e in enumerate(rec.entries) if i not in gone])
-            _, new.sha256 = self.parties.run(P.remove_rows, self.root, rows, new.version, new.object_id)
-            self._commit(new)
+            new = rec.successor(e for i, e in enumerate(rec.entries) if i not in gone)
+            _, reports = self.parties.run(P.remove_rows, self.root, rows, new.version, new.id)
+            self._commit(new, reports)
             return len(rows)
 
     # -- 1:N -------------------------------------------------------------------------------------------------

@@ -1,55 +1,42 @@
-"""Where a gallery lives on disk, and how it changes atomically.
+"""Where a gallery lives, and what its record holds (the mechanism is ppfr.storage's).
 
-    GALLERY/server0/gallery-v000007.npz   server 0's shares (embeddings, squared norms) of version 7
-    GALLERY/server1/gallery-v000007.npz   server 1's shares of the same version
-    GALLERY/client/gallery.json           the client's record: gallery id, committed version, the
-                                          digests of both halves, and the name of every row
+    GALLERY/server0/ppfr.sqlite3   server 0's store: its shares of every row (embedding, squared norm)
+    GALLERY/server1/ppfr.sqlite3   server 1's
+    GALLERY/client/gallery.json    the client's record: gallery id, version, one name (and source) per row
+                                   in row order, fixed point, dimension, embedder, both halves' headers
+                                   and digests, and the binding
 
 Only the client knows who is in the gallery; a server holds uniform shares and the number of rows.
-
-Atomic changes. A version's files are never modified: an enrolment or removal makes both servers write
-version v+1 beside version v, and only then does the client replace its record (one atomic rename) to
-point at v+1. A crash before that rename leaves the record, and so the gallery, at version v, with at
-most a stray v+1 half that the next change overwrites or `prune` deletes; a crash after it leaves v+1
-complete. Writers hold an exclusive lock on the gallery, readers a shared one, so a reader never sees
-the version it is loading pruned under it.
-
-The share files are written and checked with the project's one mechanism, ppfr.mpc.storage: each half
-carries the gallery id and version and a digest of its arrays, each server checks its half against the id the client names,
-and the client compares both digests with its record (`check_record`).
+An enrolment appends rows and a removal marks rows, each as a new version in one transaction on each
+server's store; the client's record is then replaced (the commit point) and the servers commit. Writers
+hold an exclusive lock on the gallery (GALLERY/client/.lock), readers a shared one.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
-import re
+import os
 import secrets
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from ppfr.atomic import write_bytes_atomic
-from ppfr.mpc.storage import ShareFileError, load_share, save_share
+from ppfr.storage import StorageError, new_record, read_record as read_stored, record_path as stored_path
 
 KIND = "gallery"
-FORMAT = 1
 RECORD_NAME = "gallery.json"
-_HALF = re.compile(r"^gallery-v(\d{6})\.npz$")
 
 
-class GalleryError(ShareFileError):
+class GalleryError(StorageError):
     """A gallery is missing, inconsistent, or asked for something it cannot do."""
 
 
-def half_path(root, party: int, version: int) -> Path:
-    return Path(root) / f"server{party}" / f"gallery-v{version:06d}.npz"
-
-
 def record_path(root) -> Path:
-    return Path(root) / "client" / RECORD_NAME
+    return stored_path(root, RECORD_NAME)
+
+
+def half_meta(dim: int, frac_bits: int) -> dict:
+    """What each half's header says about its rows: dim shares of the embedding, then the squared norm."""
+    return {"dim": int(dim), "frac_bits": int(frac_bits)}
 
 
 @dataclass
@@ -67,14 +54,10 @@ class GalleryRecord:
     frac_bits: int
     dim: int
     embedder: str
-    sha256: list = field(default_factory=list)        # digests of server 0's and server 1's halves
     entries: list = field(default_factory=list)       # one Entry per row, in row order
-    updated: float = 0.0
-
-    @property
-    def object_id(self) -> str:
-        """The id written into both halves of this version: they must agree with each other and with it."""
-        return f"{self.id}-v{self.version:06d}"
+    halves: list = field(default_factory=list)        # each server's half: header and half digest
+    binding: str = ""                                 # the digest of all of this (ppfr.storage.digest)
+    written: str = ""
 
     def names(self) -> list[str]:
         return [e.name for e in self.entries]
@@ -83,79 +66,43 @@ class GalleryRecord:
         return [i for i, e in enumerate(self.entries) if e.name == name]
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "kind": KIND, **asdict(self)}
+        data = new_record(KIND, self.id, self.version, self.names(), sources=[e.source for e in self.entries],
+                          frac_bits=self.frac_bits, dim=self.dim, embedder=self.embedder)
+        data.update(halves=self.halves, binding=self.binding, written=self.written)
+        return data
 
     @classmethod
-    def from_json(cls, data: dict) -> "GalleryRecord":
-        fields = {k: data[k] for k in ("id", "version", "frac_bits", "dim", "embedder", "sha256", "updated")}
-        return cls(**fields, entries=[Entry(**e) for e in data["entries"]])
+    def from_json(cls, data: dict, where) -> "GalleryRecord":
+        sources = data.get("sources")
+        if not (isinstance(sources, list) and len(sources) == data["rows"] and type(data.get("frac_bits")) is int
+                and type(data.get("dim")) is int and isinstance(data.get("embedder"), str)):
+            raise GalleryError(f"{where} is not a valid gallery record: sources, frac_bits, dim or embedder")
+        return cls(data["id"], data["version"], data["frac_bits"], data["dim"], data["embedder"],
+                   [Entry(n, str(s)) for n, s in zip(data["names"], sources)], data["halves"], data["binding"],
+                   data.get("written", ""))
 
     @classmethod
     def new(cls, frac_bits: int, dim: int, embedder: str) -> "GalleryRecord":
+        """Version 0: a gallery nobody has enrolled in yet (never written: records start at version 1)."""
         return cls(id=secrets.token_hex(8), version=0, frac_bits=frac_bits, dim=dim, embedder=embedder)
+
+    def successor(self, entries) -> "GalleryRecord":
+        return GalleryRecord(self.id, self.version + 1, self.frac_bits, self.dim, self.embedder, list(entries))
 
 
 def read_record(root) -> GalleryRecord | None:
-    """The committed record, or None when no gallery has been created at `root`."""
+    """The committed record, verified, or None when there is no record file at `root`."""
     path = record_path(root)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        if data.get("kind") != KIND or data.get("format") != FORMAT:
-            raise ValueError(f"kind {data.get('kind')!r}, format {data.get('format')}")
-        return GalleryRecord.from_json(data)
-    except (ValueError, KeyError, TypeError) as e:
-        raise GalleryError(f"{path} is not a ppfr gallery record ({e})") from e
-
-
-def commit_record(root, record: GalleryRecord) -> None:
-    """The commit point of every change: one atomic replacement of the client's record."""
-    record.updated = time.time()
-    write_bytes_atomic(record_path(root), json.dumps(record.to_json(), indent=1).encode())
-
-
-# -- one server's half -----------------------------------------------------------------------------------
-def save_half(root, party: int, version: int, object_id: str, embeddings: np.ndarray, norms: np.ndarray,
-              frac_bits: int) -> str:
-    """Write one server's half of a version (atomically); returns its digest."""
-    meta = {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]), "frac_bits": frac_bits,
-            "version": version}
-    return save_share(half_path(root, party, version), party=party, kind=KIND, object_id=object_id,
-                      arrays={"embeddings": embeddings, "norms": norms}, meta=meta)
-
-
-def load_half(root, party: int, version: int, object_id: str):
-    """(embeddings, norms, header) of one server's half, refusing a half of anything else."""
-    arrays, header = load_share(half_path(root, party, version), party=party, kind=KIND)
-    if header["id"] != object_id:
-        raise GalleryError(f"{half_path(root, party, version)} belongs to gallery {header['id']}, "
-                           f"not {object_id}")
-    emb, norms = arrays.get("embeddings"), arrays.get("norms")
-    if emb is None or norms is None or emb.dtype != np.uint64 or emb.ndim != 2 or norms.shape != emb.shape[:1]:
-        raise GalleryError(f"{half_path(root, party, version)} does not hold gallery shares")
-    return emb, norms, header
-
-
-def prune(root, party: int, keep: int) -> list[Path]:
-    """Delete this server's halves of every version but `keep` (old versions and stray halves of an
-    interrupted change). Call only under the writer's lock."""
-    removed = []
-    folder = Path(root) / f"server{party}"
-    for path in folder.glob("gallery-v*.npz") if folder.is_dir() else []:
-        m = _HALF.match(path.name)
-        if m and int(m.group(1)) != keep:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
+    data = read_stored(path, KIND)
+    return None if data is None else GalleryRecord.from_json(data, path)
 
 
 @contextlib.contextmanager
 def locked(root, exclusive: bool):
     """An advisory lock on the gallery (exclusive for writers, shared for readers)."""
-    path = Path(root) / "client" / ".lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    path = record_path(root).parent / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(path, os.O_CREAT | os.O_RDWR, 0o600)) as f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
             yield

@@ -13,7 +13,7 @@ from ppfr.mpc.session import open_session
 from .data import Preprocessing, Split
 from .reference import TrainConfig, train_plaintext
 from .service import predict_mpc, train_mpc
-from .store import model_paths, save_model
+from .store import model_paths, prepare_output, save_model
 
 
 def _accuracy(p: np.ndarray, labels: np.ndarray):
@@ -59,6 +59,7 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
     parties = parties or mpc_parties()
     summary["parties"] = parties
     with open_session(parties, fixed=fixed or fixed_point()) as session:
+        target = prepare_output(session, output)   # refuse a bad output folder before training, not after
         bar = _Progress(batches, config.epochs, "MPC training", progress)
         try:
             trained = train_mpc(session, parts, classes, config, progress=bar, report_loss=report_loss)
@@ -70,7 +71,7 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
         p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities if len(y_test) else np.zeros((0, classes))
         predict_seconds = time.perf_counter() - t
         record = save_model(session, output, split.class_names, prep.as_dict(), config.as_dict(),
-                            embedder=split.embedder)
+                            embedder=split.embedder, target=target)
     summary["mpc"] = {
         "train_accuracy": _accuracy(p_train, y_train), "test_accuracy": _accuracy(p_test, y_test),
         "train_seconds": trained.seconds, "seconds_per_epoch": trained.seconds / config.epochs,

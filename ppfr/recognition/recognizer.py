@@ -77,7 +77,7 @@ class Recognizer:
         with Recognizer("weights", threshold=0.5) as r:
             faces = r.recognize(rgb)          # one MPC batch for all faces of the image
 
-    Raises ShareFileError (ppfr.mpc.storage) when a half or the record is missing, modified or mismatched.
+    Raises StorageError (ppfr.storage) when a half or the record is missing, modified or mismatched.
     """
 
     def __init__(self, model_root, threshold: float = DEFAULT_THRESHOLD, detector: FaceDetector | None = None,
