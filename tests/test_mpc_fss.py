@@ -1,0 +1,157 @@
+"""Function secret sharing (ppfr.mpc.fss): the DCF against brute force, the one-round sign test in a
+real session against numpy on every boundary value, and what one server's keys and view look like."""
+import numpy as np
+import pytest
+
+from mpc_util import chi_square_uniform_bytes, received_from_peer
+from ppfr.mpc import LocalSession, fss
+from ppfr.mpc.prg import SecureRandom
+
+U64 = np.uint64
+dealer_rng = SecureRandom()
+rng = np.random.default_rng(15)
+
+BOUNDARIES_64 = [0, 1, -1, 2, -2, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**63 - 1, -(2**63), -(2**63) + 1,
+                 2**63 - 2, 2**32, -(2**32), 2**31, -(2**31)]
+BOUNDARIES_32 = [0, 1, -1, 2, -2, 2**30, -(2**30), 2**31 - 1, -(2**31), -(2**31) + 1, 2**31 - 2, 2**16, -(2**16)]
+# masks at their own boundaries: x + r then lands on 0, 2^(w-1) - 1, 2^(w-1), 2^w - 1 for the values above
+MASKS_64 = [0, 1, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1]
+MASKS_32 = [0, 1, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1]
+
+
+@pytest.fixture(scope="module")
+def session():
+    with LocalSession() as s:
+        yield s
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 6])
+def test_dcf_matches_brute_force_on_every_input_and_threshold(bits):
+    """Eval(k0, x) + Eval(k1, x) = beta [x < alpha] for every pair (alpha, x) of a small domain."""
+    size = 2**bits
+    alpha = np.repeat(np.arange(size, dtype=U64), size)
+    x = np.tile(np.arange(size, dtype=U64), size)
+    beta = dealer_rng.uint64((alpha.size,))
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, beta, bits)
+    got = fss.dcf_eval(0, k0, x) + fss.dcf_eval(1, k1, x)
+    assert np.array_equal(got, np.where(x < alpha, beta, U64(0)))
+
+
+def test_dcf_on_63_bits_across_chunks():
+    """Full-width keys, more values than one chunk of the vectorised walk, x on both sides of alpha."""
+    n = fss.CHUNK + 100
+    alpha = dealer_rng.uint64((n,)) >> U64(1)
+    offsets = rng.integers(-3, 4, n).astype(np.int64)
+    x = (alpha.view(np.int64) + offsets).view(U64) & U64(2**63 - 1)
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, np.ones(n, dtype=U64), 63)
+    got = fss.dcf_eval(0, k0, x) + fss.dcf_eval(1, k1, x)
+    assert np.array_equal(got, (x < alpha).astype(U64))
+
+
+def _sign_in_session(session, values: np.ndarray, width: int, masks=None):
+    """[x < 0] of the ring integers `values` through fss.less_than_zero on both servers; also the rounds
+    and bytes each server spent on it."""
+    values = np.asarray(values, dtype=np.int64)
+    keys = (fss.sign_keygen(dealer_rng, values.size, width) if masks is None
+            else fss.sign_keys_for_masks(dealer_rng, np.asarray(masks, dtype=U64), width))
+
+    def program(srv, key):
+        x = srv.receive()
+        before = srv.channel.stats.copy()
+        bit = fss.less_than_zero(srv, x.share, key, width)
+        spent = srv.channel.stats - before
+        srv.reveal_to(x._new(bit, 0))
+        return spent.rounds, spent.bytes_sent
+
+    job = session.run(program, per_server=((keys[0],), (keys[1],)))
+    session.client.share(values, frac=0)
+    out = session.client.reconstruct()
+    return out, job.result()
+
+
+@pytest.mark.parametrize("width, boundaries, masks", [(64, BOUNDARIES_64, MASKS_64), (32, BOUNDARIES_32, MASKS_32)])
+def test_sign_is_exact_on_every_boundary_value_and_mask(session, width, boundaries, masks):
+    """Every boundary value against every boundary mask (so that x + r wraps, lands on 0, on 2^(w-1)
+    and next to it), then against fresh random masks."""
+    x = np.repeat(np.array(boundaries, dtype=np.int64), len(masks))
+    r = np.tile(np.array(masks, dtype=U64), len(boundaries))
+    got, _ = _sign_in_session(session, x, width, masks=r)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+    x = np.repeat(np.array(boundaries, dtype=np.int64), 50)
+    got, _ = _sign_in_session(session, x, width)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+
+
+@pytest.mark.parametrize("width", [64, 32])
+def test_sign_matches_numpy_on_random_values_in_one_round(session, width):
+    n = 20_000
+    if width == 64:
+        x = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64, endpoint=True)
+    else:
+        x = rng.integers(-(2**31), 2**31 - 1, n, dtype=np.int64, endpoint=True)
+    x[: n // 2] >>= rng.integers(0, 60 if width == 64 else 28, n // 2)  # many magnitudes, both signs
+    got, spent = _sign_in_session(session, x, width)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+    # one round, and all each server sends is its share of c = x + r: 8 or 4 bytes a value
+    assert spent == [(1, n * width // 8)] * 2
+
+
+def test_the_output_shares_also_xor_share_the_bit():
+    """Bit 0 of the additive shares is an XOR sharing (what selections and ANDs consume)."""
+    x = rng.integers(-(2**63), 2**63 - 1, 1000, dtype=np.int64, endpoint=True)
+    k0, k1 = fss.sign_keygen(dealer_rng, x.size)
+    c = x.view(U64) + k0.r + k1.r
+    s0, s1 = fss.sign_from_opened(0, k0, c), fss.sign_from_opened(1, k1, c)
+    assert np.array_equal((s0 ^ s1) & U64(1), (x < 0).astype(U64))
+
+
+def _key_bytes(key: fss.SignKey) -> bytes:
+    r, top, dcf = key.to_wire()
+    return b"".join(a.tobytes() for a in (r, top, *dcf))
+
+
+@pytest.mark.parametrize("width", [64, 32])
+def test_one_servers_key_material_is_uniform(width):
+    k0, k1 = fss.sign_keygen(dealer_rng, 2000, width)
+    assert k0.nbytes() == k1.nbytes() == 2000 * fss.key_bytes(width)
+    for key in (k0, k1):
+        stat, critical = chi_square_uniform_bytes(_key_bytes(key))
+        assert stat < critical
+
+
+def _bit_frequencies(key: fss.SignKey) -> np.ndarray:
+    """The frequency of a 1 at every bit of every word of the key, over its n values."""
+    dcf, n = key.dcf, key.r.size
+    words = np.concatenate([key.r[:, None], key.top[:, None], dcf.seed, np.moveaxis(dcf.seed_cw, 1, 0).reshape(n, -1),
+                            dcf.value_cw.T, dcf.right_t[:, None], dcf.final_cw[:, None]], axis=1)
+    return ((words[:, :, None] >> np.arange(64, dtype=U64)) & U64(1)).mean(axis=0)
+
+
+def test_one_servers_keys_look_the_same_whatever_the_mask():
+    """Keys for masks at opposite extremes (r = 0 and r = 2^64 - 1: alpha, beta and r_top all differ) give
+    every bit of server 0's and of server 1's key a frequency of 1/2, within binomial noise."""
+    n = 4000
+    for party in (0, 1):
+        low = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.zeros(n, dtype=U64), 64)[party])
+        high = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.full(n, 2**64 - 1, dtype=U64), 64)[party])
+        sigma = 0.5 / np.sqrt(n)
+        assert np.abs(low - 0.5).max() < 6 * sigma and np.abs(high - 0.5).max() < 6 * sigma
+        assert np.abs(low - high).max() < 6 * np.sqrt(2) * sigma
+
+
+def test_the_opened_value_is_uniform():
+    """What a server receives from the other in the sign test is a share of x + r: uniform bytes even
+    for inputs that are all the same."""
+    with LocalSession() as s:
+        s.network.transcript = []
+        _sign_in_session(s, np.zeros(20_000, dtype=np.int64), 64)
+        for server in ("server0", "server1"):
+            stat, critical = chi_square_uniform_bytes(received_from_peer(s.network.transcript, server))
+            assert stat < critical
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="32 or 64 bits wide"):
+        fss.sign_keygen(dealer_rng, 3, width=16)
+    with pytest.raises(ValueError, match="1 to 63 bits"):
+        fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 64)
