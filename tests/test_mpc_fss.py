@@ -25,72 +25,80 @@ def session():
         yield s
 
 
+def _reconstruct(group, a, b):
+    return a + b if group == "add" else a ^ b
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
 @pytest.mark.parametrize("bits", [1, 2, 3, 6])
-def test_dcf_matches_brute_force_on_every_input_and_threshold(bits):
-    """Eval(k0, x) + Eval(k1, x) = beta [x < alpha] for every pair (alpha, x) of a small domain."""
+def test_dcf_matches_brute_force_on_every_input_and_threshold(bits, group):
+    """Eval(k0, x) + Eval(k1, x) = beta [x < alpha] (XOR for group "xor") for every pair (alpha, x) of a
+    small domain."""
     size = 2**bits
     alpha = np.repeat(np.arange(size, dtype=U64), size)
     x = np.tile(np.arange(size, dtype=U64), size)
-    beta = dealer_rng.uint64((alpha.size,))
-    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, beta, bits)
-    got = fss.dcf_eval(0, k0, x) + fss.dcf_eval(1, k1, x)
+    beta = dealer_rng.uint64((alpha.size,)) & (~U64(0) if group == "add" else U64(1))
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, beta, bits, group)
+    got = _reconstruct(group, fss.dcf_eval(0, k0, x), fss.dcf_eval(1, k1, x))
     assert np.array_equal(got, np.where(x < alpha, beta, U64(0)))
 
 
-def test_dcf_on_63_bits_across_chunks():
+@pytest.mark.parametrize("group", fss.GROUPS)
+def test_dcf_on_63_bits_across_chunks(group):
     """Full-width keys, more values than one chunk of the vectorised walk, x on both sides of alpha."""
     n = fss.CHUNK + 100
     alpha = dealer_rng.uint64((n,)) >> U64(1)
     offsets = rng.integers(-3, 4, n).astype(np.int64)
     x = (alpha.view(np.int64) + offsets).view(U64) & U64(2**63 - 1)
-    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, np.ones(n, dtype=U64), 63)
-    got = fss.dcf_eval(0, k0, x) + fss.dcf_eval(1, k1, x)
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, np.ones(n, dtype=U64), 63, group)
+    got = _reconstruct(group, fss.dcf_eval(0, k0, x), fss.dcf_eval(1, k1, x))
     assert np.array_equal(got, (x < alpha).astype(U64))
 
 
-def _sign_in_session(session, values: np.ndarray, width: int, masks=None):
-    """[x < 0] of the ring integers `values` through fss.less_than_zero on both servers; also the rounds
-    and bytes each server spent on it."""
+def _sign_in_session(session, values: np.ndarray, width: int, masks=None, group="add"):
+    """[x < 0] of the ring integers `values` (shared by the client) through fss.less_than_zero on both
+    servers, reconstructed from the servers' output shares; and the rounds and bytes each spent on it."""
     values = np.asarray(values, dtype=np.int64)
-    keys = (fss.sign_keygen(dealer_rng, values.size, width) if masks is None
-            else fss.sign_keys_for_masks(dealer_rng, np.asarray(masks, dtype=U64), width))
+    keys = (fss.sign_keygen(dealer_rng, values.size, width, group) if masks is None
+            else fss.sign_keys_for_masks(dealer_rng, np.asarray(masks, dtype=U64), width, group))
 
     def program(srv, key):
         x = srv.receive()
         before = srv.channel.stats.copy()
         bit = fss.less_than_zero(srv, x.share, key, width)
         spent = srv.channel.stats - before
-        srv.reveal_to(x._new(bit, 0))
-        return spent.rounds, spent.bytes_sent
+        return bit, (spent.rounds, spent.bytes_sent)
 
     job = session.run(program, per_server=((keys[0],), (keys[1],)))
     session.client.share(values, frac=0)
-    out = session.client.reconstruct()
-    return out, job.result()
+    (b0, spent0), (b1, spent1) = job.result()
+    return _reconstruct(group, b0, b1).view(np.int64), [spent0, spent1]
 
 
+@pytest.mark.parametrize("group", fss.GROUPS)
 @pytest.mark.parametrize("width, boundaries, masks", [(64, BOUNDARIES_64, MASKS_64), (32, BOUNDARIES_32, MASKS_32)])
-def test_sign_is_exact_on_every_boundary_value_and_mask(session, width, boundaries, masks):
+def test_sign_is_exact_on_every_boundary_value_and_mask(session, width, boundaries, masks, group):
     """Every boundary value against every boundary mask (so that x + r wraps, lands on 0, on 2^(w-1)
     and next to it), then against fresh random masks."""
     x = np.repeat(np.array(boundaries, dtype=np.int64), len(masks))
     r = np.tile(np.array(masks, dtype=U64), len(boundaries))
-    got, _ = _sign_in_session(session, x, width, masks=r)
+    got, _ = _sign_in_session(session, x, width, masks=r, group=group)
     assert np.array_equal(got, (x < 0).astype(np.int64))
     x = np.repeat(np.array(boundaries, dtype=np.int64), 50)
-    got, _ = _sign_in_session(session, x, width)
+    got, _ = _sign_in_session(session, x, width, group=group)
     assert np.array_equal(got, (x < 0).astype(np.int64))
 
 
+@pytest.mark.parametrize("group", fss.GROUPS)
 @pytest.mark.parametrize("width", [64, 32])
-def test_sign_matches_numpy_on_random_values_in_one_round(session, width):
+def test_sign_matches_numpy_on_random_values_in_one_round(session, width, group):
     n = 20_000
     if width == 64:
         x = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64, endpoint=True)
     else:
         x = rng.integers(-(2**31), 2**31 - 1, n, dtype=np.int64, endpoint=True)
     x[: n // 2] >>= rng.integers(0, 60 if width == 64 else 28, n // 2)  # many magnitudes, both signs
-    got, spent = _sign_in_session(session, x, width)
+    got, spent = _sign_in_session(session, x, width, group=group)
     assert np.array_equal(got, (x < 0).astype(np.int64))
     # one round, and all each server sends is its share of c = x + r: 8 or 4 bytes a value
     assert spent == [(1, n * width // 8)] * 2
@@ -110,10 +118,11 @@ def _key_bytes(key: fss.SignKey) -> bytes:
     return b"".join(a.tobytes() for a in (r, top, *dcf))
 
 
+@pytest.mark.parametrize("group", fss.GROUPS)
 @pytest.mark.parametrize("width", [64, 32])
-def test_one_servers_key_material_is_uniform(width):
-    k0, k1 = fss.sign_keygen(dealer_rng, 2000, width)
-    assert k0.nbytes() == k1.nbytes() == 2000 * fss.key_bytes(width)
+def test_one_servers_key_material_is_uniform(width, group):
+    k0, k1 = fss.sign_keygen(dealer_rng, 2000, width, group)
+    assert k0.nbytes() == k1.nbytes() == 2000 * fss.key_bytes(width, group)
     for key in (k0, k1):
         stat, critical = chi_square_uniform_bytes(_key_bytes(key))
         assert stat < critical
@@ -123,17 +132,19 @@ def _bit_frequencies(key: fss.SignKey) -> np.ndarray:
     """The frequency of a 1 at every bit of every word of the key, over its n values."""
     dcf, n = key.dcf, key.r.size
     words = np.concatenate([key.r[:, None], key.top[:, None], dcf.seed, np.moveaxis(dcf.seed_cw, 1, 0).reshape(n, -1),
-                            dcf.value_cw.T, dcf.right_t[:, None], dcf.final_cw[:, None]], axis=1)
+                            dcf.value_cw.T.reshape(n, -1), dcf.right_t[:, None], dcf.final_cw[:, None]], axis=1)
     return ((words[:, :, None] >> np.arange(64, dtype=U64)) & U64(1)).mean(axis=0)
 
 
-def test_one_servers_keys_look_the_same_whatever_the_mask():
+@pytest.mark.parametrize("group", fss.GROUPS)
+def test_one_servers_keys_look_the_same_whatever_the_mask(group):
     """Keys for masks at opposite extremes (r = 0 and r = 2^64 - 1: alpha, beta and r_top all differ) give
     every bit of server 0's and of server 1's key a frequency of 1/2, within binomial noise."""
     n = 4000
     for party in (0, 1):
-        low = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.zeros(n, dtype=U64), 64)[party])
-        high = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.full(n, 2**64 - 1, dtype=U64), 64)[party])
+        low = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.zeros(n, dtype=U64), 64, group)[party])
+        high = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.full(n, 2**64 - 1, dtype=U64), 64,
+                                                        group)[party])
         sigma = 0.5 / np.sqrt(n)
         assert np.abs(low - 0.5).max() < 6 * sigma and np.abs(high - 0.5).max() < 6 * sigma
         assert np.abs(low - high).max() < 6 * np.sqrt(2) * sigma
@@ -153,5 +164,7 @@ def test_the_opened_value_is_uniform():
 def test_bad_parameters_are_refused():
     with pytest.raises(ValueError, match="32 or 64 bits wide"):
         fss.sign_keygen(dealer_rng, 3, width=16)
+    with pytest.raises(ValueError, match="add or xor"):
+        fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 8, group="mul")
     with pytest.raises(ValueError, match="1 to 63 bits"):
         fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 64)

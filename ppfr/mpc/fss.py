@@ -2,30 +2,34 @@
 
 A distributed comparison function (DCF; Boyle, Chandran, Gilboa, Gupta, Ishai, Kumar, Rathee 2021,
 "Function Secret Sharing for Mixed-Mode and Fixed-Point Secure Computation", Fig. 1) splits
-f(x) = beta * [x < alpha] on L-bit inputs into two keys: Eval(k0, x) + Eval(k1, x) = f(x) in Z_2^64 for
-every x, and either key alone is pseudorandom, so it says nothing about alpha or beta.
+f(x) = beta [x < alpha] on L-bit inputs into two keys: Eval(k0, x) + Eval(k1, x) = f(x) for every x,
+and either key alone is pseudorandom, so it says nothing about alpha or beta. Two output groups:
+"add", Z_2^64 (additive shares of any beta), and "xor", Z_2 (XOR shares of a bit, half the hashing).
 
 The sign test (sign_keygen / less_than_zero): the dealer draws a mask r and sends each server a share
 of r and a DCF key for alpha = r mod 2^(w-1). Online the servers open c = x + r (one round, w/8 bytes
 a value each way) and evaluate locally, since with c = c_h 2^(w-1) + c' and r = r_h 2^(w-1) + r',
     msb(x) = msb(c - r) = c_h XOR r_h XOR [c' < r']
-(subtracting r' from c' borrows exactly when c' < r'). The dealer folds r_h in: beta = 1 - 2 r_h and an
-additive share of r_h make the keys output r_h XOR [c' < r'] as additive shares of 0/1; c_h is public.
-Exact for every x in the ring (w = 64), or for |x| < 2^31 with w = 32, where both shares are reduced
-modulo 2^32 first (local and exact) and the sign of x is bit 31 of x mod 2^32.
+(subtracting r' from c' borrows exactly when c' < r'). The dealer folds r_h in (for "add", beta =
+1 - 2 r_h and a share of r_h make the keys output r_h XOR [c' < r'] as additive 0/1; for "xor", a share
+of r_h); c_h is public. Exact for every x in the ring (w = 64), or for -2^31 <= x < 2^31 with w = 32,
+where both shares are reduced modulo 2^32 first (local and exact) and the sign is bit 31 of x mod 2^32.
 
 The PRG is fixed-key AES-128 in Matyas-Meyer-Oseas form, H(b) = AES_K(b) XOR b, on blocks b = seed XOR
 tweak (the tweak in the high word: 0 and 1 the left and right child, 2 and 3 the left and right output
-word, in the low word of that block), through the `cryptography` package on whole buffers: one
-`update` per tree level for all values. A node's seed is the whole 128-bit block; its lowest bit is
-also the node's control bit t (which the holder knows, so 127 bits of it are secret from the other).
+word of group "add", in the low word of that block), through the `cryptography` package on whole
+buffers: one `update` per tree level for all values. A node's seed is its whole 128-bit block; its
+lowest bit is also the node's control bit t (which the holder knows: 127 bits are secret from the
+other). In group "xor" a child block's bit 1 is its output bit, cleared before the block seeds the
+next level (126 secret bits).
 
 Key size per value and server, L = w - 1 levels: a 16-byte seed; per level a 16-byte seed correction
-(its lowest bit the left control-bit correction) and an 8-byte value correction; one word packing the
-right control-bit corrections; the final correction, the share of r and the share of r_h (8 bytes each):
-16 + 24 L + 32 bytes, 1,560 for w = 64 and 792 for w = 32. Offline the dealer hashes 4 AES blocks a
-level per server and value; online each server hashes 2 a level and value, with about a dozen
-whole-array numpy operations a level; nothing is sent but c.
+(its bit 0 the left control-bit correction; in "xor" its bit 1 the output correction) and, in "add", an
+8-byte output correction; one word packing the right control-bit corrections; the final correction,
+the share of r and the share of r_h (8 bytes each): 16 + 24 L + 32 bytes in "add" (1,560 for w = 64,
+792 for w = 32), 16 + 16 L + 32 in "xor" (1,056 and 544). The dealer hashes 4 ("add") or 2 ("xor") AES
+blocks a level per server and value, a server online 2 or 1, with about a dozen whole-array numpy
+operations a level; nothing is sent but c.
 """
 from __future__ import annotations
 
@@ -38,8 +42,7 @@ U64 = np.uint64
 ONE = U64(1)
 # A public, fixed AES key: the PRG's security rests on the seeds being secret, not on the key.
 FIXED_KEY = bytes.fromhex("5c1e9d7a3f08b2e46a91c7d05e3b8f27")
-CHILD, VALUE = 0, 2  # tweaks of a node's blocks, plus 1 for the right-hand one
-_VALUE_TWEAK = np.array([0, VALUE], dtype=U64)
+VALUE = 2  # the tweak of a node's output block (of group "add"); children 0 and 1, right-hand ones plus 1
 WIDTHS = (32, 64)
 CHUNK = 4096  # values walked through the tree together: their working set stays in cache across the levels
 
@@ -63,10 +66,15 @@ def _hash_buffer(blocks: np.ndarray) -> np.ndarray:
 
 
 # -- the distributed comparison function ------------------------------------------------------------------
+GROUPS = ("add", "xor")
+BIT1 = U64(2)  # in group "xor", where a child block carries its output bit
+
+
 @dataclass(frozen=True)
 class DCFKey:
     """One server's key for n comparisons [x < alpha] on `bits`-bit inputs, all arrays uint64:
-    seed (n, 2); seed_cw (bits, n, 2), its lowest bit the left control-bit correction; value_cw (bits, n);
+    seed (n, 2); seed_cw (bits, n, 2), bit 0 the left control-bit correction (in group "xor", bit 1 the
+    output correction); value_cw (bits, n) the output corrections of group "add" ((0, n) in "xor");
     right_t (n,), bit `bits-1-i` = the XOR of the left and right control-bit corrections of level i (the
     bit of x that level reads), other bits random; final_cw (n,)."""
     seed: np.ndarray
@@ -79,6 +87,10 @@ class DCFKey:
     def bits(self) -> int:
         return self.seed_cw.shape[0]
 
+    @property
+    def group(self) -> str:
+        return "xor" if self.value_cw.shape[0] == 0 else "add"
+
     def to_wire(self):
         return tuple(getattr(self, f.name) for f in fields(self))
 
@@ -90,76 +102,95 @@ class DCFKey:
         return sum(a.nbytes for a in self.to_wire())
 
 
-def _select(bit: np.ndarray, if_zero: np.ndarray, if_one: np.ndarray) -> np.ndarray:
-    """Elementwise bit ? if_one : if_zero for 0/1 uint64 bits (broadcasting over leading axes)."""
-    return if_zero ^ ((if_zero ^ if_one) & -bit)
-
-
-def dcf_keygen(rng, alpha: np.ndarray, beta: np.ndarray, bits: int) -> tuple[DCFKey, DCFKey]:
-    """Keys for f_i(x) = beta_i [x < alpha_i], alpha_i < 2^bits, beta_i in Z_2^64 (Boyle et al. 2021,
-    Fig. 1), for all n values at once: both servers' trees are walked side by side along alpha, CHUNK
-    values at a time, one AES call (4 blocks per server and value) per level. Inputs are read from their
-    most significant bit."""
+def dcf_keygen(rng, alpha: np.ndarray, beta: np.ndarray, bits: int, group: str = "add") -> tuple[DCFKey, DCFKey]:
+    """Keys for f_i(x) = beta_i [x < alpha_i], alpha_i < 2^bits, beta_i in Z_2^64 ("add") or in {0, 1}
+    ("xor"; Boyle et al. 2021, Fig. 1), for all n values at once: both servers' trees are walked side
+    by side along alpha, CHUNK values at a time, one AES call per level (4 or 2 blocks per server and
+    value). Inputs are read from their most significant bit."""
     alpha = np.asarray(alpha, dtype=U64).ravel()
     beta = np.asarray(beta, dtype=U64).ravel()
     n = alpha.size
     if not 1 <= bits <= 63:
         raise ValueError(f"a comparison key reads 1 to 63 bits, not {bits}")
+    if group not in GROUPS:
+        raise ValueError(f"a comparison key's outputs are {' or '.join(GROUPS)}, not {group!r}")
     root = rng.uint64((2, n, 2))  # server, value, word
-    keys = [DCFKey(root[b], np.empty((bits, n, 2), dtype=U64), np.empty((bits, n), dtype=U64),
-                   rng.uint64((n,)), np.empty(n, dtype=U64)) for b in (0, 1)]  # right_t: padding random
+    value_rows = bits if group == "add" else 0
+    padding = rng.uint64((2, n))  # the unused bits of right_t (and of final_cw in "xor") are random
+    keys = [DCFKey(root[b], np.empty((bits, n, 2), dtype=U64), np.empty((value_rows, n), dtype=U64),
+                   padding[0].copy(), padding[1].copy()) for b in (0, 1)]
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
-        _keygen_chunk(root[:, part], alpha[part], beta[part], bits, keys, part)
+        _keygen_chunk(root[:, part], alpha[part], beta[part], bits, keys, part, group == "xor")
     return keys[0], keys[1]
 
 
-def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice) -> None:
+def _output_correction(lose_v, keep_v, v_alpha, beta_if_left_lost, t1, xor: bool):
+    """The output correction of a level and the new difference along alpha's path (Fig. 1, lines 12-15)."""
+    if xor:
+        vcw = lose_v[1] ^ lose_v[0] ^ v_alpha ^ beta_if_left_lost
+        return vcw, v_alpha ^ keep_v[1] ^ keep_v[0] ^ vcw
+    sign = ONE - U64(2) * t1  # (-1)^t1
+    vcw = sign * (lose_v[1] - lose_v[0] - v_alpha + beta_if_left_lost)
+    return vcw, v_alpha - keep_v[1] + keep_v[0] + sign * vcw
+
+
+def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) -> None:
     """dcf_keygen for the values `part`, written into both keys' arrays."""
     n = alpha.size
     seed, t = root, np.array([0, 1], dtype=U64)[:, None]  # a root's control bit is its server's index
     v_alpha = np.zeros(n, dtype=U64)  # server 0's sum along alpha's path minus server 1's, so far
     right_t = keys[0].right_t[part] & ~((ONE << U64(bits)) - ONE)
-    blocks = np.empty((4, 2, n, 2), dtype=U64)  # left and right child, left and right value; server, value, word
+    blocks = np.empty((2 if xor else 4, 2, n, 2), dtype=U64)  # children (and values); server, value, word
     hashed = _hash_buffer(blocks)
+    low_bits = U64(3) if xor else ONE  # what a seed correction's low bits carry besides the seed
     encryptor = _hasher()
     for level in range(bits):
         position = U64(bits - 1 - level)
         a = (alpha >> position) & ONE  # keep the right child where alpha's bit is 1
         take_right = -a
-        for tweak in range(4):
+        for tweak in range(blocks.shape[0]):
             blocks[tweak] = seed
             blocks[tweak, :, :, 1] ^= U64(tweak)
-        left, right, value_left, value_right = _mmo(encryptor, blocks, hashed)
+        out = _mmo(encryptor, blocks, hashed)
+        left, right = out[0], out[1]
         t_left, t_right = left[:, :, 0] & ONE, right[:, :, 0] & ONE
+        if xor:
+            v_left, v_right = (left[:, :, 0] >> ONE) & ONE, (right[:, :, 0] >> ONE) & ONE
+        else:
+            v_left, v_right = out[2][:, :, 0], out[3][:, :, 0]
         swap = (left ^ right) & take_right[:, None]
         keep_seed, lose_seed = left ^ swap, right ^ swap
-        swap_v = (value_left[:, :, 0] ^ value_right[:, :, 0]) & take_right
-        keep_v, lose_v = value_left[:, :, 0] ^ swap_v, value_right[:, :, 0] ^ swap_v
-        sign = ONE - U64(2) * t[1]  # (-1)^t1
-        vcw = sign * (lose_v[1] - lose_v[0] - v_alpha + beta * a)  # beta when the left child is lost
-        v_alpha = v_alpha - keep_v[1] + keep_v[0] + sign * vcw
+        swap_v = (v_left ^ v_right) & take_right
+        vcw, v_alpha = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha, beta & take_right, t[1], xor)
         tcw_left = t_left[0] ^ t_left[1] ^ a ^ ONE
         right_diff = tcw_left ^ t_right[0] ^ t_right[1] ^ a  # XOR the right control-bit correction
         right_t |= right_diff << position
         scw = lose_seed[0] ^ lose_seed[1]
-        scw[:, 0] ^= (scw[:, 0] & ONE) ^ tcw_left  # the lowest bit: the left control-bit correction
+        scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw << ONE) if xor else U64(0))
         seed = keep_seed ^ (scw & -t[:, :, None])
         seed[:, :, 0] ^= right_diff & a & t  # on the right, the right correction of the control bit
         t = seed[:, :, 0] & ONE
+        if xor:
+            seed[:, :, 0] &= ~BIT1
         for key in keys:
             key.seed_cw[level, part] = scw
-            key.value_cw[level, part] = vcw
-    final_cw = (ONE - U64(2) * t[1]) * (seed[1, :, 1] - seed[0, :, 1] - v_alpha)
+            if not xor:
+                key.value_cw[level, part] = vcw
+    if xor:  # the final output is bit 2 of the last seed
+        final_cw = (keys[0].final_cw[part] & ~ONE) | ((((seed[1, :, 0] ^ seed[0, :, 0]) >> U64(2)) ^ v_alpha) & ONE)
+    else:  # ... or its high word
+        final_cw = (ONE - U64(2) * t[1]) * (seed[1, :, 1] - seed[0, :, 1] - v_alpha)
     for key in keys:
         key.right_t[part] = right_t
         key.final_cw[part] = final_cw
 
 
 def dcf_eval(party: int, key: DCFKey, x: np.ndarray) -> np.ndarray:
-    """This server's additive share (uint64) of beta [x < alpha] for each x (< 2^bits), given its key.
-    Walks the n paths of the tree level by level, CHUNK values at a time: per level one AES call of 2
-    blocks a value and about a dozen whole-array numpy operations, no loop over values."""
+    """This server's share of beta [x < alpha] for each x (< 2^bits), given its key: additive uint64
+    (group "add") or an XOR share of the bit (0/1, "xor"). Walks the n paths of the tree level by
+    level, CHUNK values at a time: per level one AES call of 2 or 1 blocks a value and about a dozen
+    whole-array numpy operations, no loop over values."""
     x = np.asarray(x, dtype=U64).ravel()
     out = np.empty(x.size, dtype=U64)
     for start in range(0, x.size, CHUNK):
@@ -169,27 +200,39 @@ def dcf_eval(party: int, key: DCFKey, x: np.ndarray) -> np.ndarray:
 
 
 def _dcf_eval_chunk(party: int, key: DCFKey, x: np.ndarray, part: slice) -> np.ndarray:
-    bits = key.bits
+    bits, xor = key.bits, key.group == "xor"
     positions = np.arange(bits - 1, -1, -1, dtype=U64)[:, None]  # the bit of x each level reads
     go_right = (x >> positions) & ONE
     right_fix = ((key.right_t[part] & x) >> positions) & ONE  # right-child control-bit corrections
     seed_cw, value_cw = key.seed_cw[:, part], key.value_cw[:, part]
     seed, t = key.seed[part], np.full(x.size, U64(party))
     total = np.zeros(x.size, dtype=U64)
-    blocks = np.empty((2, x.size, 2), dtype=U64)  # the child on x's side, its value word
+    blocks = np.empty((1 if xor else 2, x.size, 2), dtype=U64)  # the child on x's side (, its value word)
     hashed = _hash_buffer(blocks)
+    correction = np.empty((x.size, 2), dtype=U64)
     encryptor = _hasher()
     for level in range(bits):
         blocks[0] = seed
         blocks[0, :, 1] ^= go_right[level]
-        np.bitwise_xor(blocks[0], _VALUE_TWEAK, out=blocks[1])
-        child, value = _mmo(encryptor, blocks, hashed)
+        if not xor:
+            blocks[1] = blocks[0]
+            blocks[1, :, 1] ^= U64(VALUE)
+        out = _mmo(encryptor, blocks, hashed)
         mask = -t
-        child ^= seed_cw[level] & mask[:, None]
-        child[:, 0] ^= right_fix[level] & t
-        total += value[:, 0]
-        total += value_cw[level] & mask
-        seed, t = child, child[:, 0] & ONE  # a view of `hashed`, read before the next level hashes
+        if not xor:
+            total += out[1, :, 0]
+            total += value_cw[level] & mask
+        correction[:, 0] = mask  # (a broadcast mask[:, None] is several times slower)
+        correction[:, 1] = mask
+        correction &= seed_cw[level]
+        seed = out[0] ^ correction
+        seed[:, 0] ^= right_fix[level] & t
+        t = seed[:, 0] & ONE
+        if xor:
+            total ^= seed[:, 0]  # bit 1: the corrected output bit
+            seed[:, 0] &= ~BIT1
+    if xor:
+        return ((total >> ONE) ^ (seed[:, 0] >> U64(2)) ^ (key.final_cw[part] & t)) & ONE
     total += seed[:, 1] + (key.final_cw[part] & -t)
     return -total if party else total
 
@@ -198,7 +241,8 @@ def _dcf_eval_chunk(party: int, key: DCFKey, x: np.ndarray, part: slice) -> np.n
 @dataclass(frozen=True)
 class SignKey:
     """One server's material for the sign of n values of `width` bits: its share of the mask r, its share
-    of r's top bit, and its DCF key for [c' < r mod 2^(width-1)] scaled by 1 - 2 r_top."""
+    of r's top bit (additive for group "add", XOR in bit 0 for "xor"), and its DCF key for
+    [c' < r mod 2^(width-1)] (scaled by 1 - 2 r_top in "add")."""
     r: np.ndarray
     top: np.ndarray
     dcf: DCFKey
@@ -215,37 +259,42 @@ class SignKey:
         return self.r.nbytes + self.top.nbytes + self.dcf.nbytes()
 
 
-def key_bytes(width: int) -> int:
-    """Bytes of SignKey per value and server: 16 + 24 (width - 1) + 32."""
-    return 16 + 24 * (width - 1) + 32
+def key_bytes(width: int, group: str = "add") -> int:
+    """Bytes of SignKey per value and server: 16 + 24 (width - 1) + 32, or 16 + 16 (width - 1) + 32 ("xor")."""
+    return 16 + (24 if group == "add" else 16) * (width - 1) + 32
 
 
-def sign_keygen(rng, n: int, width: int = 64) -> tuple[SignKey, SignKey]:
+def sign_keygen(rng, n: int, width: int = 64, group: str = "add") -> tuple[SignKey, SignKey]:
     """The dealer's side of less_than_zero for n values: a fresh mask r of `width` bits per value, and
-    each server's SignKey. Nothing here depends on data; key_bytes(width) per value and server."""
+    each server's SignKey. Nothing here depends on data; key_bytes(width, group) per value and server."""
     if width not in WIDTHS:
         raise ValueError(f"comparisons are {' or '.join(map(str, WIDTHS))} bits wide, not {width}")
     r = rng.uint64((n,))
-    return sign_keys_for_masks(rng, r if width == 64 else r & U64(2**32 - 1), width)
+    return sign_keys_for_masks(rng, r if width == 64 else r & U64(2**32 - 1), width, group)
 
 
-def sign_keys_for_masks(rng, r: np.ndarray, width: int) -> tuple[SignKey, SignKey]:
+def sign_keys_for_masks(rng, r: np.ndarray, width: int, group: str = "add") -> tuple[SignKey, SignKey]:
     """Both servers' SignKeys for the given masks r (< 2^width): sign_keygen with r chosen, which the
     tests use to reach every boundary of the mask too."""
     low_bits = U64(width - 1)
     top = r >> low_bits
-    k0, k1 = dcf_keygen(rng, r & ((ONE << low_bits) - ONE), ONE - U64(2) * top, width - 1)
+    beta = ONE - U64(2) * top if group == "add" else np.ones_like(r)
+    k0, k1 = dcf_keygen(rng, r & ((ONE << low_bits) - ONE), beta, width - 1, group)
     r0, t0 = rng.uint64(r.shape), rng.uint64(r.shape)
-    return SignKey(r0, t0, k0), SignKey(r - r0, top - t0, k1)
+    return SignKey(r0, t0, k0), SignKey(r - r0, top - t0 if group == "add" else top ^ t0, k1)
 
 
 def sign_from_opened(party: int, key: SignKey, c: np.ndarray, width: int = 64) -> np.ndarray:
-    """Additive shares (uint64, 0/1) of [x < 0] from the opened c = x + r (mod 2^width): local.
-    Bit 0 of the shares is an XOR sharing of the same bit (bit 0 of a sum carries into nothing)."""
+    """This server's share of [x < 0] from the opened c = x + r (mod 2^width): local. For keys of group
+    "add", additive (uint64, 0/1), whose bit 0 is also an XOR sharing of the bit (bit 0 of a sum
+    carries into nothing); for "xor", an XOR share (0/1)."""
     c = np.asarray(c).astype(U64).ravel()
     low_bits = U64(width - 1)
-    z = dcf_eval(party, key.dcf, c & ((ONE << low_bits) - ONE)) + key.top  # r_top XOR [c' < r']
+    below = dcf_eval(party, key.dcf, c & ((ONE << low_bits) - ONE))
     c_top = c >> low_bits
+    if key.dcf.group == "xor":
+        return (below ^ key.top ^ (c_top if party == 0 else U64(0))) & ONE
+    z = below + key.top  # r_top XOR [c' < r']
     out = z * (ONE - U64(2) * c_top)  # c_top XOR z = c_top + z - 2 c_top z, with c_top public
     if party == 0:
         out += c_top
@@ -253,9 +302,10 @@ def sign_from_opened(party: int, key: SignKey, c: np.ndarray, width: int = 64) -
 
 
 def less_than_zero(srv, x: np.ndarray, key: SignKey, width: int = 64) -> np.ndarray:
-    """Additive shares (0/1 in Z_2^64) of [x < 0] for a shared uint64 array x, in one round: open
-    x + r (8 bytes a value each way for width 64, 4 for width 32, which requires |x| < 2^31), then
-    evaluate the DCF key locally. `key` is this server's SignKey for x.size values."""
+    """Shares of [x < 0] for a shared uint64 array x, in one round: additive 0/1 in Z_2^64 (keys of group
+    "add") or XOR bits ("xor"). Opens x + r (8 bytes a value each way for width 64, 4 for width 32,
+    which requires -2^31 <= x < 2^31), then evaluates the DCF key locally. `key` is this server's
+    SignKey for x.size values."""
     masked = x.ravel() + key.r
     if width < 64:
         masked = masked.astype(np.uint32)
