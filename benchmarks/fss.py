@@ -4,9 +4,10 @@ side by side in one run: time, rounds and bytes per server.
     python benchmarks/fss.py [--sizes 1,158,10000,100000] [--reps 5] [--widths 64,32]
 
 Four ways to the sign of n ring integers (half of them negative), two outputs each:
-- additive 0/1 shares: "fss_add" (fss keys of group "add", one round) and "msb" (protocols.msb: the
-  Kogge-Stone comparison, then a round to convert its XOR bit);
-- XOR-shared bits, what selections and ANDs consume: "fss_xor" (group "xor", one round) and "msb_bits".
+- additive 0/1 shares, protocols.msb: "fss_add" (use_comparisons("fss"): keys of group "add", one
+  round) and "msb" (the bitwise Kogge-Stone comparison, then a round to convert its XOR bit);
+- XOR-shared bits, protocols.msb_bits, what selections and ANDs consume: "fss_xor" (group "xor", one
+  round) and "msb_bits" (bitwise).
 For each: the dealer's time to draw both servers' material (keygen, per value); the online time, the
 slower server's from a common start (an empty exchange, not counted) until both hold their shares, all
 material already delivered; for FSS also the local DCF evaluation alone, per value; rounds and bytes
@@ -25,50 +26,35 @@ import time
 
 import numpy as np
 
-from ppfr.mpc import LocalSession, fss, protocols
+from ppfr.mpc import LocalSession, fss, material, protocols
 from ppfr.mpc.channel import payload_bytes
-from ppfr.mpc.dealer import msb_material, selection_material
 from ppfr.mpc.prg import SecureRandom
 
 RTTS_MS = (1.0, 40.0)
-METHODS = ("fss_add", "msb", "fss_xor", "msb_bits")
+# name: (comparison method, output: "add" for protocols.msb, "xor" for protocols.msb_bits)
+METHODS = {"fss_add": ("fss", "add"), "msb": ("bitwise", "add"), "fss_xor": ("fss", "xor"),
+           "msb_bits": ("bitwise", "xor")}
 
 
-def _sign(srv, method: str, x, width: int, key):
-    if method.startswith("fss"):
-        return fss.less_than_zero(srv, x, key, width)
-    if method == "msb":
-        return protocols.msb(srv, x, width=width)
-    return protocols.msb_bits(srv, x, width=width)
-
-
-def _online_program(srv, method: str, width: int, reps: int, keys=()):
-    """On both servers: receive x, then `reps` times the sign test from a common start. FSS takes one
-    SignKey per repetition from `keys`; msb asks the dealer, planned, with the material awaited before
-    the clock starts (the first run records the plan and is dropped by the caller). Returns the times,
-    the counts of the last run and its output shares."""
+def _online_program(srv, method: str, width: int, reps: int):
+    """On both servers: receive x, then `reps` times the sign test from a common start, planned, with the
+    material awaited before the clock starts (the first run records the plan: the caller drops it).
+    Returns the times, the counts of the last run and its output shares."""
+    comparisons, output = METHODS[method]
+    protocols.use_comparisons(srv, comparisons)
+    sign = protocols.msb if output == "add" else protocols.msb_bits
     x = srv.receive()
     times, spent, bit = [], None, None
-    for rep in range(reps):
-        with srv.plan("benchmark fss", method, x.shape, width):
-            srv.await_material()
-            srv.exchange(None)
+    for _ in range(reps):
+        with srv.provider.plan("benchmark fss", method, x.shape, width):
+            srv.provider.await_material()
+            srv.exchange((), [])
             before = srv.channel.stats.copy()
             start = time.perf_counter()
-            bit = _sign(srv, method, x.share, width, keys[rep] if keys else None)
+            bit = sign(srv, x.share, width=width)
             times.append(time.perf_counter() - start)
             spent = srv.channel.stats - before
     return times, spent, bit
-
-
-def _run(session, x, method, width, reps, keys=((), ())):
-    job = session.run(_online_program, method, width, reps, per_server=((keys[0],), (keys[1],)))
-    session.client.share(x, frac=0)
-    (t0, spent, b0), (t1, _, b1) = job.result()
-    got = b0 + b1 if method in ("fss_add", "msb") else b0 ^ b1
-    if not np.array_equal(got, (x < 0).astype(np.uint64)):
-        raise SystemExit(f"{method} gave a wrong sign for n = {x.size}, width {width}")
-    return np.maximum(t0, t1), spent
 
 
 def _timed(fn, reps):
@@ -80,29 +66,32 @@ def _timed(fn, reps):
     return out, times
 
 
-def _fss_case(session, dealer_rng, x, width, reps, group):
-    """FSS: fresh keys for every repetition (a key serves one opening), drawn and timed first."""
-    keys, keygen_s = [], []
-    for _ in range(reps):
-        start = time.perf_counter()
-        keys.append(fss.sign_keygen(dealer_rng, x.size, width, group))
-        keygen_s.append(time.perf_counter() - start)
-    c = x.view(np.uint64) + keys[0][0].r + keys[0][1].r
-    _, eval_s = _timed(lambda: fss.sign_from_opened(0, keys[0][0], c, width), reps)
-    online, spent = _run(session, x, f"fss_{group}", width, reps, ([k[0] for k in keys], [k[1] for k in keys]))
-    return {"keygen": keygen_s, "online": online, "spent": spent, "offline": keys[0][0].nbytes(), "eval": eval_s}
+def _requests(method: str, n: int, width: int):
+    """What the method asks the dealer for, for n values."""
+    comparisons, output = METHODS[method]
+    if comparisons == "fss":
+        return [material.FSSComparisonRequest(n, width, output)]
+    requests = [material.ComparisonRequest(n, protocols.comparison_radices(n, width), width)]
+    return requests + [material.SelectionRequest(n, 0)] if output == "add" else requests
 
 
-def _msb_case(session, dealer_rng, x, width, reps, method):
-    """Today's: the dealer's material timed alone, then the protocol in the session (plan recorded first)."""
-    n = x.size
-    radices = protocols.comparison_radices(n, width)
-    draw = (lambda: (msb_material(dealer_rng, n, radices, width), selection_material(dealer_rng, n, 0))) \
-        if method == "msb" else (lambda: (msb_material(dealer_rng, n, radices, width),))
-    material, keygen_s = _timed(draw, reps)
-    online, spent = _run(session, x, method, width, reps + 1)
-    return {"keygen": keygen_s, "online": online[1:], "spent": spent,
-            "offline": sum(payload_bytes(m[0]) for m in material)}
+def _case(session, dealer_rng, x, width, reps, method) -> dict:
+    """The dealer's draw timed alone (and for FSS the local evaluation), then the protocol in the session."""
+    requests = _requests(method, x.size, width)
+    drawn, keygen_s = _timed(lambda: [r.draw(dealer_rng) for r in requests], reps)
+    job = session.run(_online_program, method, width, reps + 1)
+    session.client.share(x, frac=0)
+    (t0, spent, b0), (t1, _, b1) = job.result()
+    got = b0 + b1 if METHODS[method][1] == "add" else b0 ^ b1
+    if not np.array_equal(got, (x < 0).astype(np.uint64)):
+        raise SystemExit(f"{method} gave a wrong sign for n = {x.size}, width {width}")
+    out = {"keygen": keygen_s, "online": np.maximum(t0, t1)[1:], "spent": spent,
+           "offline": sum(payload_bytes(share0) for share0, _ in drawn)}
+    if METHODS[method][0] == "fss":
+        key = fss.SignKey.from_wire(drawn[0][0])
+        c = x.view(np.uint64) + key.r + fss.SignKey.from_wire(drawn[0][1]).r
+        out["eval"] = _timed(lambda: fss.sign_from_opened(0, key, c, width), reps)[1]
+    return out
 
 
 def measure(session, rng, dealer_rng, n: int, width: int, reps: int) -> dict:
@@ -111,8 +100,7 @@ def measure(session, rng, dealer_rng, n: int, width: int, reps: int) -> dict:
     x[: n // 2] >>= rng.integers(0, width - 4, n // 2)  # many magnitudes
     out = {"n": n, "width": width}
     for method in METHODS:
-        raw = (_fss_case(session, dealer_rng, x, width, reps, method[4:]) if method.startswith("fss")
-               else _msb_case(session, dealer_rng, x, width, reps, method))
+        raw = _case(session, dealer_rng, x, width, reps, method)
         online_ms = round(float(np.median(raw["online"])) * 1e3, 4)
         spent = raw["spent"]
         out[method] = {

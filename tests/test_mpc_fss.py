@@ -3,7 +3,8 @@ real session against numpy on every boundary value, and what one server's keys a
 import numpy as np
 import pytest
 
-from mpc_util import chi_square_uniform_bytes, received_from_peer
+import privacy
+from mpc_util import chi_square_uniform_bytes
 from ppfr.mpc import LocalSession, fss
 from ppfr.mpc.prg import SecureRandom
 
@@ -150,15 +151,21 @@ def test_one_servers_keys_look_the_same_whatever_the_mask(group):
         assert np.abs(low - high).max() < 6 * np.sqrt(2) * sigma
 
 
-def test_the_opened_value_is_uniform():
-    """What a server receives from the other in the sign test is a share of x + r: uniform bytes even
-    for inputs that are all the same."""
+@pytest.mark.parametrize("width", [64, 32])
+def test_the_opened_value_is_uniform(width):
+    """What the servers open in the sign test, c = x + r, is uniform bytes even for inputs that are all
+    the same, and so is the share of it that each receives (tests/privacy.py reconstructs the views)."""
     with LocalSession() as s:
-        s.network.transcript = []
-        _sign_in_session(s, np.zeros(20_000, dtype=np.int64), 64)
-        for server in ("server0", "server1"):
-            stat, critical = chi_square_uniform_bytes(received_from_peer(s.network.transcript, server))
-            assert stat < critical
+        s.record_views()
+        _sign_in_session(s, np.full(20_000, -7, dtype=np.int64), width)
+        raw, views = s.views(), privacy.views(s)
+    for server, peer in (("server0", "server1"), ("server1", "server0")):
+        (opening,) = views[server].openings
+        (received,) = [m[2][0] for d, p, m in raw[server] if d == "recv" and p == peer]
+        for value in (opening.value, received):
+            assert value.dtype == (np.uint64 if width == 64 else np.uint32) and value.size == 20_000
+            stat, critical = chi_square_uniform_bytes(value.tobytes())
+            assert stat < critical and not privacy.looks_like_data(value)
 
 
 def test_bad_parameters_are_refused():
@@ -168,3 +175,33 @@ def test_bad_parameters_are_refused():
         fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 8, group="mul")
     with pytest.raises(ValueError, match="1 to 63 bits"):
         fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 64)
+
+
+def _rounds_of(session, function, x) -> int:
+    """Rounds server 0 spends on function(shared x): its planned openings to server 1 (one message a
+    round), without the rare redone truncations (tagged "retry" or "repair", random in number)."""
+    session.record_views()
+    job = session.run(lambda srv: function(srv.receive()))
+    session.client.share(x)
+    job.result()
+    return sum(1 for d, p, m in session.views()["server0"] if d == "send" and p == "server1" and m[0] == "open")
+
+
+def test_fss_comparisons_cut_the_rounds_of_what_compares():
+    """With use_comparisons("fss"): a sign in 1 round (5 before); a tournament level in 3 (comparison,
+    one-hot ANDs, selection; 6 before), so 12 for a row of 158; the softmax clamp in 2 (5 before)."""
+    from ppfr.mpc import functions as F, protocols
+
+    rounds = {}
+    for method in protocols.COMPARISONS:
+        with LocalSession() as s:
+            s.run(protocols.use_comparisons, method).result()
+            rounds[method] = [_rounds_of(s, F.less_than_zero, rng.normal(size=10)),
+                              _rounds_of(s, lambda t: F.argmax(t, axis=-1), rng.normal(size=(2, 158))),
+                              _rounds_of(s, F.softmax, rng.normal(size=(1, 158))),
+                              _rounds_of(s, lambda t: F.softmax(t, clamp=False), rng.normal(size=(1, 158)))]
+    less, argmax, softmax, unclamped = rounds["fss"]
+    assert (less, argmax, softmax - unclamped) == (1, 12, 2)
+    bitwise = rounds["bitwise"]
+    assert (bitwise[0], bitwise[1], bitwise[2] - bitwise[3]) == (5, 24, 5)
+    assert softmax <= bitwise[2] - 19  # 12 from the maximum, 3 from the clamp, 4 from the reciprocal's guess

@@ -1,17 +1,19 @@
-"""Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64."""
+"""Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64, with each way
+of comparing (protocols.use_comparisons: the bitwise circuit, function secret sharing)."""
 import numpy as np
 import pytest
 
 from mpc_util import encoded, evaluate
-from ppfr.mpc import LocalSession
+from ppfr.mpc import LocalSession, protocols
 from ppfr.mpc import functions as F
 
 rng = np.random.default_rng(7)
 
 
-@pytest.fixture(scope="module")
-def session():
+@pytest.fixture(scope="module", params=protocols.COMPARISONS)
+def session(request):
     with LocalSession() as s:
+        s.run(protocols.use_comparisons, request.param).result()
         yield s
 
 
