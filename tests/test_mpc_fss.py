@@ -177,11 +177,15 @@ def test_bad_parameters_are_refused():
         fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 64)
 
 
+def _apply(srv, function):
+    function(srv.receive())
+
+
 def _rounds_of(session, function, x) -> int:
     """Rounds server 0 spends on function(shared x): its planned openings to server 1 (one message a
     round), without the rare redone truncations (tagged "retry" or "repair", random in number)."""
     session.record_views()
-    job = session.run(lambda srv: function(srv.receive()))
+    job = session.run(_apply, function)
     session.client.share(x)
     job.result()
     return sum(1 for d, p, m in session.views()["server0"] if d == "send" and p == "server1" and m[0] == "open")
@@ -205,3 +209,17 @@ def test_fss_comparisons_cut_the_rounds_of_what_compares():
     bitwise = rounds["bitwise"]
     assert (bitwise[0], bitwise[1], bitwise[2] - bitwise[3]) == (5, 24, 5)
     assert softmax <= bitwise[2] - 19  # 12 from the maximum, 3 from the clamp, 4 from the reciprocal's guess
+
+
+def test_open_session_takes_the_comparison_method_to_server_processes():
+    """open_session(comparisons="fss") sets both servers, wherever they run; a bad name is refused."""
+    from ppfr.mpc import functions as F, open_session
+
+    x = rng.normal(size=300)
+    with open_session("processes", comparisons="fss") as s:
+        assert _rounds_of(s, F.less_than_zero, x) == 1
+        views = s.views()
+    kinds = [m[2] for d, p, m in views["server0"] if d == "send" and p == "dealer"]
+    assert kinds == ["fss_comparison"]
+    with pytest.raises(ValueError, match="bitwise or fss"):
+        open_session(comparisons="garbled")
