@@ -138,7 +138,7 @@ def _output_correction(lose_v, keep_v, v_alpha, beta_if_left_lost, t1, xor: bool
 def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) -> None:
     """dcf_keygen for the values `part`, written into both keys' arrays."""
     n = alpha.size
-    seed, t = root, np.array([0, 1], dtype=U64)[:, None]  # a root's control bit is its server's index
+    seed, t = root, np.repeat(np.array([[0], [1]], dtype=U64), n, axis=1)  # a root's t: its server's index
     v_alpha = np.zeros(n, dtype=U64)  # server 0's sum along alpha's path minus server 1's, so far
     right_t = keys[0].right_t[part] & ~((ONE << U64(bits)) - ONE)
     blocks = np.empty((2 if xor else 4, 2, n, 2), dtype=U64)  # children (and values); server, value, word
@@ -159,16 +159,19 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
             v_left, v_right = (left[:, :, 0] >> ONE) & ONE, (right[:, :, 0] >> ONE) & ONE
         else:
             v_left, v_right = out[2][:, :, 0], out[3][:, :, 0]
-        swap = (left ^ right) & take_right[:, None]
-        keep_seed, lose_seed = left ^ swap, right ^ swap
+        # whole blocks as flat words, each value's mask repeated for its two words (a broadcast over the
+        # last axis of 2 is several times slower)
+        left_words, right_words = left.reshape(2, -1), right.reshape(2, -1)
+        swap = (left_words ^ right_words) & np.repeat(take_right, 2)
+        keep_seed, lose_seed = left_words ^ swap, right_words ^ swap
         swap_v = (v_left ^ v_right) & take_right
         vcw, v_alpha = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha, beta & take_right, t[1], xor)
         tcw_left = t_left[0] ^ t_left[1] ^ a ^ ONE
         right_diff = tcw_left ^ t_right[0] ^ t_right[1] ^ a  # XOR the right control-bit correction
         right_t |= right_diff << position
-        scw = lose_seed[0] ^ lose_seed[1]
+        scw = (lose_seed[0] ^ lose_seed[1]).reshape(n, 2)
         scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw << ONE) if xor else U64(0))
-        seed = keep_seed ^ (scw & -t[:, :, None])
+        seed = (keep_seed ^ (scw.reshape(-1) & np.repeat(-t, 2, axis=1))).reshape(2, n, 2)
         seed[:, :, 0] ^= right_diff & a & t  # on the right, the right correction of the control bit
         t = seed[:, :, 0] & ONE
         if xor:
