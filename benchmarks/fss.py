@@ -15,16 +15,17 @@ each server sends the other (online) and the bytes of material each receives (of
 the online time across a network, online time + rounds x RTT, for RTT 1 ms and 40 ms (no network
 here; a round in-process costs tens of microseconds, already in the online time).
 Medians over --reps (at most 3 above 10^4 values, whose keygen dominates the run). Parties in threads
-of one process (LocalSession): the servers share the interpreter lock. The last line is one JSON object.
+of one process (LocalSession): the servers share the interpreter lock. The last line is one JSON object,
+kept in benchmarks/results/fss.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 
 import numpy as np
+
+from publish import publish
 
 from ppfr.mpc import LocalSession, fss, material, protocols
 from ppfr.mpc.channel import payload_bytes
@@ -130,7 +131,6 @@ def main():
         raise SystemExit("--sizes and --widths take comma-separated integers") from None
     if any(w not in fss.WIDTHS for w in widths) or any(n < 1 for n in sizes) or args.reps < 1:
         raise SystemExit(f"widths are {fss.WIDTHS}, sizes and --reps at least 1")
-    load = os.getloadavg()[0]  # other work on the machine skews the timings: reported
     rng, dealer_rng = np.random.default_rng(0), SecureRandom()
     cases = []
     with LocalSession() as session:
@@ -147,9 +147,7 @@ def main():
                           f"{m['modelled_ms_at_rtt_40ms']:8.1f} ms at 40 ms RTT"
                           + (f", eval {m['eval_us_per_value']:.2f} us/value" if "eval_us_per_value" in m else ""))
     key_sizes = {f"{g} {w}": fss.key_bytes(w, g) for g in fss.GROUPS for w in fss.WIDTHS}
-    print(json.dumps({"benchmark": "fss", "load_average_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
-                      "cores": os.cpu_count(), "key_bytes_per_value": key_sizes, "cases": cases}))
-
+    publish({"benchmark": "fss", "key_bytes_per_value": key_sizes, "cases": cases})
 
 if __name__ == "__main__":
     main()
