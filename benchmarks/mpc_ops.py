@@ -1,6 +1,6 @@
 """Median time, bytes and rounds of the engine's operations under MPC, against numpy float64.
 
-    python benchmarks/mpc_ops.py [--reps 15] [--parties threads|processes]
+    python benchmarks/mpc_ops.py [--reps 15] [--parties threads|processes] [--comparisons bitwise|fss|both]
 
 Times are measured on the servers, from the moment both start an operation (they hold the input shares
 and synchronise with an empty message) to the moment both hold the result shares; the client's encoding
@@ -10,7 +10,10 @@ latency. "online" times the same with each repetition's material drawn before it
 dealer that works ahead on a machine of its own would have it ready (CrypTen's figures include theirs).
 Parties in threads of one process (the default) or processes of their own (--parties). Bytes and rounds
 are per server, online (to the other server); offline bytes are what the dealer sent that server.
-The last line is one JSON object, kept in benchmarks/results/mpc_ops.json (mpc_ops_processes.json).
+--comparisons: how the servers compare (protocols.use_comparisons); "both" runs the operations that
+compare (argmax, reciprocal, softmax) once more with FSS, as "<name> [fss]", in the same run.
+The last line is one JSON object, kept in benchmarks/results/mpc_ops.json (mpc_ops_processes.json;
+mpc_ops_fss.json and mpc_ops_comparisons.json with --comparisons fss and both).
 """
 from __future__ import annotations
 
@@ -35,6 +38,13 @@ def softmax_np(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def argmax_index(x):
+    return F.argmax(x, axis=-1)[1]
+
+
+COMPARING = ("argmax", "reciprocal", "softmax")  # the operations whose cost depends on --comparisons
+
+
 def cases(rng):
     a158, b158 = rng.uniform(-30, 30, (64, 158)), rng.uniform(-1, 1, (64, 158))
     a100, b100 = rng.uniform(-10, 10, (100, 100)), rng.uniform(-1, 1, (100, 100))
@@ -48,6 +58,7 @@ def cases(rng):
         ("reciprocal 64x158", F.reciprocal, np.reciprocal, (r158,)),
         ("softmax 64x158", F.softmax, softmax_np, (a158,)),
         ("softmax 1x158 (one face)", F.softmax, softmax_np, (a158[:1],)),
+        ("argmax 64x158", argmax_index, lambda x: np.argmax(x, axis=-1), (a158,)),
         ("mul 100x100", operator.mul, np.multiply, (a100, b100)),
         ("matmul 100x100", operator.matmul, np.matmul, (a100, b100)),
         ("exp 100x100", F.exp, np.exp, (e100,)),
@@ -66,7 +77,7 @@ def _timed_program(srv, name: str, op, inputs: int, reps: int, online: bool):
         with srv.provider.plan("benchmark", name):
             if online:
                 srv.provider.await_material()
-            srv.exchange((), [], tag="sync")
+            srv.exchange((), [], tag="sync")  # a common start: no arrays
             before = srv.channel.stats.copy()
             start = time.perf_counter()
             out = op(*shared)
@@ -95,33 +106,48 @@ def time_numpy(fn, inputs, reps):
     return float(np.median(times))
 
 
+def measure(session, name, program, reference, inputs, reps) -> dict:
+    mpc_s, stats = time_mpc(session, name, program, inputs, reps)
+    online_s, _ = time_mpc(session, name, program, inputs, reps, online=True)
+    np_s = time_numpy(reference, inputs, max(reps, 50))
+    result = {
+        "mpc_ms": round(mpc_s * 1e3, 3), "online_ms": round(online_s * 1e3, 3),
+        "numpy_ms": round(np_s * 1e3, 4),
+        "ratio": round(mpc_s / np_s, 1), "bytes_per_server": stats.bytes_sent,
+        "rounds": stats.rounds, "offline_bytes_per_server": stats.offline_bytes,
+    }
+    op = name.split()[0]
+    if "100x100" in name and op in CRYPTEN_100x100_MS:
+        result["crypten_ms"] = CRYPTEN_100x100_MS[op]
+        result["speedup_vs_crypten"] = round(CRYPTEN_100x100_MS[op] / (mpc_s * 1e3), 1)
+    print(f"{name:32s} mpc {mpc_s * 1e3:8.2f} ms (online {online_s * 1e3:6.2f})   numpy {np_s * 1e3:8.4f} ms"
+          f"   x{mpc_s / np_s:8.0f}   {stats.bytes_sent / 1e3:8.1f} kB  {stats.rounds:3d} rounds")
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--parties", choices=sorted(SESSIONS), default=DEFAULT_PARTIES,
                         help="servers and dealer in threads of this process, or in processes of their own")
+    parser.add_argument("--comparisons", choices=("bitwise", "fss", "both"), default="bitwise",
+                        help="how the servers compare; both: the comparing operations once more with FSS")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = {}
-    with open_session(args.parties) as session:
-        for name, program, reference, inputs in cases(rng):
-            mpc_s, stats = time_mpc(session, name, program, inputs, args.reps)
-            online_s, _ = time_mpc(session, name, program, inputs, args.reps, online=True)
-            np_s = time_numpy(reference, inputs, max(args.reps, 50))
-            results[name] = {
-                "mpc_ms": round(mpc_s * 1e3, 3), "online_ms": round(online_s * 1e3, 3),
-                "numpy_ms": round(np_s * 1e3, 4),
-                "ratio": round(mpc_s / np_s, 1), "bytes_per_server": stats.bytes_sent,
-                "rounds": stats.rounds, "offline_bytes_per_server": stats.offline_bytes,
-            }
-            op = name.split()[0]
-            if "100x100" in name and op in CRYPTEN_100x100_MS:
-                results[name]["crypten_ms"] = CRYPTEN_100x100_MS[op]
-                results[name]["speedup_vs_crypten"] = round(CRYPTEN_100x100_MS[op] / (mpc_s * 1e3), 1)
-            print(f"{name:26s} mpc {mpc_s * 1e3:8.2f} ms (online {online_s * 1e3:6.2f})   numpy {np_s * 1e3:8.4f} ms"
-                  f"   x{mpc_s / np_s:8.0f}   {stats.bytes_sent / 1e3:8.1f} kB  {stats.rounds:3d} rounds")
-    publish({"benchmark": "mpc_ops", "reps": args.reps, "parties": args.parties, "machine": platform.machine(),
-             "ops": results}, name="mpc_ops" if args.parties == DEFAULT_PARTIES else f"mpc_ops_{args.parties}")
+    methods = ("bitwise", "fss") if args.comparisons == "both" else (args.comparisons,)
+    all_cases = cases(rng)
+    for method in methods:
+        with open_session(args.parties, comparisons=method) as session:
+            for name, program, reference, inputs in all_cases:
+                if method == "fss" and len(methods) > 1 and name.split()[0] not in COMPARING:
+                    continue
+                label = f"{name} [fss]" if method == "fss" and len(methods) > 1 else name
+                results[label] = measure(session, label, program, reference, inputs, args.reps)
+    variant = "".join(f"_{v}" for v in (args.parties, args.comparisons) if v not in (DEFAULT_PARTIES, "bitwise"))
+    publish({"benchmark": "mpc_ops", "reps": args.reps, "parties": args.parties, "comparisons": args.comparisons,
+             "machine": platform.machine(), "ops": results},
+            name="mpc_ops" + variant.replace("_both", "_comparisons"))
 
 
 if __name__ == "__main__":

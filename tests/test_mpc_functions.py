@@ -1,6 +1,7 @@
 """Comparison, max/argmax, exp, reciprocal and softmax under MPC against numpy float64, on every session
-kind (the `session` fixture of conftest.py). Programs are module-level functions (or partials of them),
-so that they pickle for parties in processes."""
+kind and with each way of comparing (protocols.use_comparisons: the bitwise circuit, function secret
+sharing). Programs are module-level functions (or partials of them), so that they pickle for parties in
+processes."""
 from functools import partial
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from mpc_util import encoded, evaluate
 from ppfr.mpc import functions as F
 from ppfr.mpc import protocols
+from ppfr.mpc.session import SESSIONS, open_session
 
 rng = np.random.default_rng(7)
 
@@ -41,6 +43,14 @@ def bytes_of_a_comparison(srv, width):
     before = srv.channel.stats.bytes_to[peer]
     protocols.msb_bits(srv, x.share, width=width)
     return srv.channel.stats.bytes_to[peer] - before
+
+
+@pytest.fixture(scope="module", params=[(kind, method) for kind in sorted(SESSIONS) for method in protocols.COMPARISONS],
+                ids=lambda p: "-".join(p))
+def session(request):
+    kind, method = request.param
+    with open_session(kind, comparisons=method) as s:
+        yield s
 
 
 def test_less_than_zero_is_exact(session):
@@ -77,7 +87,9 @@ def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
     assert np.array_equal(got, encoded(x) < 0)
 
 
-def test_a_32_bit_comparison_opens_half_the_bytes(session):
+def test_a_32_bit_comparison_opens_half_the_bytes(session, request):
+    if request.node.callspec.params["session"][1] != "bitwise":
+        pytest.skip("counts the bytes of the bitwise circuit (FSS: tests/test_mpc_fss.py)")
     cost = {}
     for width in (32, 64):
         job = session.run(bytes_of_a_comparison, width)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import privacy
-from ppfr.mpc import FixedPoint, LocalSession, ProcessSession
+from ppfr.mpc import FixedPoint, LocalSession, ProcessSession, protocols
 from ppfr.mpc import functions as F
 
 RNG = np.random.default_rng(7)
@@ -54,7 +54,15 @@ def softmax(x, y):
     return F.softmax(x)
 
 
+def fss_session(**kwargs):
+    """A LocalSession whose servers compare by function secret sharing (protocols.use_comparisons)."""
+    session = LocalSession(**kwargs)
+    session.run(protocols.use_comparisons, "fss").result()
+    return session
+
+
 PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax]
+COMPARING = [compare, argmax, reciprocal, softmax]
 SESSIONS = {
     "threads": LocalSession,
     # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)
@@ -66,6 +74,11 @@ SESSIONS = {
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda p: p.__name__)
 def test_what_each_server_and_the_dealer_see(program, kind):
     privacy.check_program(SESSIONS[kind], program, (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
+
+
+@pytest.mark.parametrize("program", COMPARING, ids=lambda p: p.__name__)
+def test_what_each_server_and_the_dealer_see_with_fss_comparisons(program):
+    privacy.check_program(fss_session, program, (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
 
 
 def test_views_are_the_same_with_the_parties_in_processes():

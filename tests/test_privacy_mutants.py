@@ -11,8 +11,8 @@ import pytest
 import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
-from ppfr.mpc import material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, softmax
+from ppfr.mpc import fss, material, party, prg, protocols, provider
+from test_privacy import CONSTANT, RANDOM, fss_session, softmax
 
 
 def two_products(x, y):
@@ -87,6 +87,14 @@ def comparison_without_mask(monkeypatch):
     monkeypatch.setattr(material.ComparisonRequest, "draw", zero_r)
 
 
+def fss_comparison_without_mask(monkeypatch):
+    """FSS keys for the mask r = 0 (the keys themselves still right): c = x is opened."""
+    def zero_r(self, rng):
+        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group)
+        return k0.to_wire(), k1.to_wire()
+    monkeypatch.setattr(material.FSSComparisonRequest, "draw", zero_r)
+
+
 def truncation_with_fixed_mask(monkeypatch):
     """Truncation pairs whose r is always 2^63 (still shared at random, and never wrapping, so nothing is
     redone and every result is right): c = x + 2^L + 2^63 is opened."""
@@ -146,6 +154,7 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (truncation_mask_reused, LocalSession, scale_twice),
     (bits_without_t, LocalSession, softmax),
     (comparison_without_mask, LocalSession, softmax),
+    (fss_comparison_without_mask, fss_session, softmax),
     (truncation_with_fixed_mask, LocalSession, scale_twice),
     (prg_fixed_key, LocalSession, two_products),
     (client_sends_plaintext, LocalSession, two_products),

@@ -18,6 +18,8 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
+from .fss import SignKey, sign_keygen
+
 U64 = np.uint64
 SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
 
@@ -251,6 +253,21 @@ class ComparisonRequest(Request):
         return (ra0, rb0, tuple(levels0)), (ra1, rb1, tuple(levels1))
 
 
+@dataclass(frozen=True)
+class FSSComparisonRequest(Request):
+    """For the sign of n values of `width` bits in one round, by function secret sharing (fss.py): a
+    mask and a distributed comparison key per value, the output shares additive 0/1 ("add") or XOR
+    bits ("xor"); fss.key_bytes(width, group) per value and server."""
+    n: int
+    width: int = 64
+    group: str = "xor"
+    kind = "fss_comparison"
+
+    def draw(self, rng):
+        k0, k1 = sign_keygen(rng, self.n, self.width, self.group)
+        return k0.to_wire(), k1.to_wire()
+
+
 def monomial_draw(rng, n: int, variables: int, monomials):
     """A mask per variable and, for every subset of the variables of a monomial, the AND of their masks;
     XOR-shared, one row per subset (circuits.monomial_layout)."""
@@ -336,6 +353,7 @@ MATERIAL_OF = {
     TruncationRequest: lambda plain: WithSpares(TruncationPair.from_wire(plain[0]), Spares.from_wire(plain[1])),
     SparesRequest: Spares.from_wire,
     ComparisonRequest: ComparisonMaterial.from_wire,
+    FSSComparisonRequest: SignKey.from_wire,
     AndRequest: AndMaterial.from_wire,
     SelectionRequest: SelectionMaterial.from_wire,
     MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),

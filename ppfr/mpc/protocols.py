@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import fss
 from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
 from .material import TruncationPair
 
@@ -260,7 +261,25 @@ def comparison_radices(n: int, width: int = 64) -> tuple:
     return fast if words <= RADIX4_MAX_WORDS else lean
 
 
-def ask_msb(srv, n: int, width: int = 64):
+COMPARISONS = ("bitwise", "fss")
+
+
+def use_comparisons(srv, method: str) -> None:
+    """A program for both servers: from now on their comparisons (msb_bits, msb, and all that builds on
+    them) run by `method`. "bitwise", the default: the circuit of msb_bits, 4 to 7 rounds, about 20
+    ring elements a value online and 30 to 80 offline, little arithmetic. "fss": function secret sharing
+    (fss.py), one round, 8 bytes a value online (4 on 32 bits), about 1 to 1.5 kB a value offline and
+    some 60 AES blocks a value online: for links where a round trip costs more than that arithmetic."""
+    if method not in COMPARISONS:
+        raise ValueError(f"comparisons are {' or '.join(COMPARISONS)}, not {method!r}")
+    srv.provider.comparisons = method
+
+
+def ask_msb(srv, n: int, width: int = 64, group: str = "xor"):
+    """Ask for the material of the sign of n values, by the server's comparison method; with FSS, of
+    output `group` ("xor" for msb_bits, "add" for msb)."""
+    if srv.provider.comparisons == "fss":
+        return srv.provider.fss_comparison(n, width, group)
     return srv.provider.comparison(n, comparison_radices(n, width), width)
 
 
@@ -294,12 +313,17 @@ def msb_bits(srv, x, material=None, width: int = 64):
     2^32 is local and exact, and the sign of such an x is bit 31 of x mod 2^32. Two values then share a
     word (one per 32-bit lane; a lane's result after five levels depends on its own bits only), c is
     opened as uint32, and the comparison costs about half as much.
+
+    With FSS material (use_comparisons), the sign is one opening of x + r and a local evaluation
+    (fss.less_than_zero): one round, width/8 bytes a value.
     """
+    m = (ask_msb(srv, x.size, width) if material is None else material).get()
+    if isinstance(m, fss.SignKey):
+        return fss.less_than_zero(srv, x, m, width) & U64(1)
     shape = x.shape
     x = x.ravel()
     n = x.size
     radices = comparison_radices(n, width)
-    m = (ask_msb(srv, n, width) if material is None else material).get()
     top = U64(width - 1)
     lanes_low = pack_lanes(np.full(64 // width, 2**(width - 1) - 1, dtype=U64), width)[0]  # all but each lane's msb
     lanes_bit0 = pack_lanes(np.ones(64 // width, dtype=U64), width)[0]
@@ -335,7 +359,10 @@ def msb_bits(srv, x, material=None, width: int = 64):
 
 
 def msb(srv, x, width: int = 64):
-    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert."""
+    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert; with FSS comparisons
+    (use_comparisons), one round: keys of output group "add" give additive shares directly."""
+    if srv.provider.comparisons == "fss":
+        return fss.less_than_zero(srv, x, ask_msb(srv, x.size, width, "add").get(), width)
     comparison = ask_msb(srv, x.size, width)
     conversion = srv.provider.selection(x.size, 0)
     bits = msb_bits(srv, x, comparison, width)

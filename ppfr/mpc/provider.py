@@ -24,9 +24,9 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
-from .material import (AndRequest, ComparisonRequest, MATERIAL_OF, MaskedChainRequest, SelectionRequest,
-                       SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest, WithSpares,
-                       request_from_wire, spares_for)
+from .material import (AndRequest, ComparisonRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
+                       SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
+                       WithSpares, request_from_wire, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -53,6 +53,7 @@ class Provider:
         self._prefetched: deque | None = None
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
+        self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
 
     # -- what protocols ask for ---------------------------------------------------------------------------
     def triples(self, specs) -> Pending:
@@ -71,6 +72,10 @@ class Provider:
     def comparison(self, n: int, radices: tuple, width: int = 64) -> Pending:
         """For the sign of n values of `width` bits: ComparisonMaterial."""
         return self._ask(ComparisonRequest(int(n), tuple(radices), int(width)))
+
+    def fss_comparison(self, n: int, width: int = 64, group: str = "xor") -> Pending:
+        """For the sign of n values of `width` bits in one round, by function secret sharing: fss.SignKey."""
+        return self._ask(FSSComparisonRequest(int(n), int(width), group))
 
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""

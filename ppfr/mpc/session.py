@@ -317,13 +317,22 @@ DEFAULT_PARTIES = "threads"
 
 
 def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> Session:
+                 timeout: float = DEFAULT_TIMEOUT, comparisons: str | None = None) -> Session:
     """A session with the servers and the dealer in threads of this process or in processes of their
-    own; `parties` None takes the config's `mpc.parties`."""
-    if parties is None:
-        from ppfr.config import section
+    own, comparing by `comparisons` (protocols.use_comparisons: "bitwise" or "fss"); None takes the
+    config's `mpc.parties` and `mpc.comparisons`."""
+    from ppfr.config import section
 
-        parties = section("mpc").get("parties", DEFAULT_PARTIES)
+    from .protocols import COMPARISONS, use_comparisons
+
+    config = section("mpc")
+    parties = config.get("parties", DEFAULT_PARTIES) if parties is None else parties
+    comparisons = config.get("comparisons", COMPARISONS[0]) if comparisons is None else comparisons
     if parties not in SESSIONS:
         raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
-    return SESSIONS[parties](fixed=fixed, timeout=timeout)
+    if comparisons not in COMPARISONS:
+        raise ValueError(f"comparisons are {' or '.join(COMPARISONS)}, not {comparisons!r}")
+    session = SESSIONS[parties](fixed=fixed, timeout=timeout)
+    if comparisons != COMPARISONS[0]:
+        session.run(use_comparisons, comparisons).result()
+    return session

@@ -1,0 +1,225 @@
+"""Function secret sharing (ppfr.mpc.fss): the DCF against brute force, the one-round sign test in a
+real session against numpy on every boundary value, and what one server's keys and view look like."""
+import numpy as np
+import pytest
+
+import privacy
+from mpc_util import chi_square_uniform_bytes
+from ppfr.mpc import LocalSession, fss
+from ppfr.mpc.prg import SecureRandom
+
+U64 = np.uint64
+dealer_rng = SecureRandom()
+rng = np.random.default_rng(15)
+
+BOUNDARIES_64 = [0, 1, -1, 2, -2, 2**62, -(2**62), 2**62 - 1, -(2**62) + 1, 2**63 - 1, -(2**63), -(2**63) + 1,
+                 2**63 - 2, 2**32, -(2**32), 2**31, -(2**31)]
+BOUNDARIES_32 = [0, 1, -1, 2, -2, 2**30, -(2**30), 2**31 - 1, -(2**31), -(2**31) + 1, 2**31 - 2, 2**16, -(2**16)]
+# masks at their own boundaries: x + r then lands on 0, 2^(w-1) - 1, 2^(w-1), 2^w - 1 for the values above
+MASKS_64 = [0, 1, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1]
+MASKS_32 = [0, 1, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1]
+
+
+@pytest.fixture(scope="module")
+def session():
+    with LocalSession() as s:
+        yield s
+
+
+def _reconstruct(group, a, b):
+    return a + b if group == "add" else a ^ b
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 6])
+def test_dcf_matches_brute_force_on_every_input_and_threshold(bits, group):
+    """Eval(k0, x) + Eval(k1, x) = beta [x < alpha] (XOR for group "xor") for every pair (alpha, x) of a
+    small domain."""
+    size = 2**bits
+    alpha = np.repeat(np.arange(size, dtype=U64), size)
+    x = np.tile(np.arange(size, dtype=U64), size)
+    beta = dealer_rng.uint64((alpha.size,)) & (~U64(0) if group == "add" else U64(1))
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, beta, bits, group)
+    got = _reconstruct(group, fss.dcf_eval(0, k0, x), fss.dcf_eval(1, k1, x))
+    assert np.array_equal(got, np.where(x < alpha, beta, U64(0)))
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+def test_dcf_on_63_bits_across_chunks(group):
+    """Full-width keys, more values than one chunk of the vectorised walk, x on both sides of alpha."""
+    n = fss.CHUNK + 100
+    alpha = dealer_rng.uint64((n,)) >> U64(1)
+    offsets = rng.integers(-3, 4, n).astype(np.int64)
+    x = (alpha.view(np.int64) + offsets).view(U64) & U64(2**63 - 1)
+    k0, k1 = fss.dcf_keygen(dealer_rng, alpha, np.ones(n, dtype=U64), 63, group)
+    got = _reconstruct(group, fss.dcf_eval(0, k0, x), fss.dcf_eval(1, k1, x))
+    assert np.array_equal(got, (x < alpha).astype(U64))
+
+
+def _sign_in_session(session, values: np.ndarray, width: int, masks=None, group="add"):
+    """[x < 0] of the ring integers `values` (shared by the client) through fss.less_than_zero on both
+    servers, reconstructed from the servers' output shares; and the rounds and bytes each spent on it."""
+    values = np.asarray(values, dtype=np.int64)
+    keys = (fss.sign_keygen(dealer_rng, values.size, width, group) if masks is None
+            else fss.sign_keys_for_masks(dealer_rng, np.asarray(masks, dtype=U64), width, group))
+
+    def program(srv, key):
+        x = srv.receive()
+        before = srv.channel.stats.copy()
+        bit = fss.less_than_zero(srv, x.share, key, width)
+        spent = srv.channel.stats - before
+        return bit, (spent.rounds, spent.bytes_sent)
+
+    job = session.run(program, per_server=((keys[0],), (keys[1],)))
+    session.client.share(values, frac=0)
+    (b0, spent0), (b1, spent1) = job.result()
+    return _reconstruct(group, b0, b1).view(np.int64), [spent0, spent1]
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+@pytest.mark.parametrize("width, boundaries, masks", [(64, BOUNDARIES_64, MASKS_64), (32, BOUNDARIES_32, MASKS_32)])
+def test_sign_is_exact_on_every_boundary_value_and_mask(session, width, boundaries, masks, group):
+    """Every boundary value against every boundary mask (so that x + r wraps, lands on 0, on 2^(w-1)
+    and next to it), then against fresh random masks."""
+    x = np.repeat(np.array(boundaries, dtype=np.int64), len(masks))
+    r = np.tile(np.array(masks, dtype=U64), len(boundaries))
+    got, _ = _sign_in_session(session, x, width, masks=r, group=group)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+    x = np.repeat(np.array(boundaries, dtype=np.int64), 50)
+    got, _ = _sign_in_session(session, x, width, group=group)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+@pytest.mark.parametrize("width", [64, 32])
+def test_sign_matches_numpy_on_random_values_in_one_round(session, width, group):
+    n = 20_000
+    if width == 64:
+        x = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64, endpoint=True)
+    else:
+        x = rng.integers(-(2**31), 2**31 - 1, n, dtype=np.int64, endpoint=True)
+    x[: n // 2] >>= rng.integers(0, 60 if width == 64 else 28, n // 2)  # many magnitudes, both signs
+    got, spent = _sign_in_session(session, x, width, group=group)
+    assert np.array_equal(got, (x < 0).astype(np.int64))
+    # one round, and all each server sends is its share of c = x + r: 8 or 4 bytes a value
+    assert spent == [(1, n * width // 8)] * 2
+
+
+def test_the_output_shares_also_xor_share_the_bit():
+    """Bit 0 of the additive shares is an XOR sharing (what selections and ANDs consume)."""
+    x = rng.integers(-(2**63), 2**63 - 1, 1000, dtype=np.int64, endpoint=True)
+    k0, k1 = fss.sign_keygen(dealer_rng, x.size)
+    c = x.view(U64) + k0.r + k1.r
+    s0, s1 = fss.sign_from_opened(0, k0, c), fss.sign_from_opened(1, k1, c)
+    assert np.array_equal((s0 ^ s1) & U64(1), (x < 0).astype(U64))
+
+
+def _key_bytes(key: fss.SignKey) -> bytes:
+    r, top, dcf = key.to_wire()
+    return b"".join(a.tobytes() for a in (r, top, *dcf))
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+@pytest.mark.parametrize("width", [64, 32])
+def test_one_servers_key_material_is_uniform(width, group):
+    k0, k1 = fss.sign_keygen(dealer_rng, 2000, width, group)
+    assert k0.nbytes() == k1.nbytes() == 2000 * fss.key_bytes(width, group)
+    for key in (k0, k1):
+        stat, critical = chi_square_uniform_bytes(_key_bytes(key))
+        assert stat < critical
+
+
+def _bit_frequencies(key: fss.SignKey) -> np.ndarray:
+    """The frequency of a 1 at every bit of every word of the key, over its n values."""
+    dcf, n = key.dcf, key.r.size
+    words = np.concatenate([key.r[:, None], key.top[:, None], dcf.seed, np.moveaxis(dcf.seed_cw, 1, 0).reshape(n, -1),
+                            dcf.value_cw.T.reshape(n, -1), dcf.right_t[:, None], dcf.final_cw[:, None]], axis=1)
+    return ((words[:, :, None] >> np.arange(64, dtype=U64)) & U64(1)).mean(axis=0)
+
+
+@pytest.mark.parametrize("group", fss.GROUPS)
+def test_one_servers_keys_look_the_same_whatever_the_mask(group):
+    """Keys for masks at opposite extremes (r = 0 and r = 2^64 - 1: alpha, beta and r_top all differ) give
+    every bit of server 0's and of server 1's key a frequency of 1/2, within binomial noise."""
+    n = 4000
+    for party in (0, 1):
+        low = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.zeros(n, dtype=U64), 64, group)[party])
+        high = _bit_frequencies(fss.sign_keys_for_masks(dealer_rng, np.full(n, 2**64 - 1, dtype=U64), 64,
+                                                        group)[party])
+        sigma = 0.5 / np.sqrt(n)
+        assert np.abs(low - 0.5).max() < 6 * sigma and np.abs(high - 0.5).max() < 6 * sigma
+        assert np.abs(low - high).max() < 6 * np.sqrt(2) * sigma
+
+
+@pytest.mark.parametrize("width", [64, 32])
+def test_the_opened_value_is_uniform(width):
+    """What the servers open in the sign test, c = x + r, is uniform bytes even for inputs that are all
+    the same, and so is the share of it that each receives (tests/privacy.py reconstructs the views)."""
+    with LocalSession() as s:
+        s.record_views()
+        _sign_in_session(s, np.full(20_000, -7, dtype=np.int64), width)
+        raw, views = s.views(), privacy.views(s)
+    for server, peer in (("server0", "server1"), ("server1", "server0")):
+        (opening,) = views[server].openings
+        (received,) = [m[2][0] for d, p, m in raw[server] if d == "recv" and p == peer]
+        for value in (opening.value, received):
+            assert value.dtype == (np.uint64 if width == 64 else np.uint32) and value.size == 20_000
+            stat, critical = chi_square_uniform_bytes(value.tobytes())
+            assert stat < critical and not privacy.looks_like_data(value)
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="32 or 64 bits wide"):
+        fss.sign_keygen(dealer_rng, 3, width=16)
+    with pytest.raises(ValueError, match="add or xor"):
+        fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 8, group="mul")
+    with pytest.raises(ValueError, match="1 to 63 bits"):
+        fss.dcf_keygen(dealer_rng, np.zeros(3, dtype=U64), np.zeros(3, dtype=U64), 64)
+
+
+def _apply(srv, function):
+    function(srv.receive())
+
+
+def _rounds_of(session, function, x) -> int:
+    """Rounds server 0 spends on function(shared x): its planned openings to server 1 (one message a
+    round), without the rare redone truncations (tagged "retry" or "repair", random in number)."""
+    session.record_views()
+    job = session.run(_apply, function)
+    session.client.share(x)
+    job.result()
+    return sum(1 for d, p, m in session.views()["server0"] if d == "send" and p == "server1" and m[0] == "open")
+
+
+def test_fss_comparisons_cut_the_rounds_of_what_compares():
+    """With use_comparisons("fss"): a sign in 1 round (5 before); a tournament level in 3 (comparison,
+    one-hot ANDs, selection; 6 before), so 12 for a row of 158; the softmax clamp in 2 (5 before)."""
+    from ppfr.mpc import functions as F, protocols
+
+    rounds = {}
+    for method in protocols.COMPARISONS:
+        with LocalSession() as s:
+            s.run(protocols.use_comparisons, method).result()
+            rounds[method] = [_rounds_of(s, F.less_than_zero, rng.normal(size=10)),
+                              _rounds_of(s, lambda t: F.argmax(t, axis=-1), rng.normal(size=(2, 158))),
+                              _rounds_of(s, F.softmax, rng.normal(size=(1, 158))),
+                              _rounds_of(s, lambda t: F.softmax(t, clamp=False), rng.normal(size=(1, 158)))]
+    less, argmax, softmax, unclamped = rounds["fss"]
+    assert (less, argmax, softmax - unclamped) == (1, 12, 2)
+    bitwise = rounds["bitwise"]
+    assert (bitwise[0], bitwise[1], bitwise[2] - bitwise[3]) == (5, 24, 5)
+    assert softmax <= bitwise[2] - 19  # 12 from the maximum, 3 from the clamp, 4 from the reciprocal's guess
+
+
+def test_open_session_takes_the_comparison_method_to_server_processes():
+    """open_session(comparisons="fss") sets both servers, wherever they run; a bad name is refused."""
+    from ppfr.mpc import functions as F, open_session
+
+    x = rng.normal(size=300)
+    with open_session("processes", comparisons="fss") as s:
+        assert _rounds_of(s, F.less_than_zero, x) == 1
+        views = s.views()
+    kinds = [m[2] for d, p, m in views["server0"] if d == "send" and p == "dealer"]
+    assert kinds == ["fss_comparison"]
+    with pytest.raises(ValueError, match="bitwise or fss"):
+        open_session(comparisons="garbled")
