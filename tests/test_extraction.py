@@ -1,4 +1,4 @@
-"""What each recognition reveal mode tells the client (ppfr.recognition.reveal), and what that costs the
+"""What each recognition reveal mode tells the client (ppfr.models.reference.revealed), and what that costs the
 model: the extraction attacker of benchmarks/extraction.py against a small model trained by the real
 reference trainer. The LFW figures themselves are the benchmark's (README, "Threat model")."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from ppfr.models.softmax import TrainConfig, train_plaintext
-from ppfr.recognition import reveal as R
+from ppfr.models import reference as R
+from ppfr.models.reference import TrainConfig, train_plaintext
 
 
 @pytest.fixture(scope="module")
@@ -30,57 +30,54 @@ def bench():
     sys.modules.pop(name, None)
 
 
-# -- the reveal functions --------------------------------------------------------------------------------------
-def test_ties_go_to_the_first_class_and_a_probability_equal_to_the_threshold_reaches_it():
-    labels, bands = R.label_and_band(np.array([[0.0, 0.0]]))
-    assert labels.tolist() == [0] and bands.tolist() == [1]          # p = 0.5 exactly: known, band 1
-    labels, bands = R.label_and_band(np.array([[0.0, 2.0, 2.0, 2.0]]), threshold=0.25)
-    assert labels.tolist() == [1] and bands.tolist() == [1]          # 3-way tie, p < 0.5 but >= 0.25
-    labels, _ = R.label_and_band(np.full((1, 4), 7.0), threshold=0.25)
-    assert labels.tolist() == [0]                                    # p = 0.25 exactly reaches 0.25
+# -- what each mode reveals, in the clear (ppfr.models.reference) -------------------------------------------------
+THRESHOLDS = R.confidence_thresholds(0.5, R.CONFIDENCE_BANDS)
 
 
-def test_bands_count_the_edges_reached_and_zero_means_unknown():
-    # top probabilities 0.6, 0.9, 0.99, 0.3 against two other classes
+def test_the_default_thresholds_are_the_naming_threshold_then_the_bands_above_it():
+    assert THRESHOLDS == (0.5, 0.8, 0.95)
+    assert R.confidence_thresholds(0.9, R.CONFIDENCE_BANDS) == (0.9, 0.95)   # a band below it goes
+
+
+def test_ties_go_to_the_first_class_and_a_probability_equal_to_a_threshold_reaches_it():
+    answer = R.revealed(np.array([[0.0, 0.0], [0.0, 0.0]]), "label", THRESHOLDS)
+    assert answer["label"].tolist() == [0, 0] and answer["band"].tolist() == [1, 1]     # p = 0.5 exactly
+    answer = R.revealed(np.array([[0.0, 2.0, 2.0, 2.0]]), "label", (0.25, 0.8))
+    assert answer["label"].tolist() == [1] and answer["band"].tolist() == [1]          # 3-way tie at p < 0.5
+    assert R.revealed(np.full((1, 4), 7.0), "label", (0.25,))["label"].tolist() == [0]  # p = 0.25 exactly
+
+
+def test_bands_count_the_thresholds_reached_and_zero_means_unknown():
     p_top = np.array([0.6, 0.9, 0.99, 0.3])
     rest = (1 - p_top) / 2
     z = np.log(np.stack([rest, p_top, rest], axis=1))
-    labels, bands = R.label_and_band(z)
-    assert labels.tolist() == [1, 1, 1, -1] and bands.tolist() == [1, 2, 3, 0]
-    # a threshold off the first edge: below it still reads band 1; above it, what falls short is unknown
-    assert R.label_and_band(z, threshold=0.25)[1].tolist() == [1, 2, 3, 1]
-    assert R.label_and_band(z, threshold=0.7)[0].tolist() == [-1, 1, 1, -1]
+    answer = R.revealed(z, "label", THRESHOLDS)
+    assert answer["label"].tolist() == [1, 1, 1, -1] and answer["band"].tolist() == [1, 2, 3, 0]
 
 
 def test_all_unknown_reveals_nothing_but_unknown():
-    labels, bands = R.label_and_band(np.random.default_rng(0).normal(scale=0.01, size=(50, 10)))
-    assert (labels == R.UNKNOWN_LABEL).all() and (bands == 0).all()
-    assert set(R.reveal(np.zeros((3, 10)))) == {"label", "band"}     # the default mode: nothing more
+    z = np.random.default_rng(0).normal(scale=0.01, size=(50, 10))
+    answer = R.revealed(z, "label", THRESHOLDS)
+    assert set(answer) == {"label", "band"}
+    assert (answer["label"] == -1).all() and (answer["band"] == 0).all()
 
 
 def test_logit_differences_hide_the_offset_and_sit_on_the_fixed_point_grid():
     rng = np.random.default_rng(1)
     z = rng.normal(scale=5, size=(20, 7))
-    d = R.logit_differences(z)
-    assert np.array_equal(d, R.logit_differences(z + rng.normal(scale=100, size=(20, 1))))
+    d = R.revealed(z, "logits", THRESHOLDS)["differences"]
+    shifted = R.revealed(z + rng.normal(scale=100, size=(20, 1)), "logits", THRESHOLDS)["differences"]
+    assert np.abs(d - shifted).max() <= 2 ** -16        # an offset per face changes nothing but rounding
     assert (d[:, 0] == 0).all() and np.abs(d - (z - z[:, :1])).max() <= 2 ** -17
     assert np.array_equal(d * 2 ** 16, np.round(d * 2 ** 16))
 
 
 def test_probabilities_are_rounded_to_the_grid_and_tiny_ones_read_as_zero():
-    p = R.probabilities(np.array([[0.0, -20.0, 3.0], [1.0, 1.0, 1.0]]))
+    p = R.revealed(np.array([[0.0, -20.0, 3.0], [1.0, 1.0, 1.0]]), "probabilities", THRESHOLDS)["probabilities"]
     assert np.array_equal(p * 2 ** 16, np.round(p * 2 ** 16))
     assert p[0, 1] == 0 and abs(p[1].sum() - 1) <= 3 * 2 ** -17
-    assert R.reveal(np.zeros((1, 3)), "probabilities").keys() == {"probabilities"}
-
-
-def test_bad_modes_and_bands_are_refused_and_the_config_holds_the_bands():
-    with pytest.raises(ValueError, match="reveal mode"):
-        R.reveal(np.zeros((1, 3)), "everything")
-    for bad in [(), (0.8, 0.5), (0.5, 1.5), (0.0, 0.5)]:
-        with pytest.raises(ValueError, match="increasing"):
-            R.label_and_band(np.zeros((1, 3)), bands=bad)
-    assert R.configured_bands() == R.CONFIDENCE_BANDS
+    with pytest.raises(ValueError, match="reveal is one of"):
+        R.revealed(np.zeros((1, 3)), "everything", THRESHOLDS)
 
 
 # -- extraction on a small model --------------------------------------------------------------------------------
