@@ -112,6 +112,22 @@ def label_and_band(probabilities: np.ndarray, thresholds) -> tuple[np.ndarray, n
     return np.where(bands >= 1, p.argmax(axis=1), -1), bands
 
 
+def revealed(logits: np.ndarray, reveal: str, thresholds, frac_bits: int = 16) -> dict:
+    """What the client receives for faces with these logits (n, C), in the clear, by name; the MPC outputs
+    are these up to the engine's error (benchmarks/extraction.py attacks exactly these answers):
+      label:         {"label", "band"}, label_and_band of the softmax;
+      probabilities: {"probabilities"}, the softmax rounded to 2^-frac_bits (below 2^-(frac_bits+1): 0);
+      logits:        {"differences"}, z_j - z_0 rounded to 2^-frac_bits (the offset hides z_0 itself)."""
+    z = np.asarray(logits, dtype=np.float64)
+    grid = float(2 ** frac_bits)
+    if check_reveal(reveal) == "label":
+        label, band = label_and_band(softmax_rows(z), thresholds)
+        return {"label": label, "band": band}
+    if reveal == "probabilities":
+        return {"probabilities": np.round(softmax_rows(z) * grid) / grid}
+    return {"differences": np.round((z - z[:, :1]) * grid) / grid}
+
+
 def cross_entropy(p: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-300))))
 
