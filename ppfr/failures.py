@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -23,6 +24,11 @@ class Failed(click.ClickException):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        if self.exit_code == INTERRUPTED and "tqdm" in sys.modules:
+            click.echo("", err=True)  # Ctrl-C can land in the middle of a progress bar's line
+        super().show(file)
 
 
 # errno -> what to do about it, said after the system's own words

@@ -54,8 +54,9 @@ def read_record(path, kind: str) -> dict | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise StorageError(f"cannot read the client record {path}: {e}") from None
+    # any other OSError goes up as it is: the one error path names the option that gave the path
     try:
         record = json.loads(text)
     except ValueError as e:
