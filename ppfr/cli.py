@@ -25,6 +25,7 @@ COMMANDS = {
     "identify": "ppfr.gallery.cli:identify",
     "verify": "ppfr.gallery.cli:verify",
     "remove": "ppfr.gallery.cli:remove",
+    "web": "ppfr.web.cli:web",
 }
 
 

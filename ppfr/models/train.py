@@ -23,16 +23,19 @@ def _accuracy(p: np.ndarray, labels: np.ndarray):
 class _Progress:
     """A tqdm bar over all batches, labelled with the epoch (batch numbers are public)."""
 
-    def __init__(self, total: int, epochs: int, desc: str, enabled: bool):
+    def __init__(self, total: int, epochs: int, desc: str, enabled, hook=None):
         self.bar = None
         self.epochs = epochs
         self.desc = desc
+        self.hook = hook      # hook(desc, epoch, batch, batches) after each batch, e.g. a web page's progress
         if enabled:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="batch", leave=False, file=None)
 
     def __call__(self, epoch, batch, batches):
+        if self.hook is not None:
+            self.hook(self.desc, epoch, batch, batches)
         if self.bar is not None:
             if batch == 0:
                 self.bar.set_description(f"{self.desc}, epoch {epoch + 1}/{self.epochs}")
@@ -46,7 +49,9 @@ class _Progress:
 
 def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output, *, plaintext: bool = True,
                  report_loss: bool = False, progress: bool = True, fixed: FixedPoint | None = None,
-                 parties: str | None = None) -> dict:
+                 parties: str | None = None, on_batch=None) -> dict:
+    """Train on shares (and the plaintext reference), save the halves to `output`; the summary. `progress`
+    shows tqdm bars; `on_batch(desc, epoch, batch, batches)` is called after every batch of either run."""
     classes = len(split.class_names)
     parts = [(prep.apply(c.embeddings), c.labels) for c in split.train if len(c.labels)]
     x_train, y_train = np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
@@ -60,7 +65,7 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
     summary["parties"] = parties
     with open_session(parties, fixed=fixed or fixed_point()) as session:
         target = prepare_output(session, output)   # refuse a bad output folder before training, not after
-        bar = _Progress(batches, config.epochs, "MPC training", progress)
+        bar = _Progress(batches, config.epochs, "MPC training", progress, on_batch)
         try:
             trained = train_mpc(session, parts, classes, config, progress=bar, report_loss=report_loss)
         finally:
@@ -82,7 +87,7 @@ def run_training(split: Split, config: TrainConfig, prep: Preprocessing, output,
     summary["paths"] = {k: str(v) for k, v in model_paths(output).items()}
 
     if plaintext:
-        bar = _Progress(batches, config.epochs, "plaintext training", progress)
+        bar = _Progress(batches, config.epochs, "plaintext training", progress, on_batch)
         t = time.perf_counter()
         try:
             model = train_plaintext(x_train, y_train, classes, config, progress=bar)

@@ -46,7 +46,9 @@ class Timings:
     """Client wall time in each stage and what the MPC part cost on the wire (per server)."""
     frames: int = 0
     faces: int = 0
+    embedded: int = 0             # faces embedded (fewer than `faces` when a tracker keeps names)
     detect: float = 0.0
+    track: float = 0.0
     embed: float = 0.0
     mpc: float = 0.0              # share + classify on shares + reconstruct
     batches: int = 0              # MPC batches (one per frame that holds a face)
@@ -57,8 +59,9 @@ class Timings:
     def as_dict(self) -> dict:
         per_face = (lambda v: round(1000 * v / self.faces, 3) if self.faces else None)
         per_batch = (lambda v: round(v / self.batches) if self.batches else None)
-        return {"frames": self.frames, "faces": self.faces, "mpc_batches": self.batches,
-                "seconds": {"detect": round(self.detect, 4), "embed": round(self.embed, 4), "mpc": round(self.mpc, 4)},
+        return {"frames": self.frames, "faces": self.faces, "embedded": self.embedded, "mpc_batches": self.batches,
+                "seconds": {"detect": round(self.detect, 4), "track": round(self.track, 4),
+                            "embed": round(self.embed, 4), "mpc": round(self.mpc, 4)},
                 "ms_per_face": {"detect": per_face(self.detect), "embed": per_face(self.embed),
                                 "mpc": per_face(self.mpc)},
                 "per_batch": {"bytes_per_server": per_batch(self.bytes_sent), "rounds": per_batch(self.rounds),
@@ -69,6 +72,17 @@ def scale_box(box: Box, factor: float) -> Box:
     """A box found on an image resized by `factor`, in the original image's coordinates."""
     return Box(int(round(box.left / factor)), int(round(box.top / factor)), int(round(box.right / factor)),
                int(round(box.bottom / factor)), box.score)
+
+
+def detect_scaled(detector: FaceDetector, rgb: np.ndarray, scale: float = 1.0) -> list[Box]:
+    """Every face of an RGB image, found on a copy resized by `scale` (HOG's cost grows with the pixel
+    count, so a half-size copy costs a quarter) and mapped back to the image's coordinates."""
+    if scale == 1.0:
+        return detector.detect(rgb)
+    import cv2
+
+    small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return [scale_box(b, scale) for b in detector.detect(small)]
 
 
 class Recognizer:
@@ -112,14 +126,8 @@ class Recognizer:
         """Faces of an RGB image; with scale < 1 the detector runs on a copy resized by that factor (HOG's
         cost grows with the pixel count) and the boxes are mapped back. policy 'all' keeps every face;
         'largest' / 'center' keep the one face an image stands for (see ppfr.embed.detect.choose_face)."""
-        import cv2
-
         t = time.perf_counter()
-        if scale != 1.0:
-            small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            boxes = [scale_box(b, scale) for b in self.detector.detect(small)]
-        else:
-            boxes = self.detector.detect(rgb)
+        boxes = detect_scaled(self.detector, rgb, scale)
         if policy != "all":
             try:
                 boxes = [choose_face(boxes, rgb.shape, policy)]
@@ -168,6 +176,7 @@ class Recognizer:
         prediction = self.classify(x)
         self.timings.frames += 1
         self.timings.faces += len(boxes)
+        self.timings.embedded += len(boxes)
         top = prediction.top_probability()
         faces = []
         for i, (box, vec) in enumerate(zip(boxes, x)):
