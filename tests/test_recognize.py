@@ -220,14 +220,36 @@ def test_unreadable_inputs_give_clear_errors(model, tmp_path, lfw_image):
     assert _run(["-m", model["root"], tmp_path / "absent.jpg"]).exit_code != 0
 
 
-def test_show_without_a_display_fails_clearly(model, lfw_image, monkeypatch):
+def test_show_without_a_display_serves_the_frames_to_a_browser_page(monkeypatch):
+    """No display (or the headless OpenCV wheel): --show serves the annotated frames at a local page instead
+    of failing; Stop on the page ends the run as q does in the window. (tests/test_web.py drives the page in
+    Chromium.)"""
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    from ppfr.recognition.media import open_window
+    from ppfr.web.viewer import FrameViewer
+
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    result = _run(["-m", model["root"], lfw_image("George_W_Bush", 1), "--show"])
-    assert result.exit_code == 1 and "--show needs a display" in result.output
-    monkeypatch.setenv("DISPLAY", ":97")   # a display that does not exist, or a headless OpenCV build
-    result = _run(["-m", model["root"], lfw_image("George_W_Bush", 1), "--show"])
-    assert result.exit_code == 1 and "--show needs" in result.output
+    said = []
+    window = open_window(said.append)
+    try:
+        assert isinstance(window, FrameViewer) and window.url.startswith("http://127.0.0.1:")
+        assert "needs a display" in said[0] and window.url in said[0]
+        assert "ppfr recognize" in urllib.request.urlopen(window.url, timeout=10).read().decode()
+        frame = np.zeros((48, 64, 3), np.uint8)
+        assert window.show(frame, wait_ms=1)
+        with connect(window.url.replace("http:", "ws:").replace("/show", "/ws/show"), open_timeout=10) as ws:
+            ws.send("frame")
+            assert ws.recv(timeout=10)[:3] == b"\xff\xd8\xff"       # the frame, as a JPEG
+            ws.send("stop")
+            ws.send("frame")
+            assert json.loads(ws.recv(timeout=10))["state"] == "running"   # answered after the stop was taken
+        assert not window.show(frame, wait_ms=1)
+    finally:
+        window.close()
 
 
 def test_a_slow_reader_of_a_live_source_gets_the_newest_frame():

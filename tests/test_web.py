@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -78,14 +79,15 @@ def browser(playwright):
 
 @pytest.fixture
 def page(browser, app):
-    """A page that records every request it makes, to check that none leaves the app."""
+    """A page that records every request it makes, to check that none leaves this machine's loopback."""
     context = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     pg = context.new_page()
     pg.set_default_timeout(WAIT_MS)
     pg.requests = []
     pg.on("request", lambda r: pg.requests.append(r.url))
     yield pg
-    outside = [u for u in pg.requests if not u.startswith(app["url"]) and not u.startswith(("data:", "blob:"))]
+    outside = [u for u in pg.requests if urlparse(u).scheme not in ("data", "blob")
+               and urlparse(u).hostname != "127.0.0.1"]
     context.close()
     assert outside == [], f"the page asked other hosts: {outside}"
 
@@ -182,3 +184,35 @@ def test_live_page_names_the_fake_camera(mode, app, playwright, lfw_images, tmp_
         pg.click("#stop")
     finally:
         b.close()
+
+
+def test_recognize_show_serves_the_frames_to_a_browser(page, app, lfw_images):
+    """Without a GUI build of OpenCV, `ppfr recognize --show` serves the annotated images to a page; Next steps
+    through them as a key does in the window, and the run ends when the last is passed."""
+    weights = Path(app["root"]) / "weights"
+    if not (weights / "client").exists():
+        pytest.skip("no model: test_model_page_trains_on_shares did not run")
+    names = ["Colin Powell", "Tony Blair"]
+    images = [str(photo(lfw_images, PEOPLE[n], HELD_OUT + 1)) for n in names]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    proc = subprocess.Popen([sys.executable, "-m", "ppfr.cli", "recognize", "-m", str(weights), *images, "--show",
+                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = None, time.monotonic() + 60
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            found = re.search(r"open (http://127\.0\.0\.1:\d+/show)", proc.stderr.readline())
+            url = found.group(1) if found else None
+        assert url, f"no viewer URL: {proc.stderr.read()}"
+        page.goto(url)
+        for shown in (1, 2):
+            page.wait_for_function("Number(document.querySelector('#status').dataset.frames) >= %d" % shown)
+            page.wait_for_selector("#next:not([disabled])")
+            if shown == 1:
+                screenshot(page, "show", Path(app["root"]))
+            page.click("#next")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert [line.split(",")[1] for line in out.splitlines()] == names

@@ -22,6 +22,7 @@ _THRESHOLD = float(_cfg.get("threshold", DEFAULT_THRESHOLD))
 _WEBCAM_SCALE = float(_cfg.get("webcam_detect_scale", 0.5))
 _REVEAL = str(_cfg.get("reveal", DEFAULT_REVEAL))
 _BANDS = tuple(_cfg.get("confidence_bands", CONFIDENCE_BANDS))
+_REFRESH = int(_cfg.get("refresh", 10))
 
 _EPILOG = """
 \b
@@ -76,10 +77,18 @@ Examples:
                    "behind a random offset per face, i.e. their differences (fewest rounds). The last two "
                    "let a client who chooses its queries rebuild the model from about one query per class "
                    "(README, 'what each party learns').")
+@click.option("--track/--no-track", default=None,
+              help="Follow faces from frame to frame and embed and name only new faces, and each tracked face "
+                   "again every --refresh frames (boxes still follow every frame); --no-track embeds every face "
+                   "of every frame.  [default: --track for --webcam (recognize.track), --no-track for a --video, "
+                   "where every frame counts more than the pace]")
+@click.option("--refresh", type=click.IntRange(1), default=_REFRESH, show_default=True,
+              help="With --track: frames between two namings of a tracked face, so a name shown is at most "
+                   "REFRESH - 1 frames old.")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many video/webcam frames.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
 def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show, output_dir, detector, upsample,
-              detect_scale, reveal, max_frames, quiet):
+              detect_scale, reveal, track, refresh, max_frames, quiet):
     """Name the faces in image files or folders (PATHS), a --video, or a --webcam.
 
     The client detects each face (dlib), embeds it (dlib ResNet, 128-d), and splits the embeddings of all
@@ -97,11 +106,14 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
         raise click.UsageError("give exactly one source: image files or folders, --video FILE, or --webcam")
     if detect_scale is None:
         detect_scale = _WEBCAM_SCALE if webcam else 1.0
+    if track is None:
+        track = webcam and bool(_cfg.get("track", True))
     printer = _Printer(as_json)
     # images are few and precious: look again, upsampled, when nothing is found; frames are many
     retry = upsample + 1 if paths else None
     run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
-               detect_scale, max_frames, progress=not quiet, reveal=reveal)
+               detect_scale, max_frames, progress=not quiet, reveal=reveal,
+               refresh=refresh if track else None)
     if paths:
         run.images(paths)
     else:
@@ -135,10 +147,10 @@ class _Run:
     """One recognize run: the recogniser, the optional window and writers, and what went wrong."""
 
     def __init__(self, model_dir, threshold, detector, printer, show, output_dir, detect_scale, max_frames,
-                 progress, reveal=DEFAULT_REVEAL):
-        from .media import Window
+                 progress, reveal=DEFAULT_REVEAL, refresh=None):
+        from .media import open_window
 
-        self.window = Window() if show else None     # before any work: no display fails at once
+        self.window = open_window(lambda m: click.echo(m, err=True)) if show else None   # before any work
         self.output_dir = output_dir
         self.printer = printer
         self.detect_scale = detect_scale
@@ -156,6 +168,8 @@ class _Run:
         self.threshold = threshold
         self.detector = detector
         self.reveal = reveal
+        self.refresh = refresh         # frames between namings of a tracked face; None: no tracking
+        self.pipeline = None
 
     def _open_model(self):
         from .recognizer import Recognizer
@@ -208,6 +222,8 @@ class _Run:
         try:
             writer = self._video_writer(path, camera, fps)
             self._open_model()
+            if self.refresh:
+                self.pipeline = _tracked(self.recognizer, self.detect_scale, self.refresh)
         except BaseException:
             source.cap.release()     # let go of the camera at once, not when the object is collected
             raise
@@ -222,7 +238,10 @@ class _Run:
         try:
             for index, bgr in enumerate(frames):
                 rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-                faces = self.recognizer.recognize(rgb, self.detect_scale)
+                if self.pipeline is not None:
+                    faces, _ = self.pipeline.process(rgb)
+                else:
+                    faces = self.recognizer.recognize(rgb, self.detect_scale)
                 for f in faces:
                     self.printer.face(str(path) if path is not None else f"camera {camera}", index, f)
                 sys.stdout.flush()   # a live source: each frame's lines as soon as they exist
@@ -278,7 +297,7 @@ class _Run:
     def summary_text(self) -> str:
         if self.recognizer is None:
             return ""
-        t = self.recognizer.timings
+        t = self.pipeline.timings if self.pipeline is not None else self.recognizer.timings
         d = t.as_dict()
         ms, per = d["ms_per_face"], d["per_batch"]
         head = (f"{t.faces} face(s), {self.printer.known} named, in {t.frames} "
@@ -286,6 +305,9 @@ class _Run:
         if self.live:
             head += f" ({t.frames / max(self.elapsed, 1e-9):.1f} frames/s; {self.dropped} camera frames skipped)"
         lines = [head]
+        if self.pipeline is not None and t.faces:
+            lines.append(f"tracking: {t.embedded} of {t.faces} faces embedded and named (each tracked face again "
+                         f"every {self.refresh} frames)")
         if t.faces:
             lines.append(f"per face: detect {ms['detect']:.1f} ms, embed {ms['embed']:.1f} ms, "
                          f"MPC {ms['mpc']:.1f} ms (share + classify on shares + reconstruct)")
@@ -297,3 +319,12 @@ class _Run:
         if self.failed:
             lines.append(f"{len(self.failed)} input(s) could not be read: {', '.join(self.failed[:5])}")
         return "\n".join(lines)
+
+
+def _tracked(recognizer, detect_scale: float, refresh: int):
+    """The live path with tracking around a loaded recogniser (ppfr.recognition.live)."""
+    from .live import ClassifierNamer, LivePipeline
+    from .tracking import Tracker
+
+    return LivePipeline(ClassifierNamer(recognizer), recognizer.detector, recognizer.embedder, detect_scale,
+                        Tracker(refresh))

@@ -144,6 +144,22 @@ class Window(_Window):
                              f"video") from None
 
 
+def open_window(echo=print):
+    """The --show window: OpenCV's when this build and machine can open one, else the annotated frames
+    served to a local browser page (ppfr.web.viewer; its URL goes to `echo`)."""
+    try:
+        return Window()
+    except MediaError as no_gui:
+        try:
+            from ppfr.web.viewer import FrameViewer
+        except ImportError:
+            raise MediaError(f"{no_gui}; or install the web extra (pip install 'ppfr[web]') to watch in a "
+                             f"browser") from None
+        viewer = FrameViewer()
+        echo(f"--show: no window here ({str(no_gui).split(';')[0]}); open {viewer.url} in a browser to watch")
+        return viewer
+
+
 # -- outputs ---------------------------------------------------------------------------------------------------
 class ImageOutput:
     """Annotated images into a folder as NAME.jpg (NAME-2.jpg, ... when two inputs share a name)."""

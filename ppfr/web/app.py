@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from .client import WebClient, WebError
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = ("gallery", "identify", "live", "model", "show")
+PAGES = ("gallery", "identify", "live", "model")
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
        "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; frame-ancestors 'none'")
 log = logging.getLogger("ppfr.web")
@@ -81,13 +81,9 @@ def photos_of(body: dict) -> list[tuple[str, bytes]]:
     return out
 
 
-def create_app(client: WebClient, viewer=None) -> FastAPI:
-    """The app around one WebClient; `viewer` (ppfr.web.viewer.FrameViewer) serves `ppfr recognize --show`."""
-    from .training import TrainingJob
-
+def base_app(home: str) -> FastAPI:
+    """An app with the static assets, the security headers and readable errors, and / leading to `home`."""
     app = FastAPI(title="ppfr", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.client, app.state.viewer, app.state.training = client, viewer, TrainingJob(client)
-    body_limit = client.limits.upload_bytes * 4 // 3 * client.limits.images + 2**16   # base64 of the photos
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -111,10 +107,7 @@ def create_app(client: WebClient, viewer=None) -> FastAPI:
 
     @app.get("/")
     async def index():
-        return RedirectResponse("/show" if viewer is not None else "/gallery")
-
-    for page in PAGES:
-        app.add_api_route(f"/{page}", _page(page), methods=["GET"], include_in_schema=False)
+        return RedirectResponse(home)
 
     @app.get("/static/{name}")
     async def static(name: str):
@@ -122,6 +115,19 @@ def create_app(client: WebClient, viewer=None) -> FastAPI:
         if "/" in name or name.startswith(".") or not path.is_file():
             raise WebError(f"no asset {name}", 404)
         return FileResponse(path)
+
+    return app
+
+
+def create_app(client: WebClient) -> FastAPI:
+    """The app around one WebClient: its pages, their JSON API and the live WebSocket."""
+    from .training import TrainingJob
+
+    app = base_app("/gallery")
+    app.state.client, app.state.training = client, TrainingJob(client)
+    body_limit = client.limits.upload_bytes * 4 // 3 * client.limits.images + 2**16   # base64 of the photos
+    for page in PAGES:
+        app.add_api_route(f"/{page}", page_route(page), methods=["GET"], include_in_schema=False)
 
     async def run(fn, *args):
         return await run_in_threadpool(fn, *args)
@@ -164,12 +170,11 @@ def create_app(client: WebClient, viewer=None) -> FastAPI:
     async def live(ws: WebSocket):
         await live_session(ws, client)
 
-    if viewer is not None:
-        viewer.install(app)
     return app
 
 
-def _page(name: str):
+def page_route(name: str):
+    """The handler of the page ppfr/web/static/NAME.html."""
     async def page():
         return FileResponse(STATIC / f"{name}.html", media_type="text/html")
     return page
