@@ -12,7 +12,8 @@ grows little with the class count; benchmarks/recognize.py measures 158 classes)
   2. Through the app: `ppfr web` as a process, a WebSocket client sending JPEG frames one at a time as
      the Live page does (the next frame only when the answer for the last has come): frames per second
      and the median round trip (JPEG decode + the path above + JSON), tracking on and off.
-The machine's load average is printed before and after; the last line is one JSON object.
+The machine's load average before the run is in the JSON and after it in the provenance (`load`); the
+last line is one JSON object, also kept in benchmarks/results/live.json.
 """
 from __future__ import annotations
 
@@ -29,8 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ppfr.embed.lfw import default_lfw_dir, images_dir
-from ppfr.recognition.clip import still_clip
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from publish import publish  # noqa: E402
+
+from ppfr.embed.lfw import default_lfw_dir, images_dir  # noqa: E402
+from ppfr.recognition.clip import still_clip  # noqa: E402
 
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon", "Hugo_Chavez"]
 TRAIN_PHOTOS = range(1, 9)
@@ -53,7 +59,7 @@ def train(model_dir: Path, root: Path):
     from ppfr.embed.embedders import embedder_name, make_embedder
     from ppfr.embed.pipeline import EmbedSettings, embed_image
     from ppfr.models.data import ClientData, Dataset, Preprocessing, split_dataset
-    from ppfr.models.softmax import TrainConfig
+    from ppfr.models.reference import TrainConfig
     from ppfr.models.train import run_training
 
     detector, embedder = EmbedSettings().build(make_embedder("dlib"))
@@ -148,7 +154,7 @@ def main(argv=None):
     refresh = args.refresh or int(section("web").get("refresh", 10))
     root = images_dir(default_lfw_dir())
     result = {"benchmark": "live", "frame": "640x480", "refresh": refresh, "frames": args.frames,
-              "cpus": os.cpu_count(), "load_before": [round(v, 2) for v in os.getloadavg()], "target_fps": TARGET_FPS}
+              "load_before": [round(v, 2) for v in os.getloadavg()], "target_fps": TARGET_FPS}
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "weights"
         log("training a 6-person model on shares ...")
@@ -179,8 +185,7 @@ def main(argv=None):
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
-    result["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    print(json.dumps(result))
+    publish(result)
 
 
 def _fps(rows, faces, tracking):

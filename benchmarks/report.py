@@ -144,8 +144,22 @@ def identification(res):
                                                     for m in ("all", "nearest", "match")))
 
 
+def live(res):
+    r = res["live"]
+    fps = {(row["faces"], row["tracking"]): row["frames_per_second"] for row in r["in_process"]}
+    text = "; ".join(f"{n} face{'s' if n > 1 else ''}: {num(fps[n, True])} frames/s tracked, "
+                     f"{num(fps[n, False])} embedding every face (×{num(fps[n, True] / fps[n, False])})"
+                     for n in (1, 2))
+    if r.get("through_app"):
+        app = {(row["faces"], row["tracking"]): row for row in r["through_app"]}
+        text += ("; through `ppfr web`'s WebSocket, tracked: " + ", ".join(
+            f"{num(app[n, True]['frames_per_second'])} frames/s ({n} face{'s' if n > 1 else ''}, round trip "
+            f"{num(app[n, True]['median_round_trip_ms'], 0)} ms)" for n in (1, 2)))
+    return (f"live path at 640×480, a name at most {r['refresh'] - 1} frames old", "live", [r], text)
+
+
 ROWS = (plain_verification, engine_ops, engine_softmax, training, prediction, recognition, open_set,
-        verification, identification)
+        verification, identification, live)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

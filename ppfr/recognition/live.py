@@ -61,10 +61,14 @@ class ClassifierNamer:
         return self.recognizer.session
 
     def name(self, x: np.ndarray) -> list[dict]:
+        """What the model's reveal mode tells: with reveal="label" (the default) the name and, as the
+        probability, the lower edge of the confidence band the top class reached."""
+        prediction = self.recognizer.classify(x)
+        top = prediction.top_probability()
         out = []
-        for probs in self.recognizer.classify(x):
-            _, p, name, known = self.recognizer.name(probs)
-            out.append({"name": name, "known": known, "probability": p})
+        for label, p in zip(prediction.labels, top):
+            name, known = self.recognizer.name(int(label))
+            out.append({"name": name, "known": known, "probability": float(p)})
         return out
 
 

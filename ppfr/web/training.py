@@ -26,7 +26,7 @@ class TrainingJob:
     def start(self, source: str, path: str = "", epochs: int | None = None, plaintext: bool = True) -> dict:
         from ppfr.models.data import load_dataset, split_dataset
         from ppfr.models.defaults import TRAIN_DEFAULTS
-        from ppfr.models.softmax import TrainConfig
+        from ppfr.models.reference import TrainConfig
 
         with self._lock:
             if self._state["state"] == "running":
