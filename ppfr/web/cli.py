@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ppfr.config import section
+from ppfr.failures import command
 
 _web = section("web")
 
@@ -46,7 +47,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-@click.command()
+@command()
 @click.option("--host", default=_web.get("host", "127.0.0.1"), show_default=True,
               help="Address to listen on. The default, loopback, lets only this machine's browser in; any other "
                    "address lets anyone who can reach it enrol and query faces.")
