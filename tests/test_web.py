@@ -166,8 +166,29 @@ def test_live_page_names_the_fake_camera(mode, app, playwright, lfw_images, tmp_
         assert fps > 0
         screenshot(pg, f"live-{mode}", clip_dir)
         pg.click("#stop")
+        if mode == "identify":
+            enrol_from_snapshots_and_remove(pg, app)
     finally:
         b.close()
+
+
+def enrol_from_snapshots_and_remove(pg, app):
+    """The Gallery page's webcam (the same fake camera): two snapshots enrol a person, who is then removed."""
+    pg.goto(app["url"] + "gallery")
+    pg.click("#camera")
+    pg.wait_for_selector("#snap:not([disabled])")
+    pg.fill("#count", "2")
+    pg.click("#snap")
+    pg.wait_for_function("document.querySelectorAll('#snaps img').length === 2")
+    pg.fill("#name", "Camera Person")
+    pg.click("#enroll")
+    row = "#people tr[data-name='Camera Person']"
+    pg.wait_for_selector(row)
+    assert pg.get_attribute(row, "data-photos") == "2"
+    assert pg.locator("#report tbody tr td.ok").count() == 2
+    pg.click(f"{row} button.remove")
+    pg.wait_for_selector(row, state="detached")
+    assert pg.locator("#people tbody tr").count() == len(PEOPLE)
 
 
 def test_recognize_show_serves_the_frames_to_a_browser(page, app, lfw_images):
