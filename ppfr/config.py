@@ -120,7 +120,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                 "reveal": _choice("nearest", "match", "all"), "mask_pool": _int(1), "batch": _int(1)},
     "limits": {"max_megapixels": _POSITIVE, "retry_max_megapixels": _num(0), "max_npz_megabytes": _POSITIVE},
     "web": {"host": _TEXT, "port": _int(0, 65535), "max_upload_mb": _POSITIVE, "max_images": _int(1),
-            "max_megapixels": _POSITIVE, "detect_scale": _num(0, 4, low_open=True), "refresh": _int(1)},
+            "detect_scale": _num(0, 4, low_open=True), "refresh": _int(1)},
 }
 
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import web_util
 
 from ppfr.recognition.clip import still_clip, write_y4m
 
@@ -40,24 +38,10 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright n
 def app(tmp_path_factory, lfw_dir):
     """`ppfr web --port 0` as a subprocess with a fresh gallery and model folder; its URL."""
     root = tmp_path_factory.mktemp("web")
-    env = {**os.environ, "PPFR_GALLERY": str(root / "gallery")}
-    proc = subprocess.Popen([sys.executable, "-m", "ppfr.cli", "web", "--host", "127.0.0.1", "--port", "0",
-                             "--model", str(root / "weights")], env=env, cwd=root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url, deadline = None, time.monotonic() + 60
-    while url is None and time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stderr.readline()
-        found = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
-        url = found.group(1) if found else None
-    if url is None:
-        proc.kill()
-        pytest.fail(f"ppfr web did not start: {proc.stderr.read()}")
+    proc, url = web_util.start(["web", "--port", "0", "--model", root / "weights"],
+                               {"PPFR_GALLERY": str(root / "gallery")}, cwd=root)
     yield {"url": url, "root": root}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    web_util.stop(proc)
 
 
 def _launch(p, *args):
@@ -182,8 +166,29 @@ def test_live_page_names_the_fake_camera(mode, app, playwright, lfw_images, tmp_
         assert fps > 0
         screenshot(pg, f"live-{mode}", clip_dir)
         pg.click("#stop")
+        if mode == "identify":
+            enrol_from_snapshots_and_remove(pg, app)
     finally:
         b.close()
+
+
+def enrol_from_snapshots_and_remove(pg, app):
+    """The Gallery page's webcam (the same fake camera): two snapshots enrol a person, who is then removed."""
+    pg.goto(app["url"] + "gallery")
+    pg.click("#camera")
+    pg.wait_for_selector("#snap:not([disabled])")
+    pg.fill("#count", "2")
+    pg.click("#snap")
+    pg.wait_for_function("document.querySelectorAll('#snaps img').length === 2")
+    pg.fill("#name", "Camera Person")
+    pg.click("#enroll")
+    row = "#people tr[data-name='Camera Person']"
+    pg.wait_for_selector(row)
+    assert pg.get_attribute(row, "data-photos") == "2"
+    assert pg.locator("#report tbody tr td.ok").count() == 2
+    pg.click(f"{row} button.remove")
+    pg.wait_for_selector(row, state="detached")
+    assert pg.locator("#people tbody tr").count() == len(PEOPLE)
 
 
 def test_recognize_show_serves_the_frames_to_a_browser(page, app, lfw_images):
@@ -194,15 +199,10 @@ def test_recognize_show_serves_the_frames_to_a_browser(page, app, lfw_images):
         pytest.skip("no model: test_model_page_trains_on_shares did not run")
     names = ["Colin Powell", "Tony Blair"]
     images = [str(photo(lfw_images, PEOPLE[n], HELD_OUT + 1)) for n in names]
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    proc = subprocess.Popen([sys.executable, "-m", "ppfr.cli", "recognize", "-m", str(weights), *images, "--show",
-                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {"DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    proc, url = web_util.start(["recognize", "-m", weights, *images, "--show", "--quiet"], env,
+                               pattern=r"open (http://127\.0\.0\.1:\d+/show)", stdout=subprocess.PIPE)
     try:
-        url, deadline = None, time.monotonic() + 60
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(r"open (http://127\.0\.0\.1:\d+/show)", proc.stderr.readline())
-            url = found.group(1) if found else None
-        assert url, f"no viewer URL: {proc.stderr.read()}"
         page.goto(url)
         for shown in (1, 2):
             page.wait_for_function("Number(document.querySelector('#status').dataset.frames) >= %d" % shown)

@@ -112,7 +112,8 @@ def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show,
     # images are few and precious: look again, upsampled, when nothing is found; frames are many
     retry = upsample + 1 if paths else None
     run = _Run(model_dir, threshold, FaceDetector(detector, upsample, retry), printer, show, output_dir,
-               detect_scale, max_frames, progress=not quiet, reveal=reveal, refresh=refresh if track else None)
+               detect_scale, max_frames, progress=not quiet, reveal=reveal,
+               refresh=refresh if track else None)
     if paths:
         run.images(paths)
     else:

@@ -44,7 +44,11 @@ def error_response(e: Exception) -> JSONResponse:
 
 
 async def read_json(request: Request, limit: int) -> dict:
-    """The request's JSON body, refused as soon as it grows past `limit` bytes (it is held in memory)."""
+    """The request's JSON body, refused as soon as it grows past `limit` bytes (it is held in memory).
+    Only application/json is taken: another site's page cannot send that without the browser asking this
+    app first (a CORS preflight, which it does not grant), so it cannot enrol or query through a form."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise WebError("send the request as application/json", 415)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise WebError(f"the upload is {int(declared) / 2**20:.1f} MB; the limit is {limit / 2**20:g} MB", 413)
@@ -81,9 +85,22 @@ def photos_of(body: dict) -> list[tuple[str, bytes]]:
     return out
 
 
-def base_app(home: str) -> FastAPI:
-    """An app with the static assets, the security headers and readable errors, and / leading to `home`."""
+def same_origin(ws: WebSocket) -> bool:
+    """Whether a WebSocket comes from one of this app's own pages (browsers send Origin; other sites'
+    pages may open sockets to localhost too, and no preflight stops them)."""
+    origin = ws.headers.get("origin")
+    return origin is None or origin.split("://", 1)[-1] == ws.headers.get("host")
+
+
+def base_app(home: str, hosts=()) -> FastAPI:
+    """An app with the static assets, the security headers and readable errors, and / leading to `home`;
+    it answers requests addressed to loopback or to one of `hosts` (the address it was told to listen on)."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
     app = FastAPI(title="ppfr", docs_url=None, redoc_url=None, openapi_url=None)
+    # requests must name this machine: a page of another site that rebinds its own name to 127.0.0.1
+    # reaches the app with that name in Host, and is refused
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", *hosts])
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -119,11 +136,11 @@ def base_app(home: str) -> FastAPI:
     return app
 
 
-def create_app(client: WebClient) -> FastAPI:
+def create_app(client: WebClient, hosts=()) -> FastAPI:
     """The app around one WebClient: its pages, their JSON API and the live WebSocket."""
     from .training import TrainingJob
 
-    app = base_app("/gallery")
+    app = base_app("/gallery", hosts)
     app.state.client, app.state.training = client, TrainingJob(client)
     body_limit = client.limits.upload_bytes * 4 // 3 * client.limits.images + 2**16   # base64 of the photos
     for page in PAGES:
@@ -184,6 +201,9 @@ async def live_session(ws: WebSocket, client: WebClient) -> None:
     """One Live page: the browser sends a JPEG frame, waits for the answer, then sends the next, so at
     most one frame is ever in flight (the camera's frames in between are dropped, never queued). Each
     answer holds the named boxes, the stage times in ms and the frame's number."""
+    if not same_origin(ws):
+        await ws.close(code=1008)
+        return
     await ws.accept()
     query = ws.query_params
     try:

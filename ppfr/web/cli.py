@@ -82,7 +82,7 @@ def web(host, port, gallery_dir, model_dir):
                    f"gallery", err=True)
     client = WebClient(gallery_dir or default_gallery(), model_dir)
     try:
-        serve(create_app(client), host, port,
+        serve(create_app(client, [host]), host, port,
               on_ready=lambda url: click.echo(f"ppfr web: open {url} (Ctrl-C stops)", err=True))
     finally:
         client.close()

@@ -10,6 +10,7 @@ are not meant to be shared between threads.
 """
 from __future__ import annotations
 
+import io
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import numpy as np
 from ppfr.config import section
 from ppfr.embed.detect import FaceDetector, SkipImage, choose_face
 from ppfr.embed.embedders import make_embedder
+from ppfr.embed.imagesize import image_size
+from ppfr.limits import LimitError, check_pixels
 
 _embed = section("embed")
 _web = section("web")
@@ -34,11 +37,17 @@ class WebError(ValueError):
         self.status = status
 
 
+def _max_pixels() -> int:
+    from ppfr.limits import Limits as InputLimits
+
+    return InputLimits.from_config().max_pixels
+
+
 @dataclass(frozen=True)
 class Limits:
     upload_bytes: int = int(float(_web.get("max_upload_mb", 8)) * 2**20)   # per photo
     images: int = int(_web.get("max_images", 20))                          # per request
-    pixels: int = int(float(_web.get("max_megapixels", 24)) * 1e6)         # per decoded photo
+    pixels: int = _max_pixels()                                             # per photo: limits.max_megapixels
 
 
 def decode_image(data: bytes, label: str, limits: Limits = Limits()) -> np.ndarray:
@@ -50,14 +59,16 @@ def decode_image(data: bytes, label: str, limits: Limits = Limits()) -> np.ndarr
                        f"{limits.upload_bytes / 2**20:g} MB per photo", 413)
     if not any(data.startswith(magic) for magic in IMAGE_TYPES):
         raise WebError(f"{label}: not a JPEG or PNG image", 415)
-    header = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_8)
-    if header is None:
-        raise WebError(f"{label}: a damaged image that cannot be decoded", 415)
-    if header.size * 64 > limits.pixels:     # the reduced decode is 1/8 of each side
-        raise WebError(f"{label}: more than {limits.pixels / 1e6:g} megapixels", 413)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise WebError(f"{label}: a damaged image that cannot be decoded", 415)
+    size = image_size(io.BytesIO(data))           # from the header: a hostile size is refused undecoded
+    try:
+        if size is not None:
+            check_pixels(*size, limits.pixels, label)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise WebError(f"{label}: a damaged image that cannot be decoded", 415)
+        check_pixels(bgr.shape[1], bgr.shape[0], limits.pixels, label)
+    except LimitError as e:
+        raise WebError(str(e), 413) from None
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 

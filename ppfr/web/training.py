@@ -24,6 +24,7 @@ class TrainingJob:
             return dict(self._state)
 
     def start(self, source: str, path: str = "", epochs: int | None = None, plaintext: bool = True) -> dict:
+        from ppfr.config import section
         from ppfr.models.data import load_dataset, split_dataset
         from ppfr.models.defaults import TRAIN_DEFAULTS
         from ppfr.models.reference import TrainConfig
@@ -41,8 +42,9 @@ class TrainingJob:
             raise WebError("train from 'enrolled' people or from a 'file'")
         if epochs is not None and not 1 <= epochs <= 200:
             raise WebError("epochs between 1 and 200, please")
-        config = TrainConfig.from_config(**({"epochs": epochs} if epochs else {}))
-        split = split_dataset(data, TRAIN_DEFAULTS["test_split"], config.seed)
+        config = TrainConfig.from_config(epochs=epochs)
+        split = split_dataset(data, float(section("train").get("test_split", TRAIN_DEFAULTS["test_split"])),
+                              config.seed)
         with self._lock:
             self._state = {"state": "running", "stage": "sharing", "done": 0, "total": 0, "started": time.time(),
                            "classes": len(data.class_names), "samples": len(data)}

@@ -15,7 +15,7 @@ import threading
 from fastapi import WebSocket, WebSocketDisconnect   # module level: FastAPI reads the handler's annotations here
 from starlette.concurrency import run_in_threadpool
 
-from .app import base_app, page_route
+from .app import base_app, page_route, same_origin
 
 
 class FrameViewer:
@@ -31,11 +31,15 @@ class FrameViewer:
         cfg = section("web")
         self._cond = threading.Condition()
         self._jpeg, self._version, self._pressed, self._closed, self._waiting = None, 0, None, False, False
-        app = base_app("/show")
+        host = host or cfg.get("host", "127.0.0.1")
+        app = base_app("/show", [host])
         app.add_api_route("/show", page_route("show"), methods=["GET"])
 
         @app.websocket("/ws/show")
         async def frames(ws: WebSocket):
+            if not same_origin(ws):
+                await ws.close(code=1008)
+                return
             await ws.accept()
             seen = 0
             try:
@@ -52,7 +56,6 @@ class FrameViewer:
             except (WebSocketDisconnect, RuntimeError):
                 pass
 
-        host = host or cfg.get("host", "127.0.0.1")
         try:
             sock = bind(host, int(cfg.get("port", 8000)) if port is None else port)
         except Exception:  # noqa: BLE001 - the usual port is taken (often by `ppfr web`): any free one will do

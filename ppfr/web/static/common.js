@@ -24,6 +24,26 @@ function showError(id, message) {
   document.getElementById(id).textContent = message || "";
 }
 
+// Run `work` with `button` disabled and `note` in the status element; its error goes to the error element.
+// Returns whether it succeeded.
+async function busy(buttonId, statusId, errorId, note, work) {
+  const button = document.getElementById(buttonId);
+  const status = document.getElementById(statusId);
+  showError(errorId, "");
+  button.disabled = true;
+  status.textContent = note;
+  try {
+    status.textContent = (await work()) || "";
+    return true;
+  } catch (e) {
+    status.textContent = "";
+    showError(errorId, e.message);
+    return false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function readFile(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();

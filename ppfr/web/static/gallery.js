@@ -52,25 +52,15 @@ function report(photos) {
 }
 
 async function enroll() {
-  showError("enroll-error", "");
-  const status = document.getElementById("enroll-status");
-  const button = document.getElementById("enroll");
-  button.disabled = true;
-  status.textContent = "embedding and sharing...";
-  try {
+  await busy("enroll", "enroll-status", "enroll-error", "embedding and sharing...", async () => {
     const photos = (await readFiles(document.getElementById("files"))).concat(snapshots);
     const name = document.getElementById("name").value;
     const out = await api("POST", "/api/enroll", { name, photos });
     report(out.photos);
-    status.textContent = `enrolled ${out.enrolled} photo(s) of ${out.name} (embedding ${ms(out.seconds.embed)}, MPC ${ms(out.seconds.mpc)})`;
     document.getElementById("files").value = "";
     clearSnapshots();
-  } catch (e) {
-    status.textContent = "";
-    showError("enroll-error", e.message);
-  } finally {
-    button.disabled = false;
-  }
+    return `enrolled ${out.enrolled} photo(s) of ${out.name} (embedding ${ms(out.seconds.embed)}, MPC ${ms(out.seconds.mpc)})`;
+  });
   refresh();
 }
 

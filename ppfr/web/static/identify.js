@@ -47,24 +47,13 @@ function show(a) {
 }
 
 async function go() {
-  showError("error", "");
-  const status = document.getElementById("status");
-  const button = document.getElementById("go");
-  button.disabled = true;
-  status.textContent = "embedding and computing on shares...";
-  try {
+  const ok = await busy("go", "status", "error", "embedding and computing on shares...", async () => {
     const photos = (await readFiles(document.getElementById("photo-a")))
       .concat(await readFiles(document.getElementById("photo-b")));
     if (!photos.length) throw new Error("choose a photo first");
     show(await api("POST", "/api/identify", { photos, reveal: document.getElementById("reveal").value }));
-    status.textContent = "";
-  } catch (e) {
-    status.textContent = "";
-    document.getElementById("result").hidden = true;
-    showError("error", e.message);
-  } finally {
-    button.disabled = false;
-  }
+  });
+  if (!ok) document.getElementById("result").hidden = true;
 }
 
 document.getElementById("go").onclick = go;
