@@ -37,24 +37,3 @@ def chi_square_uniform_bytes(data: bytes) -> tuple[float, float]:
     k, z = 255, 4.753  # Wilson-Hilferty approximation of the chi-square quantile
     critical = k * (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3
     return stat, critical
-
-
-def received_from_peer(transcript, receiver: str):
-    """All arrays a server received from the other server, as one byte string."""
-    peer = "server1" if receiver == "server0" else "server0"
-    chunks = []
-
-    def walk(m):
-        if isinstance(m, np.ndarray):
-            chunks.append(m.tobytes())
-        elif isinstance(m, (list, tuple)):
-            for v in m:
-                walk(v)
-        elif isinstance(m, dict):
-            for v in m.values():
-                walk(v)
-
-    for sender, to, message in transcript:
-        if sender == peer and to == receiver:
-            walk(message)
-    return b"".join(chunks)

@@ -114,3 +114,30 @@ def test_what_was_sent_can_no_longer_change_on_either_side():
         seen_by_1, written_by_1 = session.run(_send_then_change).result()
     np.testing.assert_array_equal(seen_by_1, np.arange(5))   # the receiver got what was sent, not the 99s
     np.testing.assert_array_equal(written_by_1, 7)           # and its writes stayed its own
+
+
+def _material_views(srv):
+    from ppfr.mpc.functions import exp
+
+    srv.channel.view = []
+    exp(srv.receive())
+    arrays = [a for d, peer, m in srv.channel.view if peer == "dealer" and d == "recv" for a in _arrays(m)]
+    return len(arrays), sum(a.base is not None for a in arrays)
+
+
+def _arrays(m):
+    if isinstance(m, np.ndarray):
+        yield m
+    elif isinstance(m, (list, tuple)):
+        for v in m:
+            yield from _arrays(v)
+
+
+def test_dealer_material_owns_its_memory():
+    """The dealer draws a chain's masks in one block; a server gets copies of its rows, never a view
+    whose base would show the rest of the block (the masks themselves)."""
+    with LocalSession() as session:
+        job = session.run(_material_views)
+        session.client.share(np.linspace(-5, 0, 100))
+        (count, views), _ = job.result()
+    assert count > 10 and views == 0

@@ -29,16 +29,6 @@ class FixedPoint:
         if not 0 < self.frac_bits < self.bound_bits <= 60:
             raise ValueError(f"need 0 < frac_bits < bound_bits <= 60, got {self.frac_bits}, {self.bound_bits}")
 
-    @property
-    def max_value(self) -> float:
-        """Largest magnitude a client may encode: anything above cannot be rescaled after a product."""
-        return float(2 ** (self.bound_bits - self.frac_bits))
-
-    @property
-    def max_product(self) -> float:
-        """Largest magnitude a product of two encoded values may reach."""
-        return float(2 ** (self.bound_bits - 2 * self.frac_bits))
-
     def encode(self, x, frac_bits: int | None = None) -> np.ndarray:
         """Float array -> ring elements; raises RangeError for NaN, inf or values out of range."""
         f = self.frac_bits if frac_bits is None else frac_bits

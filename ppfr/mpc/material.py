@@ -325,21 +325,22 @@ class MaskedChainRequest(Request):
 
     def draw(self, rng):
         draws = sum({"mask": 2, "trunc": 3, "cross": 1}[step[0]] for step in self.steps)
-        fresh = iter(rng.uint64((draws, self.n)).copy())  # one draw; rows copied apart below
+        # one draw; server 0's rows are views of it, which the channel copies apart (channel.hand_over)
+        fresh = iter(rng.uint64((draws, self.n)))
         masks, out0, out1 = {}, [], []
         for step in self.steps:
             if step[0] == "mask":
                 a = masks[step[1]] = next(fresh)
-                s0 = next(fresh).copy()
+                s0 = next(fresh)
                 s1 = a - s0
             elif step[0] == "trunc":
                 r = next(fresh)
                 high = r >> U64(step[2])
                 masks[step[1]] = -high
-                r0, h0 = next(fresh).copy(), next(fresh).copy()
+                r0, h0 = next(fresh), next(fresh)
                 s0, s1 = (r0, h0), (r - r0, high - h0)
             else:
-                s0 = next(fresh).copy()
+                s0 = next(fresh)
                 s1 = masks[step[1]] * masks[step[2]] - s0
             out0.append(s0)
             out1.append(s1)
