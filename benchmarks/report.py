@@ -158,8 +158,28 @@ def live(res):
     return (f"live path at 640×480, a name at most {r['refresh'] - 1} frames old", "live", [r], text)
 
 
-ROWS = (plain_verification, engine_ops, engine_softmax, training, prediction, recognition, open_set,
-        verification, identification, live)
+def fss_comparisons(res):
+    r, ops = res["fss"], res["mpc_ops_comparisons"]["ops"]
+    signs = []
+    for c in r["cases"]:
+        if c["width"] == 64 and c["n"] in (158, 10_000):
+            f, b = c["fss_xor"], c["msb_bits"]
+            signs.append(f"{c['n']:,} values {num(f['online_ms'])} ms in {f['rounds']} round vs "
+                         f"{num(b['online_ms'])} ms in {b['rounds']} "
+                         f"(at 40 ms RTT {num(f['modelled_ms_at_rtt_40ms'], 0)} vs "
+                         f"{num(b['modelled_ms_at_rtt_40ms'], 0)} ms)")
+    apps = [f"{name} {ops[name + ' [fss]']['rounds']} rounds vs {ops[name]['rounds']}, online "
+            f"{num(ops[name + ' [fss]']['online_ms'])} vs {num(ops[name]['online_ms'])} ms"
+            for name in ("softmax 1x158 (one face)", "argmax 64x158")]
+    keys = r["key_bytes_per_value"]
+    return ("comparisons by FSS (`mpc.comparisons: fss`) vs bitwise, in-process", "fss",
+            [r, res["mpc_ops_comparisons"]],
+            "sign of " + "; ".join(signs) + "; " + "; ".join(apps) + f"; keys {keys['xor 64']:,} (XOR) / "
+            f"{keys['add 64']:,} (additive) bytes a value and server, 64 bits")
+
+
+ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, training, prediction, recognition,
+        open_set, verification, identification, live)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

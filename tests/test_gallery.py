@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from ppfr.gallery import Gallery, GalleryError, pair_distances, read_record
 from ppfr.gallery import cli
-from ppfr.mpc import LocalSession
+from ppfr.mpc import LocalSession, open_session
 from storage_util import halves, plaintext
 
 FRAC = 20
@@ -63,7 +63,8 @@ def test_pair_distances_match_float64(session):
     assert np.abs(got - want).max() <= TOL
 
 
-def test_identify_all_nearest_match_agree_with_float64(tmp_path, people):
+@pytest.mark.parametrize("comparisons", ["bitwise", "fss"])
+def test_identify_all_nearest_match_agree_with_float64(tmp_path, people, comparisons):
     names, vecs = people
     queries = np.concatenate([vecs[::2] + rng.normal(size=vecs[::2].shape) * 0.03, unit_like(5)])
     want = sq_dist(queries, vecs)
@@ -73,7 +74,8 @@ def test_identify_all_nearest_match_agree_with_float64(tmp_path, people):
     k = int(np.argmax(gaps))
     tolerance = float(np.sqrt((nearest[k] + nearest[k + 1]) / 2))
     assert gaps[k] > 1e-3
-    with enrolled(tmp_path, names, vecs, pool_size=4, batch=3) as g:   # small pool: refilled mid-way
+    with open_session("threads", comparisons=comparisons) as session, \
+            enrolled(tmp_path, names, vecs, pool_size=4, batch=3, session=session) as g:  # small pool: refilled mid-way
         every = g.identify(queries, reveal="all", tolerance=tolerance, top=2)
         near = g.identify(queries, reveal="nearest", tolerance=tolerance)
         match = g.identify(queries, reveal="match", tolerance=tolerance)
