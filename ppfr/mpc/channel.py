@@ -30,7 +30,7 @@ from .errors import ProtocolAborted
 
 PARTIES = ("client", "server0", "server1", "dealer")
 OFFLINE = frozenset({"dealer"})
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 60.0  # seconds a party waits for a message before it gives up (config: mpc.timeout)
 
 
 def payload_bytes(message) -> int:

@@ -317,10 +317,11 @@ DEFAULT_PARTIES = "threads"
 
 
 def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, comparisons: str | None = None) -> Session:
+                 timeout: float | None = None, comparisons: str | None = None) -> Session:
     """A session with the servers and the dealer in threads of this process or in processes of their
-    own, comparing by `comparisons` (protocols.use_comparisons: "bitwise" or "fss"); None takes the
-    config's `mpc.parties` and `mpc.comparisons`."""
+    own, comparing by `comparisons` (protocols.use_comparisons: "bitwise" or "fss"), each party giving
+    up after `timeout` seconds without a message it waits for; None takes the config's `mpc.parties`,
+    `mpc.comparisons` and `mpc.timeout`."""
     from ppfr.config import section
 
     from .protocols import COMPARISONS, use_comparisons
@@ -328,6 +329,7 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
     config = section("mpc")
     parties = config.get("parties", DEFAULT_PARTIES) if parties is None else parties
     comparisons = config.get("comparisons", COMPARISONS[0]) if comparisons is None else comparisons
+    timeout = float(config.get("timeout", DEFAULT_TIMEOUT)) if timeout is None else timeout
     if parties not in SESSIONS:
         raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
     if comparisons not in COMPARISONS:
