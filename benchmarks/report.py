@@ -165,7 +165,7 @@ def storage(res):
     def pair(key, digits=0):
         return f"{num(before[key], digits)} → {num(after[key], digits)} ms"
     return (f"stored data, a gallery of {r['rows']:,} rows and a model of 158 classes: {r['before_ref']} "
-            "(share files) → SQLite stores", "storage", [r],
+            "→ SQLite stores", "storage", [r],
             f"enrol one person {pair('enroll_ms')}, remove {pair('remove_ms')}, identify in a fresh session "
             f"{pair('identify_ms')} (pool of one: {pair('identify_pool1_ms')}), a query with the gallery "
             f"loaded {pair('identify_loaded_ms', 1)}; training output over an existing model "
