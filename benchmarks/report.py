@@ -178,8 +178,23 @@ def fss_comparisons(res):
             f"{keys['add 64']:,} (additive) bytes a value and server, 64 bits")
 
 
+def storage(res):
+    r = res["storage"]
+    before, after = r["before"], r["after"]
+
+    def pair(key, digits=0):
+        return f"{num(before[key], digits)} → {num(after[key], digits)} ms"
+    return (f"stored data, a gallery of {r['rows']:,} rows and a model of 158 classes: {r['before_ref']} "
+            "→ SQLite stores", "storage", [r],
+            f"enrol one person {pair('enroll_ms')}, remove {pair('remove_ms')}, identify in a fresh session "
+            f"{pair('identify_ms')} (pool of one: {pair('identify_pool1_ms')}), a query with the gallery "
+            f"loaded {pair('identify_loaded_ms', 1)}; training output over an existing model "
+            f"{pair('train_output_existing_ms', 1)}, into a new folder {pair('train_output_new_ms', 1)}, "
+            f"loading it {pair('model_load_ms', 1)} (medians)")
+
+
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, training, prediction, recognition,
-        open_set, verification, identification, live)
+        open_set, verification, identification, live, storage)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

@@ -3,8 +3,8 @@ a trained model, each as a command does it (a fresh session that loads the store
 
     python benchmarks/storage.py [--rows 13233] [--repeat 5] [--compare main]
 
---compare REF measures, in this one run, the ppfr of git revision REF (extracted to a temporary folder)
-and this checkout, alternately (before, after, before, after), and reports both with the ratio
+--compare REF measures, in this one run, the ppfr of git revision REF (extracted to a temporary folder,
+or a folder holding a ppfr tree) and this checkout, alternately (before, after, before, after), and reports both with the ratio
 after / before of each median. Random unit vectors stand in for embeddings (storage does not care what
 the shares mean). The last line of output is one JSON object (also kept in benchmarks/results/storage.json).
 """
@@ -104,14 +104,18 @@ def _run_side(tree: Path, args) -> dict:
 
 def compare(args) -> dict:
     with tempfile.TemporaryDirectory() as before_tree:
-        archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", args.compare], capture_output=True,
-                                 check=True).stdout
-        subprocess.run(["tar", "-x", "-C", before_tree], input=archive, check=True)
+        if Path(args.compare).is_dir():     # a tree prepared by hand (e.g. today's code with older storage)
+            before_tree = args.compare
+        else:
+            archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", args.compare],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", before_tree], input=archive, check=True)
         runs = {"before": [], "after": []}
         for _ in range(2):
             runs["before"].append(_run_side(Path(before_tree), args))
             runs["after"].append(_run_side(HERE.parent, args))
-    result = {"benchmark": "storage", "rows": args.rows, "repeat": args.repeat, "before_ref": args.compare}
+    result = {"benchmark": "storage", "rows": args.rows, "repeat": args.repeat,
+              "before_ref": args.before_label or args.compare}
     for side, measured in runs.items():
         result[side] = {k: (statistics.median(m[k] for m in measured) if isinstance(measured[0][k], (int, float))
                             else measured[0][k]) for k in measured[0]}
@@ -126,6 +130,7 @@ def main():
     parser.add_argument("--rows", type=int, default=13233, help="gallery rows (default: as many as LFW's images)")
     parser.add_argument("--repeat", type=int, default=5, help="repetitions of each measurement (median)")
     parser.add_argument("--compare", metavar="REF", help="also measure git revision REF, alternately")
+    parser.add_argument("--before-label", help="what to call the --compare tree in the results")
     parser.add_argument("--measure", metavar="TREE", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()

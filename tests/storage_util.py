@@ -54,14 +54,14 @@ def edit_header(root, party: int, kind: str, change, redigest: bool = True) -> N
     with sqlite3.connect(path) as c:
         for version, text in c.execute("SELECT version, header FROM versions WHERE kind = ?", (kind,)).fetchall():
             header = json.loads(text)
+            blocks = c.execute("SELECT data FROM rows WHERE kind = ? AND added <= ? AND (removed IS NULL OR "
+                               "removed > ?) ORDER BY seq", (kind, version, version)).fetchall()
+            rows = np.frombuffer(b"".join(b[0] for b in blocks), np.uint64).reshape(-1, header["width"])
             change(header)
             c.execute("UPDATE versions SET header = ? WHERE kind = ? AND version = ?", (json.dumps(header), kind, version))
             if redigest:
-                rows = c.execute("SELECT data FROM rows WHERE kind = ? AND added <= ? AND (removed IS NULL OR removed > ?) "
-                                 "ORDER BY seq", (kind, version, version)).fetchall()
-                arr = np.frombuffer(b"".join(r[0] for r in rows), np.uint64).reshape(len(rows), -1)
                 c.execute("UPDATE versions SET sha256 = ? WHERE kind = ? AND version = ?",
-                          (half_digest(header, row_digests(arr)), kind, version))
+                          (half_digest(header, row_digests(rows)), kind, version))
 
 
 def edit_record(path, change, rebind: bool = False) -> None:

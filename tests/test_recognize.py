@@ -192,7 +192,7 @@ def test_no_model_or_a_tampered_half_is_refused(model, tmp_path, lfw_image):
     assert result.exit_code != 0 and "missing client record" in result.output and "train-mpc" in result.output
     copy = tmp_path / "model"
     shutil.copytree(model["root"], copy)
-    edit_sql(copy, 1, "UPDATE rows SET data = zeroblob(length(data)) WHERE seq = 3")
+    edit_sql(copy, 1, "UPDATE rows SET data = zeroblob(length(data)) WHERE seq = 0")
     result = _run(["-m", copy, img])
     assert result.exit_code != 0 and "modified" in result.output
     shutil.rmtree(copy / "server0")

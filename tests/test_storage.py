@@ -15,9 +15,12 @@ import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from ppfr.embed.store import EmbeddingSet
 from ppfr.gallery import Gallery, read_record as read_gallery
+from ppfr.gallery import cli as gallery_cli
+from ppfr.models.cli import train_mpc as train_mpc_command
 from ppfr.models.protocols import STATE_KEY
 from ppfr.models.service import predict_mpc
 from ppfr.models.store import load_model, model_paths, save_model
@@ -191,6 +194,16 @@ train_mpc(sys.argv[2:], standalone_mode=True)
 """
 
 
+def _embeddings(path):
+    """A small embeddings file of three separable people, as `ppfr embed` writes it."""
+    r = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), 8)
+    x = r.normal(size=(3, 128))[labels] + 0.3 * r.normal(size=(24, 128))
+    EmbeddingSet(x.astype(np.float32), labels, ["a", "b", "c"], [f"{i}.jpg" for i in range(24)],
+                 "dlib_resnet_v1").save(path)
+    return path
+
+
 def _kill_when_paused(script, *args):
     """Run `script` in a process of its own, wait (bounded) until it pauses at the step, SIGKILL it."""
     proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
@@ -226,12 +239,7 @@ def test_sigkill_during_an_enrolment(gallery, step, committed):
 def test_sigkill_during_train_mpc_over_an_existing_model(model, tmp_path):
     """`train-mpc -o EXISTING` killed while server 0 writes the new model: the old one still loads."""
     before, record = model_state(model), model_paths(model)["client"].read_bytes()
-    r = np.random.default_rng(4)
-    labels = np.repeat(np.arange(3), 8)
-    x = r.normal(size=(3, 128))[labels] + 0.3 * r.normal(size=(24, 128))
-    data = tmp_path / "e.npz"
-    EmbeddingSet(x.astype(np.float32), labels, ["a", "b", "c"], [f"{i}.jpg" for i in range(24)],
-                 "dlib_resnet_v1").save(data)
+    data = _embeddings(tmp_path / "e.npz")
     _kill_when_paused(TRAIN, "server0: model version written, not yet durable", data, "-o", model,
                       "--epochs", "1", "--quiet", "--no-plaintext")
     assert same_state(model_state(model), before) and model_paths(model)["client"].read_bytes() == record
@@ -298,12 +306,14 @@ def test_an_edited_gallery_record_is_refused(gallery, edit, rebind):
 
 @pytest.mark.parametrize("edit, match", [
     ("share", "has been modified"),
-    ("row deleted", "claims 6 rows of 129 shares, the store holds 5"),
+    ("rows deleted", "claims 6 rows of 129 shares, the store holds 4"),
     ("rows reordered", "has been modified"),
-    ("row truncated", "row 2 has 1024 bytes"),
+    ("rows truncated", "block 2 has 1024 bytes for 2 rows"),
     ("header rows", "claims 7 rows"),
     ("header rows, fresh digest", "claims 7 rows"),
     ("share, fresh digest", "not the one the client record"),
+    ("header claims 2^62 bytes, fresh digest", "claims 6 rows of 576460752303423488 shares"),   # nothing allocated
+    ("header metadata, fresh digest", "holds .*'frac_bits': 16.*record says .*'frac_bits': 20"),
 ])
 def test_an_edited_half_is_refused(gallery, edit, match):
     root, _ = gallery
@@ -311,13 +321,17 @@ def test_an_edited_half_is_refused(gallery, edit, match):
         edit_sql(root, 1, "UPDATE rows SET data = zeroblob(length(data)) WHERE seq = 2")
         if "fresh" in edit:
             edit_header(root, 1, "gallery", lambda h: None)
-    elif edit == "row deleted":
-        edit_sql(root, 0, "DELETE FROM rows WHERE seq = 5")
+    elif edit == "rows deleted":
+        edit_sql(root, 0, "DELETE FROM rows WHERE seq = 2")
     elif edit == "rows reordered":
         for a, b in ((0, -1), (1, 0), (-1, 1)):
             edit_sql(root, 0, "UPDATE rows SET seq = ? WHERE seq = ?", b, a)
-    elif edit == "row truncated":
+    elif edit == "rows truncated":
         edit_sql(root, 0, "UPDATE rows SET data = substr(data, 1, 1024) WHERE seq = 2")
+    elif edit.startswith("header claims"):
+        edit_header(root, 0, "gallery", lambda h: h.update(width=2**59))
+    elif edit.startswith("header metadata"):
+        edit_header(root, 1, "gallery", lambda h: h["meta"].update(frac_bits=16))
     else:
         edit_header(root, 0, "gallery", lambda h: h.update(rows=7), redigest="fresh" in edit)
     _refused_and_untouched(root, match, lambda: _identify(root), lambda: _enrol(root))
@@ -408,6 +422,14 @@ def test_a_missing_record_is_never_an_empty_gallery(gallery, model):
                            lambda: _enrol(root))
     model_paths(model)["client"].unlink()
     _refused_and_untouched(model, "is missing, but the servers hold 1 model", lambda: train_over(model))
+    snapshot = digest_of_files(model), digest_of_files(root)
+    data = _embeddings(model.parent / "e.npz")       # the commands say so in one line, before any work
+    for command, args in ((train_mpc_command, [data, "-o", model, "--epochs", "1", "--quiet", "--no-plaintext"]),
+                          (gallery_cli.identify, [data, "--gallery", root])):
+        result = CliRunner().invoke(command, [str(a) for a in args])
+        assert result.exit_code == 1 and "is missing, but the servers hold 1" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert (digest_of_files(model), digest_of_files(root)) == snapshot
 
 
 # -- permissions --------------------------------------------------------------------------------------------
@@ -435,3 +457,24 @@ def test_training_into_a_folder_whose_servers_disagree_is_refused(model, tmp_pat
     shutil.rmtree(model / "server1")
     shutil.copytree(tmp_path / "old", model / "server1")               # server 1 restored to version 1
     _refused_and_untouched(model, "server 1 holds version 1 of model .* not the pending version 2", lambda: train_over(model))
+
+
+def test_removal_inside_and_across_stored_blocks_keeps_every_other_row_in_order(tmp_path):
+    """600 rows enrolled at once are stored as blocks of BLOCK_ROWS; removing a person whose rows
+    straddle two blocks rewrites only those blocks and keeps every other row, in order."""
+    from ppfr.storage.database import BLOCK_ROWS
+
+    root, vecs = tmp_path / "big", unit(600) * 0.9
+    names = [f"p{i // 3}" for i in range(600)]
+    straddling = names[BLOCK_ROWS]                    # rows 255, 256, 257: the end of one block, the start of the next
+    with Gallery(root) as g:
+        g.enroll_many(names, vecs)
+        g.remove(straddling)
+        g.remove("p0")
+        g.enroll("late", vecs[:1] * 0.5)
+    keep = [i for i, n in enumerate(names) if n not in (straddling, "p0")]
+    version, got_names, rows = gallery_state(root)
+    assert got_names == [names[i] for i in keep] + ["late"]
+    assert np.abs(rows[:-1] - vecs[keep]).max() <= 1e-5 and version == 4       # (rounded to 5 decimals)
+    with Gallery(root) as g:
+        assert [h.name for h in g.identify(vecs[keep[::97]], reveal="nearest")] == [names[i] for i in keep[::97]]

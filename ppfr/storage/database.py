@@ -5,10 +5,12 @@
 
 Objects (a model, a gallery) are versioned. A version is a header (kind, id, version, party, rows,
 width, metadata) and an ordered list of rows of `width` uint64 shares: one row per class of a model
-(its weights and its bias) or per gallery entry (its embedding and its squared norm). Rows carry the
-version that added them and the one that removed them, so version v is the rows with
-added <= v < removed, in insertion order: an enrolment appends rows and a removal marks them, each in
-one transaction, without rewriting the rest; a new model version marks all old rows and adds new ones.
+(its weights and its bias) or per gallery entry (its embedding and its squared norm). Rows are stored
+in blocks of up to BLOCK_ROWS; a block carries the version that added it and the one that removed it,
+so version v is the blocks with added <= v < removed, in key order: an enrolment appends blocks, a
+removal replaces each block it touches by one (same key) without the removed rows, each change in one
+transaction and without rewriting the other blocks; a new model version marks all old blocks removed
+and adds new ones.
 
 Each change is written as a *pending* version v+1 beside the committed head v, and becomes the head
 only when the client, having written its record, commits it (`commit`): then rows and versions older
@@ -24,6 +26,7 @@ StorageError with one line naming the file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -40,7 +43,9 @@ from .faults import checkpoint
 
 DB_NAME = "ppfr.sqlite3"
 FORMAT = 1
-BUSY_SECONDS = 30.0   # how long a writer waits for another process's transaction on the same store
+BUSY_SECONDS = 30.0
+BLOCK_ROWS = 256      # rows stored together: reading costs one fetch per block, a removal rewrites the
+                      # rows it keeps of each block it touches (at most this many)   # how long a writer waits for another process's transaction on the same store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS store (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,7 +54,8 @@ CREATE TABLE IF NOT EXISTS objects (kind TEXT NOT NULL, id TEXT NOT NULL, head I
 CREATE TABLE IF NOT EXISTS versions (kind TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
     header TEXT NOT NULL, sha256 TEXT NOT NULL, binding TEXT, PRIMARY KEY (kind, id, version));
 CREATE TABLE IF NOT EXISTS rows (kind TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
-    added INTEGER NOT NULL, removed INTEGER, data BLOB NOT NULL, PRIMARY KEY (kind, id, seq));
+    added INTEGER NOT NULL, removed INTEGER, count INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (kind, id, seq, added));
 """
 _VISIBLE = "kind = ? AND id = ? AND added <= ? AND (removed IS NULL OR removed > ?)"
 
@@ -62,7 +68,7 @@ class Half:
     rows: np.ndarray             # (rows, width) uint64 shares
     sha256: str                  # the half digest (header and rows)
     binding: str | None          # binds it to the client's record and the other half; None while pending
-    seqs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))   # row keys
+    seqs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))   # each row's block
     digests: list = field(repr=False, default_factory=list)                               # row digests
 
     @property
@@ -160,21 +166,15 @@ class PartyStore:
             if gone.size and (gone[0] < 0 or gone[-1] >= len(old)):
                 raise StorageError(f"{self.path}: rows {gone.tolist()} are not all rows of {kind} {object_id} "
                                    f"version {head} ({len(old)} rows)")
-            if replace:
-                self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}",
-                                 (version, kind, object_id, head, head))
-            elif gone.size:
-                self._db.executemany("UPDATE rows SET removed = ? WHERE kind = ? AND id = ? AND seq = ?",
-                                     [(version, kind, object_id, int(s)) for s in seqs[gone]])
-            keep = np.setdiff1d(np.arange(len(old)), gone)
             new = np.zeros((0, old.shape[1]), np.uint64) if add is None else np.ascontiguousarray(add, np.uint64)
             if new.ndim != 2 or (len(old) and new.shape[1] != old.shape[1]):
                 raise StorageError(f"{self.path}: rows of shape {new.shape} do not fit {kind} {object_id}")
-            start = (self._db.execute("SELECT COALESCE(MAX(seq), -1) FROM rows WHERE kind = ? AND id = ?",
-                                      (kind, object_id)).fetchone()[0]) + 1
-            new_seqs = np.arange(start, start + len(new), dtype=np.int64)
-            self._db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, NULL, ?)",
-                                 [(kind, object_id, int(s), version, r.tobytes()) for s, r in zip(new_seqs, new)])
+            if replace:
+                self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}",
+                                 (version, kind, object_id, head, head))
+            keep = np.setdiff1d(np.arange(len(old)), gone)
+            self._rewrite_blocks(kind, object_id, version, old, seqs, gone)
+            new_seqs = self._append_blocks(kind, object_id, version, new)
             rows = np.concatenate([old[keep], new]) if len(old) else new
             half = Half(make_header(kind, object_id, version, self.party, rows, meta), rows, "", None,
                         np.concatenate([seqs[keep], new_seqs]),
@@ -230,6 +230,29 @@ class PartyStore:
         row = self._db.execute("SELECT head FROM objects WHERE kind = ? AND id = ?", (kind, object_id)).fetchone()
         return None if row is None else row[0]
 
+    def _rewrite_blocks(self, kind, object_id, version, old, seqs, gone) -> None:
+        """Mark the blocks holding rows at positions `gone` removed in `version`, and store the rows each
+        keeps as a block of the same key (so the order stays) added in `version`."""
+        dropped = np.zeros(len(old), bool)
+        dropped[gone] = True
+        for block in np.unique(seqs[gone]).tolist():
+            self._db.execute("UPDATE rows SET removed = ? WHERE kind = ? AND id = ? AND seq = ? AND removed IS NULL",
+                             (version, kind, object_id, block))
+            kept = np.flatnonzero((seqs == block) & ~dropped)
+            if kept.size:
+                self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                                 (kind, object_id, block, version, int(kept.size), old[kept].tobytes()))
+
+    def _append_blocks(self, kind, object_id, version, new) -> np.ndarray:
+        """Store `new` as blocks after every existing one; returns each new row's block key."""
+        start = self._db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM rows WHERE kind = ? AND id = ?",
+                                 (kind, object_id)).fetchone()[0]
+        starts = range(0, len(new), BLOCK_ROWS)
+        self._db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                             [(kind, object_id, start + i, version, len(new[lo:lo + BLOCK_ROWS]),
+                               new[lo:lo + BLOCK_ROWS].tobytes()) for i, lo in enumerate(starts)])
+        return start + np.arange(len(new), dtype=np.int64) // BLOCK_ROWS
+
     def _discard_pending(self, kind: str, object_id: str, head: int) -> None:
         self._db.execute("DELETE FROM rows WHERE kind = ? AND id = ? AND added > ?", (kind, object_id, head))
         self._db.execute("UPDATE rows SET removed = NULL WHERE kind = ? AND id = ? AND removed > ?",
@@ -241,25 +264,31 @@ class PartyStore:
         try:
             header = json.loads(header_text)
             width, rows_claimed = int(header["width"]), int(header["rows"])
+            if width < 1 or rows_claimed < 0:
+                raise ValueError(f"{rows_claimed} rows of width {width}")
         except (ValueError, KeyError, TypeError) as e:
             raise StorageError(f"{where}: unreadable header ({e})") from None
         expected = {"kind": kind, "id": object_id, "version": version, "party": self.party}
         wrong = {k: header.get(k) for k, v in expected.items() if header.get(k) != v}
         if wrong:
             raise StorageError(f"{where}: its header says {wrong}")
-        fetched = self._db.execute(f"SELECT seq, data FROM rows WHERE {_VISIBLE} ORDER BY seq",
-                                   (kind, object_id, version, version)).fetchall()
-        bad = next((i for i, (_, data) in enumerate(fetched) if len(data) != 8 * width), None)
-        if bad is not None or len(fetched) != rows_claimed:
+        blocks = self._db.execute(f"SELECT seq, count, data FROM rows WHERE {_VISIBLE} ORDER BY seq",
+                                  (kind, object_id, version, version)).fetchall()
+        bad = next((b for b in blocks if len(b[2]) != 8 * width * b[1]), None)   # sizes checked, never allocated
+        total = sum(b[1] for b in blocks)
+        if bad is not None or total != rows_claimed:
             raise StorageError(f"{where} is damaged: its header claims {rows_claimed} rows of {width} shares, "
-                               f"the store holds {len(fetched)}" + (f" (row {bad} has {len(fetched[bad][1])} bytes)"
-                                                                    if bad is not None else ""))
-        rows = np.frombuffer(bytearray(b"".join(d for _, d in fetched)), dtype=np.uint64).reshape(len(fetched), width)
-        digests = row_digests(rows)
+                               f"the store holds {total}" + (f" (block {bad[0]} has {len(bad[2])} bytes for "
+                                                             f"{bad[1]} rows)" if bad is not None else ""))
+        data = bytearray(b"".join(b[2] for b in blocks))
+        view, size = memoryview(data), 8 * width
+        digests = [hashlib.sha256(view[i:i + size]).digest() for i in range(0, len(data), size)]  # = row_digests
         if half_digest(header, digests) != sha256:
             raise StorageError(f"{where} has been modified: its shares or header do not match the digest "
                                "written with them")
-        return Half(header, rows, sha256, binding, np.array([s for s, _ in fetched], np.int64), digests)
+        rows = np.frombuffer(data, dtype=np.uint64).reshape(total, width)
+        seqs = np.repeat(np.array([b[0] for b in blocks], np.int64), [b[1] for b in blocks])
+        return Half(header, rows, sha256, binding, seqs, digests)
 
     def _missing(self, kind, object_id, version, head) -> str:
         if head is None:

@@ -54,9 +54,8 @@ def read_record(path, kind: str) -> dict | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except UnicodeDecodeError as e:
-        raise StorageError(f"cannot read the client record {path}: {e}") from None
-    # any other OSError goes up as it is: the one error path names the option that gave the path
+    except UnicodeDecodeError as e:   # (an OSError goes on as it is: the command's error path names its option)
+        raise StorageError(f"{path} is not a readable ppfr record ({e}): restore it from a backup") from None
     try:
         record = json.loads(text)
     except ValueError as e:
