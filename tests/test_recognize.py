@@ -220,6 +220,25 @@ def test_unreadable_inputs_give_clear_errors(model, tmp_path, lfw_image):
     assert _run(["-m", model["root"], tmp_path / "absent.jpg"]).exit_code != 0
 
 
+def test_cli_tracking_names_every_frame_and_embeds_only_when_due(model, tmp_path):
+    """--track on a clip of one held-out photo swaying as before a camera: a line for every frame, every line
+    the same name, and the face embedded only on frames 0, 5, 10 and 15 (--refresh 5)."""
+    from ppfr.recognition.clip import still_clip
+
+    split = model["split"]
+    rel, label = split.heldout[0]
+    frames = [f[:, :, ::-1] for f in still_clip([split.root / rel], 20, face_px=300)]
+    video = tmp_path / "sway.avi"
+    write_video(video, frames)
+    result = _run(["-m", model["root"], "--video", video, "--track", "--refresh", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [r["frame"] for r in lines] == list(range(20))
+    assert {r["name"] for r in lines} == {split.class_names[label]} and {r["track"] for r in lines} == {1}
+    assert max(r["age"] for r in lines) == 4
+    assert "tracking: 4 of 20 faces embedded" in result.stderr
+
+
 def test_show_without_a_display_serves_the_frames_to_a_browser_page(monkeypatch):
     """No display (or the headless OpenCV wheel): --show serves the annotated frames at a local page instead
     of failing; Stop on the page ends the run as q does in the window. (tests/test_web.py drives the page in
