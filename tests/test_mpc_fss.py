@@ -20,12 +20,6 @@ MASKS_64 = [0, 1, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1]
 MASKS_32 = [0, 1, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1]
 
 
-@pytest.fixture(scope="module")
-def session():
-    with LocalSession() as s:
-        yield s
-
-
 def _reconstruct(group, a, b):
     return a + b if group == "add" else a ^ b
 
@@ -56,21 +50,22 @@ def test_dcf_on_63_bits_across_chunks(group):
     assert np.array_equal(got, (x < alpha).astype(U64))
 
 
+def _sign_program(srv, width, key):
+    """Both servers: the sign of the received ring integers with their FSS key; bit shares and cost."""
+    x = srv.receive()
+    before = srv.channel.stats.copy()
+    bit = fss.less_than_zero(srv, x.share, key, width)
+    spent = srv.channel.stats - before
+    return bit, (spent.rounds, spent.bytes_sent)
+
+
 def _sign_in_session(session, values: np.ndarray, width: int, masks=None, group="add"):
     """[x < 0] of the ring integers `values` (shared by the client) through fss.less_than_zero on both
     servers, reconstructed from the servers' output shares; and the rounds and bytes each spent on it."""
     values = np.asarray(values, dtype=np.int64)
     keys = (fss.sign_keygen(dealer_rng, values.size, width, group) if masks is None
             else fss.sign_keys_for_masks(dealer_rng, np.asarray(masks, dtype=U64), width, group))
-
-    def program(srv, key):
-        x = srv.receive()
-        before = srv.channel.stats.copy()
-        bit = fss.less_than_zero(srv, x.share, key, width)
-        spent = srv.channel.stats - before
-        return bit, (spent.rounds, spent.bytes_sent)
-
-    job = session.run(program, per_server=((keys[0],), (keys[1],)))
+    job = session.run(_sign_program, width, per_server=((keys[0],), (keys[1],)))
     session.client.share(values, frac=0)
     (b0, spent0), (b1, spent1) = job.result()
     return _reconstruct(group, b0, b1).view(np.int64), [spent0, spent1]
