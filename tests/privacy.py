@@ -49,15 +49,15 @@ class ServerView:
     shape: list = field(default_factory=list)       # (direction, peer, tags and array shapes) of each message
 
 
-def _arrays(message):
+def arrays(message):
     if isinstance(message, np.ndarray):
         yield message
     elif isinstance(message, (list, tuple)):
         for m in message:
-            yield from _arrays(m)
+            yield from arrays(m)
     elif isinstance(message, dict):
         for m in message.values():
-            yield from _arrays(m)
+            yield from arrays(m)
 
 
 def _shape_of(message):
@@ -95,7 +95,7 @@ def server_view(name: str, events) -> ServerView:
         elif direction == "recv" and other == "client" and message[0] == "share":
             view.inputs.append(np.asarray(message[3]).ravel())
         elif direction == "recv" and other == "dealer":
-            view.material.extend(a.ravel() for a in _arrays(message))
+            view.material.extend(a.ravel() for a in arrays(message))
     assert len(sent) == len(received), f"{name} sent {len(sent)} openings and received {len(received)}"
     for (tag, ops, mine), (_, their_ops, theirs) in zip(sent, received):
         assert tuple(ops) == tuple(their_ops)
@@ -229,7 +229,7 @@ def dealer_requests(events) -> list:
     for direction, sender, message in events:
         if direction != "recv":
             continue
-        assert not list(_arrays(message)), f"the dealer received arrays from {sender}"
+        assert not list(arrays(message)), f"the dealer received arrays from {sender}"
         assert message[0] == "ask", f"the dealer received {message[0]!r} from {sender}"
         out.append((sender, *message[1:]))
     return out

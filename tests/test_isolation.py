@@ -8,6 +8,8 @@ from collections import deque
 import numpy as np
 import pytest
 
+import privacy
+
 from ppfr.mpc import LocalSession, ProtocolAborted, Server
 from ppfr.mpc import channel as channel_module
 from ppfr.mpc.channel import InProcessNetwork
@@ -121,16 +123,8 @@ def _material_views(srv):
 
     srv.channel.view = []
     exp(srv.receive())
-    arrays = [a for d, peer, m in srv.channel.view if peer == "dealer" and d == "recv" for a in _arrays(m)]
-    return len(arrays), sum(a.base is not None for a in arrays)
-
-
-def _arrays(m):
-    if isinstance(m, np.ndarray):
-        yield m
-    elif isinstance(m, (list, tuple)):
-        for v in m:
-            yield from _arrays(v)
+    got = [a for d, peer, m in srv.channel.view if peer == "dealer" and d == "recv" for a in privacy.arrays(m)]
+    return len(got), sum(a.base is not None for a in got)
 
 
 def test_dealer_material_owns_its_memory():
