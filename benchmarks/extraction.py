@@ -40,6 +40,7 @@ import argparse
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,6 +327,16 @@ def lfw_victim(seed: int):
     return model.weight, model.bias, probes, prep.apply(x_train), prep.apply(x_strangers), len(names), accuracy
 
 
+def run_attack(pool_name, pool, mode, weight, bias, probes, budgets, args) -> list[dict]:
+    """One mode's fidelity curve against the victim, for an attacker with this pool of faces."""
+    import torch
+    torch.set_num_threads(args.threads)   # more threads than free cores make torch spin: 8x slower here
+    attacker = Attacker(pool, weight.shape[1], seed=args.seed, fit_rows=args.fit_rows,
+                        fit_iterations=args.fit_iterations)
+    log = (lambda s: print(f"[{pool_name}] {s.strip()}", file=sys.stderr, flush=True))
+    return attack(Oracle(weight, bias, mode), attacker, budgets, probes, args.target, log=log)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=int, default=100_000, help="the most queries per mode (default 100,000)")
@@ -337,15 +348,14 @@ def main(argv=None) -> dict:
                     help="answers per iterative refit, a random sample (default %(default)s: the compute cap)")
     ap.add_argument("--fit-iterations", type=int, default=Attacker.fit_iterations,
                     help="L-BFGS iterations per refit (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the surrogate fits (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per attack (default 1)")
+    ap.add_argument("--workers", type=int, default=2, help="attacks run at once, one process each (default 2)")
     args = ap.parse_args(argv)
     modes = [check_reveal(m) for m in args.modes.split(",")]
     pools = args.pools.split(",")
     if set(pools) - set(POOLS):
         ap.error(f"--pools takes {', '.join(POOLS)}")
 
-    import torch
-    torch.set_num_threads(args.threads)   # more threads than free cores make torch spin: 8x slower here
     log = (lambda s: print(s, file=sys.stderr, flush=True))
     weight, bias, probes, x_train, x_strangers, classes, accuracy = lfw_victim(args.seed)
     dim = weight.shape[0]
@@ -353,18 +363,16 @@ def main(argv=None) -> dict:
     log(f"victim: LFW >= 10, {classes} people, test accuracy {accuracy:.4f}; {len(probes)} probes; "
         f"budgets {budgets}")
     load_before = os.getloadavg()[0]
-    results = {}
-    for pool_name in pools:
-        pool = x_strangers if pool_name == "strangers" else np.vstack([x_strangers, x_train])
-        log(f"pool {pool_name}: {len(pool)} faces")
-        results[pool_name] = {}
-        for mode in modes:
-            oracle = Oracle(weight, bias, mode)
-            attacker = Attacker(pool, classes, seed=args.seed, fit_rows=args.fit_rows,
-                                fit_iterations=args.fit_iterations)
-            curve = attack(oracle, attacker, budgets, probes, args.target, log=log)
-            results[pool_name][mode] = {"queries_to_target": queries_to(curve, args.target),
-                                        "best_fidelity": max(p["fidelity"] for p in curve), "curve": curve}
+    faces = {"strangers": x_strangers, "enrolled": np.vstack([x_strangers, x_train])}
+    tasks = [(pool, mode) for mode in modes for pool in pools]   # the long label attacks first
+    common = (weight, bias, probes, budgets, args)
+    with ProcessPoolExecutor(max_workers=args.workers) as executor:   # the attacks are independent
+        futures = [executor.submit(run_attack, pool, faces[pool], mode, *common) for pool, mode in tasks]
+        done = [f.result() for f in futures]
+    results = {pool: {} for pool in pools}
+    for (pool, mode), curve in zip(tasks, done):
+        results[pool][mode] = {"queries_to_target": queries_to(curve, args.target),
+                               "best_fidelity": max(p["fidelity"] for p in curve), "curve": curve}
     summary = {
         "benchmark": "extraction", "victim": {"dataset": "lfw_min10", "classes": classes, "dim": dim,
                                               "test_accuracy": accuracy, "trainer": "float64 reference"},

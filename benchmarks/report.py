@@ -193,8 +193,25 @@ def storage(res):
             f"loading it {pair('model_load_ms', 1)} (medians)")
 
 
+def extraction(res):
+    r = res["extraction"]
+    pools = {"strangers": "with other people's faces", "enrolled": "with photos of the enrolled people too"}
+    parts = []
+    for pool, by_mode in r["results"].items():
+        modes = []
+        for mode in ("label", "probabilities", "logits"):
+            if mode in by_mode:
+                m = by_mode[mode]
+                reached = m["queries_to_target"]
+                modes.append(f"{mode} {num(reached, 0)}" if reached is not None else
+                             f"{mode} not within {num(r['budget'], 0)} (best {pct(m['best_fidelity'], 1)})")
+        parts.append(f"{pools.get(pool, pool)}: " + ", ".join(modes))
+    return (f"model extraction: queries to {pct(r['target_fidelity'], 0)} top-1 agreement on held-out LFW faces",
+            "extraction", [r], "; ".join(parts))
+
+
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, training, prediction, recognition,
-        open_set, verification, identification, live, storage)
+        open_set, extraction, verification, identification, live, storage)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:
