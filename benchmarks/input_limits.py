@@ -1,6 +1,6 @@
 """What the input limits save on images without a face: seconds and peak memory to read and detect (HOG)
 an image, with the shipped `limits:` against no limits, each run in a fresh process (peak RSS is per
-process). Prints one JSON object on its last line.
+process). Publishes one JSON object (benchmarks/publish.py): its last line of output.
 
     python benchmarks/input_limits.py [--repeats 3]
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from publish import publish
+
 
 UNLIMITED = "limits:\n  max_megapixels: 100000\n  retry_max_megapixels: 100000\n"
 
@@ -63,7 +64,7 @@ def main():
         block = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
         images[name] = tmp / f"{name}.jpg"
         cv2.imwrite(str(images[name]), block.repeat(8, 0).repeat(8, 1))
-    report = {"load_average": os.getloadavg()[0]}
+    report = {"benchmark": "input_limits", "repeats": args.repeats}
     for name, path in images.items():
         repeats = args.repeats if name == "noise_9mp" else 1     # the unlimited 64 MP run takes a minute
         runs = {label: [_child(path, cfg) for _ in range(repeats)]
@@ -75,8 +76,7 @@ def main():
         entry["speedup"] = round(entry["unlimited"]["median_seconds"] / limited, 1) if limited >= 0.01 else None
         report[name] = entry
         print(name, entry, file=sys.stderr)
-    report["load_average_after"] = os.getloadavg()[0]
-    print(json.dumps(report))
+    publish(report)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,17 @@ def identification(res):
                                                     for m in ("all", "nearest", "match")))
 
 
+def input_limits(res):
+    r = res["input_limits"]
+    big, mid = r["noise_64mp"], r["noise_9mp"]
+    return ("an image without a face, with the shipped `limits:` / without", "input_limits", [r],
+            f"64 MP: refused from its header in {num(big['limits']['median_seconds'] * 1e3, 1)} ms / "
+            f"{num(big['unlimited']['median_seconds'], 0)} s and {num(big['unlimited']['peak_mb'], 0)} MB peak; "
+            f"9 MP: one pass, {num(mid['limits']['median_seconds'], 1)} s and {num(mid['limits']['peak_mb'], 0)} MB / "
+            f"with the 2× retry {num(mid['unlimited']['median_seconds'], 1)} s and "
+            f"{num(mid['unlimited']['peak_mb'], 0)} MB (medians of {r['repeats']})")
+
+
 def live(res):
     r = res["live"]
     fps = {(row["faces"], row["tracking"]): row["frames_per_second"] for row in r["in_process"]}
@@ -211,7 +222,7 @@ def extraction(res):
 
 
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, training, prediction, recognition,
-        open_set, extraction, verification, identification, live, storage)
+        open_set, extraction, verification, identification, live, storage, input_limits)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

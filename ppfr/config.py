@@ -221,7 +221,10 @@ def section(name: str) -> dict:
     except ConfigError:
         if not _lenient:
             raise
+    try:
         return dict(_load(None).get(name, {}))
+    except ConfigError:    # the shipped file itself is broken: the code's own fallbacks, for --help
+        return {}
 
 
 def fixed_point():

@@ -59,8 +59,20 @@ def describe(e: BaseException, params: dict | None = None) -> str:
     if isinstance(e, OSError) and e.strerror:
         return _describe_os_error(e, params or {})
     if isinstance(e, (ValueError, MPCError, EOFError)) or _is_ours(e):
-        return _flat(e) or type(e).__name__
+        return _with_os_fix(e, params or {})
     return f"unexpected {type(e).__name__}: {_flat(e)} (run `ppfr --debug ...` to see where, and report it)"
+
+
+def _with_os_fix(e: BaseException, params: dict) -> str:
+    """e's own message; when it wraps an OSError (raise ... from it, or from None inside its handler),
+    also the option that gave the path and what to do about that OSError."""
+    text = _flat(e) or type(e).__name__
+    inner = e.__cause__ or e.__context__
+    if not isinstance(inner, OSError) or not inner.strerror:
+        return text
+    option = _option_for(inner.filename, params) if inner.filename is not None else None
+    fix = _OS_FIXES.get(inner.errno)
+    return f"{option + ': ' if option else ''}{text}{'; ' + fix if fix else ''}"
 
 
 def _is_ours(e: BaseException) -> bool:
