@@ -26,6 +26,7 @@ COMMANDS = {
     "verify": "ppfr.gallery.cli:verify",
     "remove": "ppfr.gallery.cli:remove",
     "web": "ppfr.web.cli:web",
+    "certs": "ppfr.net.cli:certs",
 }
 
 
