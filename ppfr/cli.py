@@ -27,6 +27,8 @@ COMMANDS = {
     "remove": "ppfr.gallery.cli:remove",
     "web": "ppfr.web.cli:web",
     "certs": "ppfr.net.cli:certs",
+    "server": "ppfr.net.cli:server",
+    "dealer": "ppfr.net.cli:dealer",
 }
 
 

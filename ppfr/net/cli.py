@@ -49,3 +49,73 @@ def certs(directory, clients, parties, days, as_json):
     services = ", ".join(SERVICES)
     click.echo(f"each host gets ca.pem and its own PARTY.pem/PARTY.key ({services}, "
                f"{client_party('NAME')}); keep ca.key off the service hosts", err=True)
+
+
+def _serve(make_service, name):
+    """Run a service until SIGTERM or SIGINT, then stop it cleanly (sessions aborted with a reason)."""
+    import logging
+    import signal
+    import threading
+
+    from .config import ConfigError
+    from .service import ServiceError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        service = make_service()
+    except (ConfigError, ServiceError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"{name} listening on {service.address}", err=True)
+    while not stop.wait(1.0):
+        pass
+    service.stop()
+    click.echo(f"{name} stopped", err=True)
+
+
+@click.command()
+@click.option("--party", type=click.Choice(["0", "1"]), required=True, help="Which server this is.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The server's own directory (made 0700, locked while it runs): its shares and counts.")
+@click.option("--listen", required=True, metavar="HOST:PORT", help="Where clients (and server 0) connect.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The server's YAML config: its certificate, key and CA, the addresses of server 1 and "
+                   "the dealer, per-client query budgets (see ppfr/net/config.py).")
+def server(party, data, listen, config_path):
+    """Run server 0 or 1 as a network service, until SIGTERM.
+
+    Serves any number of client sessions at once, each with its own id, over TLS 1.3 with mutual
+    authentication: a peer must present a certificate of the deployment's CA naming the party it claims
+    to be (`ppfr certs`). A session runs named programs (training, recognition, ...) on this server's
+    shares; no code crosses the wire. Each client is identified by its certificate and its queries are
+    counted against its budget. One log line per session on stderr. SIGTERM aborts running sessions
+    with a reason and stops.
+
+    Example: ppfr server --party 0 --data /var/lib/ppfr/server0 --listen 0.0.0.0:7443 --config server0.yaml
+    """
+    from .config import ServiceConfig
+    from .service import ServerService
+
+    index = int(party)
+    _serve(lambda: ServerService(index, data, listen, ServiceConfig.load(config_path, f"server{index}")),
+           f"server{index}")
+
+
+@click.command()
+@click.option("--listen", required=True, metavar="HOST:PORT", help="Where the two servers connect.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The dealer's YAML config: its certificate, key and CA (see ppfr/net/config.py).")
+def dealer(listen, config_path):
+    """Run the dealer (correlated randomness for the servers) as a network service, until SIGTERM.
+
+    Accepts only server 0 and server 1 (by their certificates), matches their two links of a session by
+    its id, and answers their requests; it sees no input, only the kinds and shapes of what is asked.
+
+    Example: ppfr dealer --listen 0.0.0.0:7444 --config dealer.yaml
+    """
+    from .config import ServiceConfig
+    from .service import DealerService
+
+    _serve(lambda: DealerService(listen, ServiceConfig.load(config_path, "dealer")), "dealer")
