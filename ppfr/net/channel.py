@@ -23,9 +23,9 @@ class LinkChannel(Channel):
             raise ValueError(f"{self.name} has no link to {peer!r}")
         return link
 
-    def _put(self, to, message, copy: bool = True) -> int:
+    def _put(self, to, message, copy: bool = True):
         self._link(to).send(message)
-        return payload_bytes(message)
+        return message, payload_bytes(message)
 
     def _get(self, sender):
         message = self._link(sender).recv()

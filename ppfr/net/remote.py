@@ -8,8 +8,8 @@ LocalSession and ProcessSession (run -> job.result(), .client, .stats(), .abort(
         results = job.result()                  # [server 0's result, server 1's]
 
 Opening costs two TLS connections from the client (and three between the services), and a round trip
-until both servers report ready; a run costs one request and one reply per server besides the
-protocol's own messages.
+until both servers report ready; a run costs one round trip until both servers admit it, and a reply
+per server, besides the protocol's own messages.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import threading
 from ppfr.mpc.errors import ProtocolAborted, SessionMismatch
 from ppfr.mpc.fixedpoint import FixedPoint
 from ppfr.mpc.party import SERVERS, Client
+from ppfr.mpc.session import Session
 
 from . import programs, wire
 from .channel import LinkChannel
@@ -37,7 +38,7 @@ def _error(kind: str, message: str) -> BaseException:
     return cls(message) if cls else RuntimeError(f"{kind}: {message}")
 
 
-class RemoteSession:
+class RemoteSession(Session):
     def __init__(self, parties: Parties, fixed: FixedPoint | None = None, timeout: float | None = None):
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
@@ -82,8 +83,22 @@ class RemoteSession:
         for i, server in enumerate(SERVERS):
             self._links[server].send({"op": "run", "program": name, "args": [*args, *per_server[i]],
                                       "progress": progress is not None and i == 0}, wire.CONTROL)
+        self._admitted()
         self._job = RemoteJob(self, progress)
         return self._job
+
+    def _admitted(self):
+        """Wait until both servers have admitted the run (program known, budget charged): a refused run
+        raises its reason here, before the client sends anything for it."""
+        errors = []
+        for link in self._links.values():
+            try:
+                self._expect(link, "started", link.timing.connect)
+            except Exception as e:  # noqa: BLE001 - the first root cause is raised below
+                errors.append(e)
+        if errors:
+            self.abort(f"the run was refused: {errors[0]}")
+            raise sorted(errors, key=lambda e: isinstance(e, ProtocolAborted))[0]
 
     def stats(self) -> dict:
         """Each party's counts, as the servers report them (between jobs)."""
@@ -94,6 +109,13 @@ class RemoteSession:
             link.send({"op": "stats"}, wire.CONTROL)
             out[server] = party_stats(self._expect(link, "stats"))
         return out
+
+    def record_views(self) -> None:
+        """Only the client's view can be recorded here: each server's stays with its service."""
+        self._channel.view = []
+
+    def views(self) -> dict:
+        return {"client": list(self._channel.view or ())}
 
     def abort(self, reason: str) -> None:
         """The client gives up: the servers' programs stop, with the reason."""

@@ -9,7 +9,8 @@ by name (programs.py) with plain-data arguments; each run is charged to the clie
 against its budget before it starts. A failure ends the session for every party, with its reason.
 
 Messages per session beyond the protocol's own: a hello and a welcome per link, one versions message
-each way between the servers, and per run a request, a reply and (for server 0) progress reports.
+each way between the servers, and per run a request, an acknowledgement once the run is admitted (the
+client waits for it: one round trip), a reply and (for server 0) progress reports.
 """
 from __future__ import annotations
 
@@ -282,6 +283,7 @@ class ServerService(_Service):
             raise PermissionError(f"{request['program']} reveals more than answers; this server does not run it")
         cost = program.queries(*args)
         self.accounting.charge(client, cost)
+        client_link.send(("started",), wire.CONTROL)
         server.on_progress = ((lambda *p: client_link.send(("progress", p), wire.CONTROL))
                               if request.get("progress") else None)
         result = program.function()(server, *args)

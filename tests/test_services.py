@@ -1,0 +1,195 @@
+"""`ppfr server` and `ppfr dealer` as separate processes on 127.0.0.2, .3 and .4, with a RemoteSession
+client: the same programs and results as embedded mode, accounting, refusals and failures."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ppfr.models.softmax import TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc
+from ppfr.mpc import LocalSession
+from ppfr.mpc.errors import ProtocolAborted
+from ppfr.net.certs import make_deployment
+from ppfr.net.config import Parties
+from ppfr.net.deploy import LocalDeployment, wait_until
+from ppfr.net.remote import RemoteSession
+from ppfr.net.tls import PeerRefused
+from test_train_mpc import clusters
+
+NET = {"heartbeat": 0.3, "dead_after": 2.0, "connect": 5.0, "message": 60.0}
+SERVER = {"allow_revealing": True, "budget": {"default": None, "clients": {"client-limited": 50}}}
+CLIENTS = ("test", "limited", "second")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    d = LocalDeployment(tmp_path_factory.mktemp("deploy"), net=NET, server=SERVER, clients=CLIENTS)
+    d.start()
+    yield d
+    d.stop()
+
+
+def parties(d, client="client-test"):
+    return Parties.load(d.parties_file_for({s: d.address(s) for s in ("server0", "server1")}, client))
+
+
+def train_predict_reveal(session, x, labels, classes, config):
+    reports = []
+    trained = train_mpc(session, [(x, labels)], classes, config, progress=lambda *p: reports.append(p))
+    probs = predict_mpc(session, x)
+    return trained, probs, reveal_model(session), reports
+
+
+def test_training_and_prediction_across_the_services_match_embedded_mode(deployment):
+    x, labels = clusters(classes=5, per_class=12)
+    config = TrainConfig(epochs=2, batch_size=16)
+    with RemoteSession(parties(deployment)) as session:
+        remote, p_remote, (w, b), reports = train_predict_reveal(session, x, labels, 5, config)
+        stats = session.stats()
+    with LocalSession() as local:
+        embedded, p_local, (w_local, b_local), _ = train_predict_reveal(local, x, labels, 5, config)
+    assert len(reports) == remote.batches == embedded.batches == 8 and reports[-1] == (1, 3, 4)
+    # the same computation on other random shares: equal up to the fixed-point truncations' last bits
+    assert np.abs(w - w_local).max() < 2e-3 and np.abs(b - b_local).max() < 2e-3
+    assert (p_remote.argmax(1) == p_local.argmax(1)).all()
+    assert np.abs(p_remote - softmax_rows(x @ w + b)).max() < 1e-3
+    assert stats["server0"].bytes_sent > 0 and stats["server0"].offline_bytes > 0
+    assert stats["server0"].bytes_sent == pytest.approx(stats["server1"].bytes_sent, rel=0.01)
+    for name in ("server0", "server1"):
+        assert wait_until(lambda: any("client=client-test runs=3 queries=60" in line and "outcome=closed" in line
+                                      for line in deployment.services[name].lines))
+
+
+def test_each_client_is_charged_by_its_certificate_against_its_budget(deployment):
+    x, labels = clusters(classes=3, per_class=10)
+    with RemoteSession(parties(deployment, "client-limited")) as session:
+        train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=16))
+        predict_mpc(session, x[:20])
+        predict_mpc(session, x[:20])
+        with pytest.raises(PermissionError, match="client-limited has used 40 of its 50 queries; this run needs 20"):
+            predict_mpc(session, x[:20])
+    with RemoteSession(parties(deployment, "client-second")) as other:  # another certificate, its own count
+        with pytest.raises(ValueError, match="not a program the servers run"):
+            other.run(_no_program_registered)
+    accounting = deployment.data / "data-server0" / "accounting.json"
+    assert (accounting.stat().st_mode & 0o777) == 0o600
+    assert (accounting.parent.stat().st_mode & 0o777) == 0o700
+    assert '"client-limited": 40' in accounting.read_text()
+
+
+def _no_program_registered(srv):
+    return srv.index
+
+
+def test_concurrent_sessions_of_several_clients(deployment):
+    x, labels = clusters(classes=4, per_class=10)
+    with RemoteSession(parties(deployment)) as session:
+        train_mpc(session, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
+        w, b = reveal_model(session)
+    results, errors = {}, []
+
+    def client(i):
+        try:
+            with RemoteSession(parties(deployment, "client-second" if i % 2 else "client-test")) as s:
+                train_mpc(s, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
+                results[i] = predict_mpc(s, x[i:i + 8], softmax_by="client")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 4
+    for i, p in results.items():
+        assert (p.argmax(1) == labels[i:i + 8]).all()
+
+
+def test_refused_peers_leave_the_services_serving(deployment, tmp_path):
+    other = tmp_path / "other"
+    make_deployment(other, clients=("test",))
+    stranger = Parties.load(deployment.parties_file_for({s: deployment.address(s) for s in ("server0", "server1")}))
+    stranger = Parties(type(stranger.identity)("client-test", other / "client-test.pem", other / "client-test.key",
+                                               stranger.identity.ca), stranger.servers, stranger.timing)
+    with pytest.raises(PeerRefused, match="did not accept client-test"):
+        RemoteSession(stranger)
+    host, port = deployment.address("server0").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:  # garbage instead of TLS
+        s.sendall(b"\x16\x03\x01 not really a client hello" * 50)
+    dealer = Parties(parties(deployment).identity, {"server0": deployment.address("dealer"),
+                                                    "server1": deployment.address("server1")}, stranger.timing)
+    with pytest.raises(PeerRefused, match="refused server0 at .*not valid here|Hostname mismatch"):
+        RemoteSession(dealer)
+    x, labels = clusters(classes=3, per_class=6)
+    with RemoteSession(parties(deployment)) as session:  # still serving
+        train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+    assert any("refused a peer" in line for line in deployment.services["server0"].lines)
+
+
+def test_a_second_server_on_the_same_directory_is_refused(deployment):
+    argv = deployment.services["server1"].argv
+    listen = argv.index("--listen") + 1
+    argv = argv[:listen] + ["127.0.0.3:0"] + argv[listen + 1:]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "is in use by another service" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.fixture
+def own_deployment(tmp_path):
+    d = LocalDeployment(tmp_path, net=NET, server=SERVER, clients=("test",))
+    d.start()
+    yield d
+    for service in d.services.values():
+        if service.process.poll() is None:
+            try:
+                service.signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    d.stop()
+
+
+def test_a_stopped_server_gives_the_client_a_clear_error_within_the_bound(own_deployment):
+    x, labels = clusters(classes=3, per_class=6)
+    with RemoteSession(parties(own_deployment)) as session:
+        train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+        own_deployment.services["server1"].signal(signal.SIGSTOP)
+        start = time.monotonic()
+        with pytest.raises(ProtocolAborted, match="no sign of life from server1 for 2 s|server1 took none"):
+            predict_mpc(session, x)
+        assert time.monotonic() - start < NET["dead_after"] + 2.0
+        own_deployment.services["server1"].signal(signal.SIGCONT)
+
+
+def test_sigterm_stops_a_server_cleanly_and_it_restarts_with_its_counts(own_deployment):
+    x, labels = clusters(classes=3, per_class=6)
+    session = RemoteSession(parties(own_deployment))
+    train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+    predict_mpc(session, x)
+    own_deployment.services["server0"].signal(signal.SIGTERM)
+    assert own_deployment.services["server0"].process.wait(20) == 0
+    with pytest.raises(ProtocolAborted, match="server0 is shutting down"):
+        predict_mpc(session, x)
+    session.abort("done")
+    lines = own_deployment.services["server0"].lines
+    assert any("client=client-test runs=2 queries=18" in line and "server0 is shutting down" in line
+               for line in lines)
+    assert lines[-1] == "server0 stopped"
+    own_deployment.start("server0")
+    with RemoteSession(parties(own_deployment)) as again:
+        train_mpc(again, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+    accounting = own_deployment.data / "data-server0" / "accounting.json"
+    assert '"client-test": 18' in accounting.read_text()
+
+
+def test_the_services_commands_explain_themselves():
+    for command in ("server", "dealer"):
+        out = subprocess.run([sys.executable, "-m", "ppfr.cli", command, "--help"], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0 and "SIGTERM" in out.stdout and "--listen" in out.stdout
