@@ -193,3 +193,138 @@ def test_the_services_commands_explain_themselves():
         out = subprocess.run([sys.executable, "-m", "ppfr.cli", command, "--help"], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0 and "SIGTERM" in out.stdout and "--listen" in out.stdout
+
+
+# -- stored shares: models and galleries on the servers' own disks ------------------------------------------
+def test_a_model_trained_remotely_is_saved_by_each_server_and_loaded_in_a_later_session(deployment, tmp_path):
+    from ppfr.models.store import load_model, model_paths, save_model
+    from test_train_mpc import PREP
+    x, labels = clusters(classes=4, per_class=8)
+    root = tmp_path / "weights"
+    with RemoteSession(parties(deployment)) as session:
+        train_mpc(session, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=16))
+        p_trained = predict_mpc(session, x)
+        record = save_model(session, root, [f"c{i}" for i in range(4)], PREP.as_dict())
+    assert model_paths(root)["client"].exists()
+    assert not model_paths(root)["server0"].exists() and not model_paths(root)["server1"].exists()
+    for server in ("server0", "server1"):
+        half = deployment.data / f"data-{server}" / "models" / f"{record['id']}.npz"
+        assert half.exists() and (half.stat().st_mode & 0o077) == 0
+    with RemoteSession(parties(deployment)) as later:
+        assert load_model(later, root)["id"] == record["id"]
+        p_loaded = predict_mpc(later, x)
+    assert np.abs(p_loaded - p_trained).max() < 1e-3
+
+
+def gallery_run(session, root, names, vecs, queries):
+    from ppfr.gallery.service import Gallery, pair_distances
+    g = Gallery(root, session=session)
+    for name in dict.fromkeys(names):
+        g.enroll(name, vecs[[i for i, n in enumerate(names) if n == name]])
+    before = [(r.name, r.distance) for r in g.identify(queries)]
+    removed = g.remove(names[0])
+    after = [r.name for r in g.identify(queries)]
+    pairs = pair_distances(vecs[:3], queries[:3], session=session)
+    return before, removed, after, pairs, g.names()
+
+
+def test_the_gallery_across_the_services_answers_as_embedded(deployment, tmp_path):
+    from test_gallery import unit_like
+    centres = unit_like(4)
+    names = [f"person{i}" for i in range(4) for _ in range(2)]
+    vecs = np.array([centres[i // 2] + np.random.default_rng(i).normal(size=128) * 0.02 for i in range(8)])
+    queries = np.concatenate([centres + 0.01, unit_like(2)])
+    with RemoteSession(parties(deployment)) as session:
+        remote = gallery_run(session, tmp_path / "remote", names, vecs, queries)
+    with LocalSession() as local:
+        embedded = gallery_run(local, tmp_path / "embedded", names, vecs, queries)
+    assert [n for n, _ in remote[0]] == [n for n, _ in embedded[0]] == ["person0", "person1", "person2", "person3",
+                                                                        None, None]
+    assert np.allclose([d for _, d in remote[0]], [d for _, d in embedded[0]], atol=1e-4)
+    assert remote[1] == embedded[1] == 2 and remote[2] == embedded[2] and remote[2][0] is None
+    assert np.allclose(remote[3], embedded[3], atol=1e-4) and remote[4] == embedded[4]
+    halves = deployment.data / "data-server1" / "gallery" / "client-test" / "server1"
+    assert sorted(p.name for p in halves.glob("gallery-v*.npz")) and not (tmp_path / "remote" / "server1").exists()
+
+
+def test_a_server_killed_during_an_enrolment_restarts_with_a_consistent_gallery(own_deployment, tmp_path,
+                                                                                monkeypatch):
+    from ppfr.gallery import protocols
+    from ppfr.gallery.service import Gallery
+    from test_gallery import unit_like
+    people = unit_like(4)
+    root = tmp_path / "gallery"
+    with RemoteSession(parties(own_deployment)) as session:
+        g = Gallery(root, session=session)
+        for i in range(3):
+            g.enroll(f"person{i}", people[i:i + 1])
+        run = RemoteSession.run
+
+        def kill_during_append(self, program, *args, **kw):
+            job = run(self, program, *args, **kw)
+            if program is protocols.append_rows:
+                own_deployment.services["server1"].process.kill()
+            return job
+        monkeypatch.setattr(RemoteSession, "run", kill_during_append)
+        with pytest.raises(ProtocolAborted):
+            g.enroll("person3", people[3:4])
+        monkeypatch.undo()
+    own_deployment.services["server1"].process.wait(10)
+    own_deployment.start("server1")
+    with RemoteSession(parties(own_deployment)) as session:
+        g = Gallery(root, session=session)
+        assert g.names() == ["person0", "person1", "person2"]
+        assert [r.name for r in g.identify(people[:3])] == ["person0", "person1", "person2"]
+        g.enroll("person3", people[3:4])
+        assert [r.name for r in g.identify(people)] == ["person0", "person1", "person2", "person3"]
+
+
+# -- the client commands with --parties FILE ---------------------------------------------------------------
+def cli_json(command, args):
+    from click.testing import CliRunner
+    result = CliRunner().invoke(command, [*map(str, args), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    import json
+    try:
+        return json.loads(result.stdout)
+    except ValueError:  # progress or log lines before the JSON line
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_train_mpc_command_against_the_services(deployment, tmp_path):
+    from ppfr.models.cli import train_mpc as command
+    from test_train_mpc import write_npz
+    x, labels = clusters(classes=4, per_class=10)
+    data = write_npz(tmp_path / "e.npz", x, labels)
+    remote = cli_json(command, [data, "-o", tmp_path / "w", "--epochs", 2, "--quiet", "--parties",
+                                parties_file(deployment)])
+    embedded = cli_json(command, [data, "-o", tmp_path / "w2", "--epochs", 2, "--quiet", "--parties", "threads"])
+    assert remote["parties"].endswith(".yaml") and remote["mpc"]["batches"] == embedded["mpc"]["batches"]
+    assert remote["mpc"]["test_accuracy"] == embedded["mpc"]["test_accuracy"]
+    assert (deployment.data / "data-server0" / "models" / f"{remote['model_id']}.npz").exists()
+
+
+def parties_file(d, client="client-test"):
+    return d.parties_file_for({s: d.address(s) for s in ("server0", "server1")}, client)
+
+
+def test_gallery_commands_against_the_services_answer_as_embedded(deployment, tmp_path, lfw_image):
+    from ppfr.gallery import cli
+    enrol = {"George_W_Bush": [1, 2], "Colin_Powell": [1, 2]}
+    probes = [lfw_image("George_W_Bush", 3), lfw_image("Colin_Powell", 3), lfw_image("Aaron_Eckhart", 1)]
+    answers = {}
+    for mode, extra in (("remote", ["--parties", parties_file(deployment, "client-second")]), ("embedded", [])):
+        gallery = tmp_path / mode
+        for person, numbers in enrol.items():
+            cli_json(cli.enroll, [person, *[lfw_image(person, k) for k in numbers], "--gallery", gallery, *extra])
+        found = cli_json(cli.identify, [*probes, "--gallery", gallery, *extra])["results"]
+        same = cli_json(cli.verify, [probes[0], lfw_image("George_W_Bush", 1), *extra])
+        removed = cli_json(cli.remove, ["Colin_Powell", "--gallery", gallery, *extra])
+        after = cli_json(cli.identify, [probes[1], "--gallery", gallery, *extra])["results"][0]
+        answers[mode] = ([r["name"] for r in found], [r["squared_distance"] for r in found], same["same"],
+                         same["squared_distance"], removed["removed"], after["name"])
+    remote, embedded = answers["remote"], answers["embedded"]
+    assert remote[0] == embedded[0] == ["George_W_Bush", "Colin_Powell", None]
+    assert np.allclose(remote[1], embedded[1], atol=1e-5) and abs(remote[3] - embedded[3]) < 1e-5
+    assert remote[2] is embedded[2] is True and remote[4] == embedded[4] == 2 and remote[5] == embedded[5]
+    assert not (tmp_path / "remote" / "server0").exists()  # the halves are on the servers, not here

@@ -95,6 +95,9 @@ def server(party, data, listen, config_path):
 
     Example: ppfr server --party 0 --data /var/lib/ppfr/server0 --listen 0.0.0.0:7443 --config server0.yaml
     """
+    import os
+
+    os.umask(0o077)  # before anything that writes (ppfr.atomic reads the umask once): shares are 0600, dirs 0700
     from .config import ServiceConfig
     from .service import ServerService
 

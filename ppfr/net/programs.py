@@ -3,14 +3,22 @@ name and plain-data arguments (wire.py).
 
 A client's session.run(function, ...) is sent as the name registered for that function; a server looks
 the name up here and runs the function on its own Server object. Each entry says what a run costs in
-queries (what the per-client budget counts: rows classified or matched) and whether it gives the client
-more than the answers of its mode (`revealing`: e.g. the whole model, for tests and benchmarks that
-compare with plaintext), which a server runs only when its config says `allow_revealing: true`.
+queries (what the per-client budget counts: rows classified or matched, or 1 a run where the rows are not
+among the arguments) and whether it gives the client more than the answers of its mode (`revealing`:
+e.g. the whole model, for tests and benchmarks that compare with plaintext), which a server runs only
+when its config says `allow_revealing: true`.
+
+Paths. Programs that store shares take a path (embedded mode: the client's choice). A server never
+takes a path from a client: `paths` names the arguments it replaces by a place in its own data
+directory, from a template of the run's arguments and the client's party name, e.g. a model's half goes
+to DATA/models/<model id>.npz and each client's gallery to DATA/gallery/<client>/.
 """
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import wire
@@ -21,20 +29,59 @@ class Program:
     target: str                        # "module:function", called as function(server, *args)
     queries: Callable = lambda *args: 0  # noqa: E731 - the cost of a run, from its arguments
     revealing: bool = False
+    paths: tuple = ()                  # ((argument index, template), ...): see the module docstring
+
+    def server_arguments(self, args: list, directory: Path, client: str) -> list:
+        """args with each path argument replaced by its place in the server's directory."""
+        args = list(args)
+        for index, template in self.paths:
+            if index >= len(args):
+                raise ValueError(f"{self.target} takes a path as argument {index}")
+            values = [a if isinstance(a, (str, int)) and _SAFE.match(str(a)) else None for a in args]
+            try:
+                relative = template.format(*values, client=client)
+            except (IndexError, KeyError):
+                relative = "None"
+            if "None" in relative.split("/"):
+                raise ValueError(f"{self.target}: an id in a path may only hold letters, digits, '-', '_' and '.'")
+            args[index] = directory / relative
+        return args
 
     def function(self):
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
 
+_SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+
+
 def _rows(chunks, *_):
     return int(sum(chunks))
 
 
+def _one(*_):
+    return 1
+
+
+def _pairs(key, rows_a, *_):
+    return len(rows_a)
+
+
+GALLERY = "gallery/{client}"
 PROGRAMS = {
     "softmax.train": Program("ppfr.models.softmax:_train_program"),
     "softmax.predict": Program("ppfr.models.softmax:_predict_program", queries=_rows),
     "softmax.reveal_model": Program("ppfr.models.softmax:_reveal_model_program", revealing=True),
+    "model.save": Program("ppfr.models.store:_save_program", paths=((2, "models/{0}.npz"),)),
+    "model.load": Program("ppfr.models.store:_load_program", paths=((0, "models/{1}.npz"),)),
+    "model.forget": Program("ppfr.models.store:_forget_program"),
+    "gallery.open": Program("ppfr.gallery.protocols:open_gallery", paths=((0, GALLERY),)),
+    "gallery.append": Program("ppfr.gallery.protocols:append_rows", paths=((0, GALLERY),)),
+    "gallery.remove": Program("ppfr.gallery.protocols:remove_rows", paths=((0, GALLERY),)),
+    "gallery.prune": Program("ppfr.gallery.protocols:prune_halves", paths=((0, GALLERY),)),
+    "gallery.query": Program("ppfr.gallery.protocols:query", queries=_one),
+    "gallery.templates": Program("ppfr.gallery.protocols:receive_templates"),
+    "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
 }
 # argument types beyond plain data that these programs take
 WIRE_TYPES = ("ppfr.models.softmax:TrainConfig",)

@@ -80,8 +80,10 @@ class RemoteSession(Session):
         if self._job is not None and not self._job.done:
             raise RuntimeError("a job is still running in this session: call its result() first")
         name = programs.name_of(program)
+        blanks = {index for index, _ in programs.lookup(name).paths}  # each server chooses its own paths
         for i, server in enumerate(SERVERS):
-            self._links[server].send({"op": "run", "program": name, "args": [*args, *per_server[i]],
+            sent = [None if k in blanks else a for k, a in enumerate((*args, *per_server[i]))]
+            self._links[server].send({"op": "run", "program": name, "args": sent,
                                       "progress": progress is not None and i == 0}, wire.CONTROL)
         self._admitted()
         self._job = RemoteJob(self, progress)
@@ -179,3 +181,8 @@ class RemoteJob:
         from ppfr.mpc.session import _outcome
 
         return _outcome(self._threads, self._results, self._errors)
+
+
+def open_remote(path, fixed: FixedPoint | None = None, timeout: float | None = None) -> RemoteSession:
+    """A RemoteSession with the services a parties file names."""
+    return RemoteSession(Parties.load(path), fixed=fixed, timeout=timeout)

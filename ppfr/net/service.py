@@ -278,7 +278,7 @@ class ServerService(_Service):
 
     def _run(self, server, client, request, client_link) -> int:
         program = programs.lookup(request.get("program"))
-        args = request.get("args") or []
+        args = program.server_arguments(request.get("args") or [], self.directory, client)
         if program.revealing and not self.config.allow_revealing:
             raise PermissionError(f"{request['program']} reveals more than answers; this server does not run it")
         cost = program.queries(*args)
