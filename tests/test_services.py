@@ -12,13 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from ppfr.models.softmax import TrainConfig, predict_mpc, reveal_model, softmax_rows, train_mpc
+from ppfr.models.softmax import TrainConfig, _predict_program, predict_mpc, reveal_model, softmax_rows, train_mpc
 from ppfr.mpc import LocalSession
 from ppfr.mpc.errors import ProtocolAborted
 from ppfr.net.certs import make_deployment
 from ppfr.net.config import Parties
 from ppfr.net.deploy import LocalDeployment, wait_until
-from ppfr.net.remote import RemoteSession
+from ppfr.net.remote import RemoteJob, RemoteSession
 from ppfr.net.tls import PeerRefused
 from test_train_mpc import clusters
 
@@ -72,8 +72,11 @@ def test_each_client_is_charged_by_its_certificate_against_its_budget(deployment
         train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=16))
         predict_mpc(session, x[:20])
         predict_mpc(session, x[:20])
+        job = session.run(_predict_program, [20], "client")
         with pytest.raises(PermissionError, match="client-limited has used 40 of its 50 queries; this run needs 20"):
-            predict_mpc(session, x[:20])
+            job.result()
+        with pytest.raises(ProtocolAborted, match="client-limited has used 40 of its 50 queries"):
+            predict_mpc(session, x[:20])  # the session ended with the reason
     with RemoteSession(parties(deployment, "client-second")) as other:  # another certificate, its own count
         with pytest.raises(ValueError, match="not a program the servers run"):
             other.run(_no_program_registered)
@@ -328,3 +331,41 @@ def test_gallery_commands_against_the_services_answer_as_embedded(deployment, tm
     assert np.allclose(remote[1], embedded[1], atol=1e-5) and abs(remote[3] - embedded[3]) < 1e-5
     assert remote[2] is embedded[2] is True and remote[4] == embedded[4] == 2 and remote[5] == embedded[5]
     assert not (tmp_path / "remote" / "server0").exists()  # the halves are on the servers, not here
+
+
+def test_the_servers_refuse_a_run_they_were_asked_for_differently(deployment):
+    from ppfr.net import wire
+    with RemoteSession(parties(deployment)) as session:
+        for server, rows in (("server0", 4), ("server1", 5)):  # as a client would that cheats on one server
+            session._links[server].send({"op": "run", "program": "softmax.predict", "args": [[rows], "client"]},
+                                        wire.CONTROL)
+        job = RemoteJob(session, None)
+        with pytest.raises(PermissionError, match="asked for different runs"):
+            job.result()
+
+
+def test_concurrent_enrolments_into_one_gallery_lose_no_update(deployment, tmp_path):
+    from ppfr.gallery.service import Gallery
+    from test_gallery import unit_like
+    people = unit_like(6)
+    root = tmp_path / "shared-gallery"
+    errors = []
+
+    def enrol(i):
+        try:
+            with RemoteSession(parties(deployment)) as session:
+                g = Gallery(root, session=session)
+                for k in (i, i + 3):
+                    g.enroll(f"person{k}", people[k:k + 1])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=enrol, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    with RemoteSession(parties(deployment)) as session:
+        g = Gallery(root, session=session)
+        assert g.names() == [f"person{k}" for k in range(6)] and g.record.version == 6
+        assert [r.name for r in g.identify(people)] == [f"person{k}" for k in range(6)]

@@ -64,10 +64,12 @@ class Service:
 
 class LocalDeployment:
     """Certificates and configs in DIR, and (start()) the dealer, server 1 and server 0 in that order, each
-    told where the ones before listen. `net` (a dict) goes into every config, `server` into the servers'."""
+    told where the ones before listen. `net` (a dict) goes into every config, `server` into the servers'.
+    With rtt (seconds), every party reaches every service through a DelayProxy (proxy.py) of this process
+    that adds that round-trip time."""
 
     def __init__(self, directory, net: dict | None = None, server: dict | None = None, clients=("test",),
-                 data=None):
+                 data=None, rtt: float | None = None):
         self.dir = Path(directory)
         self.certs = self.dir / "certs"
         if not (self.certs / "ca.key").exists():
@@ -78,6 +80,8 @@ class LocalDeployment:
         self.client = f"client-{clients[0]}"
         self.services: dict[str, Service] = {}
         self.ports = {name: 0 for name in HOSTS}
+        self.rtt = rtt
+        self.proxies: dict = {}
 
     def _config(self, party, peers=None) -> Path:
         config = {"ca": str(self.certs / "ca.pem"), "cert": str(self.certs / f"{party}.pem"),
@@ -100,6 +104,9 @@ class LocalDeployment:
                       "--config", str(self._config(party, peers))]
 
     def address(self, party) -> str:
+        """Where the others reach `party`: its own address, or its proxy's."""
+        if party in self.proxies:
+            return self.proxies[party].address
         return self.services[party].address
 
     def start(self, party=None):
@@ -107,6 +114,10 @@ class LocalDeployment:
         for name in ([party] if party else ("dealer", "server1", "server0")):
             self.services[name] = Service(name, self._argv(name))
             self.ports[name] = int(self.services[name].address.rsplit(":", 1)[1])
+            if self.rtt is not None and name not in self.proxies:
+                from .proxy import DelayProxy
+
+                self.proxies[name] = DelayProxy((HOSTS[name], self.ports[name]), self.rtt)
         return self
 
     @property
@@ -125,6 +136,8 @@ class LocalDeployment:
     def stop(self):
         for service in self.services.values():
             service.stop()
+        for proxy in self.proxies.values():
+            proxy.close()
 
     def __enter__(self):
         return self.start()

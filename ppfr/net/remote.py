@@ -8,8 +8,10 @@ LocalSession and ProcessSession (run -> job.result(), .client, .stats(), .abort(
         results = job.result()                  # [server 0's result, server 1's]
 
 Opening costs two TLS connections from the client (and three between the services), and a round trip
-until both servers report ready; a run costs one round trip until both servers admit it, and a reply
-per server, besides the protocol's own messages.
+until both servers report ready; a run costs a request and a reply per server besides the protocol's
+own messages, and the client does not wait for the servers to admit it: a refused run (unknown
+program, budget spent, the servers asked differently) ends the session, the client's next message
+fails with the reason, and job.result() raises it as the servers' error.
 """
 from __future__ import annotations
 
@@ -85,22 +87,8 @@ class RemoteSession(Session):
             sent = [None if k in blanks else a for k, a in enumerate((*args, *per_server[i]))]
             self._links[server].send({"op": "run", "program": name, "args": sent,
                                       "progress": progress is not None and i == 0}, wire.CONTROL)
-        self._admitted()
         self._job = RemoteJob(self, progress)
         return self._job
-
-    def _admitted(self):
-        """Wait until both servers have admitted the run (program known, budget charged): a refused run
-        raises its reason here, before the client sends anything for it."""
-        errors = []
-        for link in self._links.values():
-            try:
-                self._expect(link, "started", link.timing.connect)
-            except Exception as e:  # noqa: BLE001 - the first root cause is raised below
-                errors.append(e)
-        if errors:
-            self.abort(f"the run was refused: {errors[0]}")
-            raise sorted(errors, key=lambda e: isinstance(e, ProtocolAborted))[0]
 
     def stats(self) -> dict:
         """Each party's counts, as the servers report them (between jobs)."""

@@ -5,16 +5,19 @@ server 0 dials server 1 and each server dials the dealer, every link mutually au
 server 1 and the dealer match the links of a session by its id and check that all name the same
 client. The two servers then compare the versions of what they hold (`Store.versions`) and refuse the
 session if they differ; otherwise each tells the client it is ready. The client then asks for programs
-by name (programs.py) with plain-data arguments; each run is charged to the client's certificate
-against its budget before it starts. A failure ends the session for every party, with its reason.
+by name (programs.py) with plain-data arguments. Before a run starts, the two servers check that they
+were asked for the same program with the same arguments (so the same model or gallery version: a
+client cannot make them compute on halves of two versions), and each charges the run to the client's
+certificate against its budget. A failure ends the session for every party, with its reason.
 
 Messages per session beyond the protocol's own: a hello and a welcome per link, one versions message
-each way between the servers, and per run a request, an acknowledgement once the run is admitted (the
-client waits for it: one round trip), a reply and (for server 0) progress reports.
+each way between the servers, and per run a digest each way between the servers, a request, a reply
+and (for server 0) progress reports.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -258,7 +261,7 @@ class ServerService(_Service):
                     client_link.send(("stats", _stats(channel.stats)), wire.CONTROL)
                 elif op == "run":
                     runs += 1
-                    queries += self._run(server, client, request, client_link)
+                    queries += self._run(server, client, request, client_link, channel.links[server.peer])
                 else:
                     raise ValueError(f"unknown request {op!r}")
         except Exception as e:  # noqa: BLE001 - ends the session for every party, with its reason
@@ -276,19 +279,29 @@ class ServerService(_Service):
         log.info("session %s client=%s runs=%d queries=%d seconds=%.2f outcome=%s", session, client, runs,
                  queries, time.monotonic() - start, outcome)
 
-    def _run(self, server, client, request, client_link) -> int:
+    def _run(self, server, client, request, client_link, peer_link) -> int:
         program = programs.lookup(request.get("program"))
+        self._agree(request, peer_link)
         args = program.server_arguments(request.get("args") or [], self.directory, client)
         if program.revealing and not self.config.allow_revealing:
             raise PermissionError(f"{request['program']} reveals more than answers; this server does not run it")
         cost = program.queries(*args)
         self.accounting.charge(client, cost)
-        client_link.send(("started",), wire.CONTROL)
         server.on_progress = ((lambda *p: client_link.send(("progress", p), wire.CONTROL))
                               if request.get("progress") else None)
         result = program.function()(server, *args)
         client_link.send(("ok", result), wire.CONTROL)
         return cost
+
+    def _agree(self, request, peer_link) -> None:
+        """Refuse a run unless the other server was asked for the same program with the same arguments
+        (and so the same model or gallery version): one exchange of a digest between the servers."""
+        mine = hashlib.sha256(b"".join(bytes(p) for p in wire.encode((request.get("program"), request.get("args")))))
+        peer_link.send(("run", mine.hexdigest()), wire.CONTROL)
+        theirs = peer_link.recv(wire.CONTROL, self.config.timing.connect)
+        if theirs != ("run", mine.hexdigest()):
+            raise PermissionError("server0 and server1 were asked for different runs (program, arguments or "
+                                  "versions): refused")
 
     def stop(self, reason=None, wait: float = 10.0):
         super().stop(reason, wait)
