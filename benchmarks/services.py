@@ -74,15 +74,17 @@ def measure(open_session, epochs, repeats, workdir: Path, label: str):
     return out
 
 
-def concurrent_identify(parties, clients: int, queries: int, workdir: Path):
-    """N client threads, each with its own session on the same servers, each identifying `queries` times."""
+def concurrent_identify(deployment, clients: int, queries: int, workdir: Path):
+    """N clients (each its own certificate, session and gallery) on the same servers, each identifying
+    `queries` times, all at once."""
     latencies, errors = [], []
     ready = threading.Barrier(clients + 1)
 
     def client(i):
         try:
-            with RemoteSession(parties) as session:
-                gallery = Gallery(workdir / f"concurrent-{i}", session=session)
+            servers = {s: deployment.address(s) for s in ("server0", "server1")}
+            with RemoteSession(Parties.load(deployment.parties_file_for(servers, f"client-c{i}"))) as session:
+                gallery = Gallery(workdir / f"concurrent-{clients}-{i}", session=session)
                 gallery.enroll_many([f"p{k}" for k in range(50)], unit_vectors(50, 10 + i))
                 query = unit_vectors(1, 100 + i)
                 gallery.identify(query)
@@ -120,12 +122,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         results["embedded"] = measure(LocalSession, args.epochs, args.repeats, tmp, "embedded")
-        with LocalDeployment(tmp / "tls", server=server) as d:
+        clients = [int(n) for n in args.clients.split(",")]
+        with LocalDeployment(tmp / "tls", server=server, clients=("local", *(f"c{i}" for i in range(max(clients)))),
+                             ) as d:
             parties = Parties.load(d.parties_file)
             results["tls"] = measure(lambda: RemoteSession(parties), args.epochs, args.repeats, tmp, "tls")
             results["tls"]["session_open_ms"] = median_ms(lambda: RemoteSession(parties).close(), args.repeats)
-            results["concurrent_identify"] = [concurrent_identify(parties, int(n), args.queries, tmp)
-                                              for n in args.clients.split(",")]
+            results["concurrent_identify"] = [concurrent_identify(d, n, args.queries, tmp) for n in clients]
             for row in results["concurrent_identify"]:
                 print(f"concurrent {row}", file=sys.stderr, flush=True)
         for rtt in map(float, args.rtts.split(",")):

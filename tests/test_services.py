@@ -24,7 +24,7 @@ from test_train_mpc import clusters
 
 NET = {"heartbeat": 0.3, "dead_after": 2.0, "connect": 5.0, "message": 60.0}
 SERVER = {"allow_revealing": True, "budget": {"default": None, "clients": {"client-limited": 50}}}
-CLIENTS = ("test", "limited", "second")
+CLIENTS = ("test", "limited", "second", "third")
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +353,7 @@ def test_concurrent_enrolments_into_one_gallery_lose_no_update(deployment, tmp_p
 
     def enrol(i):
         try:
-            with RemoteSession(parties(deployment)) as session:
+            with RemoteSession(parties(deployment, "client-third")) as session:
                 g = Gallery(root, session=session)
                 for k in (i, i + 3):
                     g.enroll(f"person{k}", people[k:k + 1])
@@ -365,7 +365,11 @@ def test_concurrent_enrolments_into_one_gallery_lose_no_update(deployment, tmp_p
     for t in threads:
         t.join(120)
     assert not errors
-    with RemoteSession(parties(deployment)) as session:
+    with RemoteSession(parties(deployment, "client-third")) as session:
         g = Gallery(root, session=session)
         assert g.names() == [f"person{k}" for k in range(6)] and g.record.version == 6
         assert [r.name for r in g.identify(people)] == [f"person{k}" for k in range(6)]
+    with RemoteSession(parties(deployment, "client-third")) as session:  # another gallery, same certificate
+        with pytest.raises((PermissionError, ProtocolAborted), match="client-third already has gallery .* one "
+                                                                     "gallery per client certificate"):
+            Gallery(tmp_path / "another", session=session).enroll("someone", people[:1])

@@ -34,22 +34,51 @@ class Program:
     def server_arguments(self, args: list, directory: Path, client: str) -> list:
         """args with each path argument replaced by its place in the server's directory."""
         args = list(args)
-        for index, template in self.paths:
+        for index, place in self.paths:
             if index >= len(args):
                 raise ValueError(f"{self.target} takes a path as argument {index}")
-            values = [a if isinstance(a, (str, int)) and _SAFE.match(str(a)) else None for a in args]
-            try:
-                relative = template.format(*values, client=client)
-            except (IndexError, KeyError):
-                relative = "None"
-            if "None" in relative.split("/"):
-                raise ValueError(f"{self.target}: an id in a path may only hold letters, digits, '-', '_' and '.'")
-            args[index] = directory / relative
+            args[index] = directory / (place(args, directory, client) if callable(place) else
+                                       place.format(*[_safe(a) for a in args], client=client))
         return args
 
     def function(self):
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
+
+
+def _safe(value):
+    """An argument as part of a path: letters, digits, '-', '_' and '.' only (no '..', no '/')."""
+    if isinstance(value, (str, int)) and _SAFE.match(str(value)) and str(value) not in (".", ".."):
+        return value
+    return _Unsafe()
+
+
+class _Unsafe:
+    def __format__(self, spec):
+        raise ValueError("an id in a path may only hold letters, digits, '-', '_' and '.'")
+
+
+def _gallery(id_index, claim=False):
+    """DATA/gallery/<client>/: one gallery per client certificate. The first gallery a client writes to
+    is recorded there (GALLERY_ID, by `claim`ing programs); using another gallery of the same client is
+    refused, since the halves of both would share one folder."""
+    def place(args, directory, client):
+        folder = Path("gallery") / client
+        if id_index is None:
+            return folder
+        object_id = args[id_index]
+        if not isinstance(object_id, str) or not _SAFE.match(object_id):
+            raise ValueError("a gallery's id may only hold letters, digits, '-', '_' and '.'")
+        gallery_id = object_id.rsplit("-v", 1)[0]
+        marker = directory / folder / "GALLERY_ID"
+        if marker.exists() and marker.read_text() != gallery_id:
+            raise PermissionError(f"{client} already has gallery {marker.read_text()} on this server, not "
+                                  f"{gallery_id}: one gallery per client certificate")
+        if claim and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(gallery_id)
+        return folder
+    return place
 
 
 _SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
@@ -67,7 +96,6 @@ def _pairs(key, rows_a, *_):
     return len(rows_a)
 
 
-GALLERY = "gallery/{client}"
 PROGRAMS = {
     "softmax.train": Program("ppfr.models.softmax:_train_program"),
     "softmax.predict": Program("ppfr.models.softmax:_predict_program", queries=_rows),
@@ -75,10 +103,10 @@ PROGRAMS = {
     "model.save": Program("ppfr.models.store:_save_program", paths=((2, "models/{0}.npz"),)),
     "model.load": Program("ppfr.models.store:_load_program", paths=((0, "models/{1}.npz"),)),
     "model.forget": Program("ppfr.models.store:_forget_program"),
-    "gallery.open": Program("ppfr.gallery.protocols:open_gallery", paths=((0, GALLERY),)),
-    "gallery.append": Program("ppfr.gallery.protocols:append_rows", paths=((0, GALLERY),)),
-    "gallery.remove": Program("ppfr.gallery.protocols:remove_rows", paths=((0, GALLERY),)),
-    "gallery.prune": Program("ppfr.gallery.protocols:prune_halves", paths=((0, GALLERY),)),
+    "gallery.open": Program("ppfr.gallery.protocols:open_gallery", paths=((0, _gallery(2)),)),
+    "gallery.append": Program("ppfr.gallery.protocols:append_rows", paths=((0, _gallery(2, claim=True)),)),
+    "gallery.remove": Program("ppfr.gallery.protocols:remove_rows", paths=((0, _gallery(3)),)),
+    "gallery.prune": Program("ppfr.gallery.protocols:prune_halves", paths=((0, _gallery(None)),)),
     "gallery.query": Program("ppfr.gallery.protocols:query", queries=_one),
     "gallery.templates": Program("ppfr.gallery.protocols:receive_templates"),
     "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
