@@ -100,7 +100,10 @@ def concurrent_identify(deployment, clients: int, queries: int, workdir: Path):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    ready.wait(300)
+    try:
+        ready.wait(300)
+    except threading.BrokenBarrierError:  # a client failed before the queries: its error is reported
+        pass
     start = time.perf_counter()
     for t in threads:
         t.join(600)

@@ -6,10 +6,12 @@ services"), a round trip of a small message costs about 40 us with blocking ssl 
 thread, against about 190 us through asyncio driven from synchronous protocol code and 310 us through a
 gRPC bidirectional stream, and protocols are made of many small rounds.
 
-A link has a reader thread, which reads frames as they come (so a peer never blocks on a full buffer
-while both send a large message, and silence is noticed while nobody is receiving) and queues them by
-kind, and a heartbeat thread, which sends an empty frame whenever nothing was sent for
-`Timing.heartbeat` seconds. The sender encrypts and writes the frame itself (tls.TlsStream: TLS through
+A thread waiting in recv() reads the next frame off the socket itself when no other thread is reading
+(so a message reaches the thread waiting for it without a hand-over between threads) and files frames
+of other kinds for their readers. A watcher thread per link sends an empty frame (a heartbeat)
+whenever nothing was sent for `Timing.heartbeat` / 2 seconds, and reads what arrives while nobody
+receives, eagerly while this side sends a large frame, so that a peer never blocks on a full buffer
+when both send large messages at once. The sender encrypts and writes the frame itself (tls.TlsStream: TLS through
 memory buffers, so that reading and writing in two threads is safe).
 
 Deadlines. The socket has a timeout of `Timing.dead_after` seconds: a peer that sends nothing at all,
@@ -21,11 +23,11 @@ of the reader thread; a killed one at once (the kernel closes its connections).
 """
 from __future__ import annotations
 
-import queue
 import socket
 import ssl
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 from ppfr.mpc.errors import ProtocolAborted
@@ -46,12 +48,8 @@ class Timing:
             raise ValueError("heartbeats must come more often than a peer is given up on")
 
 
-class _Failed:
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
 _JOIN_BELOW = 1 << 16  # frames smaller than this go out in one write (one TLS record, one system call)
+_DRAIN_ABOVE = 1 << 18  # while sending a frame larger than this, the watcher reads what arrives
 
 
 class Link:
@@ -63,15 +61,18 @@ class Link:
         self.hello = hello  # what the peer said when connecting (the accepting side)
         self._sock = sock
         sock.settimeout(timing.dead_after)
-        self._inboxes = {kind: queue.SimpleQueue() for kind in (wire.MESSAGE, wire.CONTROL, wire.HELLO)}
+        self._cond = threading.Condition()  # guards the inboxes, _reading, _waiting and _failure
+        self._inboxes = {kind: deque() for kind in (wire.MESSAGE, wire.CONTROL, wire.HELLO)}
+        self._reading = False   # a thread is reading a frame off the socket
+        self._waiting = 0       # threads inside recv()
+        self._failure: str | None = None
         self._send_lock = threading.Lock()
         self._last_sent = time.monotonic()
-        self._failure: str | None = None
+        self._large_send = False
+        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._read_loop, daemon=True, name=f"ppfr-{me}<-{peer}"),
-                         threading.Thread(target=self._heartbeats, daemon=True, name=f"ppfr-{me}~{peer}")]
-        for t in self._threads:
-            t.start()
+        self._watcher = threading.Thread(target=self._watch, daemon=True, name=f"ppfr-{me}~{peer}")
+        self._watcher.start()
 
     # -- sending ------------------------------------------------------------------------------------
     def send(self, message, kind: int = wire.MESSAGE) -> None:
@@ -84,9 +85,13 @@ class Link:
             raise ProtocolAborted(f"{self.me} cannot send to {self.peer}: {self._failure}")
         if not self._send_lock.acquire(blocking):
             return False
+        size = sum(len(p) for p in parts)
         try:
-            if sum(len(p) for p in parts) < _JOIN_BELOW:
+            if size < _JOIN_BELOW:
                 parts = [b"".join(parts)]
+            elif size > _DRAIN_ABOVE:  # the peer may be sending a large frame too: keep reading meanwhile
+                self._large_send = True
+                self._wake.set()
             self._sock.sendall(parts)
             self._last_sent = time.monotonic()
         except socket.timeout:
@@ -94,34 +99,77 @@ class Link:
                        "(stopped or unreachable)")
             raise ProtocolAborted(f"{self.me} cannot send to {self.peer}: {self._failure}") from None
         except (OSError, ValueError) as e:
+            self._last_words()
             self._fail(f"the connection to {self.peer} broke ({_reason(e)})")
             raise ProtocolAborted(f"{self.me} cannot send to {self.peer}: {self._failure}") from None
         finally:
+            self._large_send = False
             self._send_lock.release()
         return True
 
-    def _heartbeats(self):
+    def _watch(self):
+        """Heartbeats, and reading what arrives while nobody receives (so the peer never blocks on a
+        full buffer; eagerly while this side sends a large frame)."""
         beat = wire.encode(None, wire.HEARTBEAT)
-        while not self._stop.wait(self.timing.heartbeat / 2):
+        while not self._stop.is_set():
+            self._wake.wait(0.01 if self._large_send else self.timing.heartbeat / 2)
+            self._wake.clear()
+            if self._stop.is_set() or self._failure is not None:
+                return
             if time.monotonic() - self._last_sent >= self.timing.heartbeat / 2:
                 try:
                     self._write(beat, blocking=False)  # a sender holding the lock is sending anyway
                 except ProtocolAborted:
                     return
+            self._drain()
+
+    def _last_words(self):
+        """The peer closed on us: read what it sent before, which may say why (a closing frame)."""
+        while self._failure is None:
+            with self._cond:
+                if self._reading or not self._sock.readable():
+                    return
+                self._reading = True
+            self._read_one()
+
+    def _drain(self):
+        while True:
+            with self._cond:
+                if self._reading or self._waiting or self._failure is not None or not self._sock.readable():
+                    return
+                self._reading = True
+            self._read_one()
 
     # -- receiving ----------------------------------------------------------------------------------
     def recv(self, kind: int = wire.MESSAGE, timeout: float | None = None):
-        """The next frame of this kind from the peer, waiting at most timeout (Timing.message)."""
+        """The next frame of this kind from the peer, waiting at most timeout (Timing.message).
+
+        Whichever waiting thread finds the socket free reads the next frame itself and hands on frames
+        of other kinds, so a message costs no hand-over between threads when one thread waits for it."""
         inbox = self._inboxes[kind]
         wait = self.timing.message if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        with self._cond:
+            self._waiting += 1
         try:
-            item = inbox.get(timeout=wait)
-        except queue.Empty:
-            raise ProtocolAborted(f"{self.me} waited {wait:.0f} s for {self.peer}") from None
-        if isinstance(item, _Failed):
-            inbox.put(item)  # every later receive fails the same way
-            raise ProtocolAborted(f"{self.me} lost {self.peer}: {item.reason}")
-        return item
+            while True:
+                with self._cond:
+                    while True:
+                        if inbox:
+                            return inbox.popleft()
+                        if self._failure is not None:
+                            raise ProtocolAborted(f"{self.me} lost {self.peer}: {self._failure}")
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise ProtocolAborted(f"{self.me} waited {wait:.0f} s for {self.peer}")
+                        if not self._reading:
+                            self._reading = True
+                            break
+                        self._cond.wait(remaining)
+                self._read_one()
+        finally:
+            with self._cond:
+                self._waiting -= 1
 
     def _read_exact(self, n: int) -> bytearray:
         buf = bytearray(n)
@@ -133,31 +181,34 @@ class Link:
             got += k
         return buf
 
-    def _read_loop(self):
+    def _read_one(self) -> None:
+        """Read one frame (the caller has set _reading) and file it, or the link's failure."""
+        kind, message, failure = None, None, None
         try:
-            while True:
-                kind, message = wire.read_frame(self._read_exact, self.max_message)
-                if kind == wire.HEARTBEAT:
-                    continue
-                if kind == wire.CLOSING:
-                    self._fail(f"{self.peer} closed the connection: {message}")
-                    return
-                self._inboxes[kind].put(message)
+            kind, message = wire.read_frame(self._read_exact, self.max_message)
+            if kind == wire.CLOSING:
+                failure = f"{self.peer} closed the connection: {message}"
         except socket.timeout:
-            self._fail(f"no sign of life from {self.peer} for {self.timing.dead_after:.0f} s "
-                       "(stopped, hung or unreachable)")
+            failure = f"no sign of life from {self.peer} for {self.timing.dead_after:.0f} s (stopped, hung or unreachable)"
         except wire.WireError as e:
-            self._fail(f"{self.peer} sent a bad frame: {e}")
+            failure = f"{self.peer} sent a bad frame: {e}"
             self._close_socket()
         except (EOFError, OSError, ValueError) as e:
-            self._fail("the connection closed" if isinstance(e, EOFError) or self._stop.is_set()
+            failure = ("the connection closed" if isinstance(e, EOFError) or self._stop.is_set()
                        else f"the connection broke ({_reason(e)})")
+        with self._cond:
+            self._reading = False
+            if failure is not None:
+                self._fail(failure)
+            elif kind != wire.HEARTBEAT:
+                self._inboxes[kind].append(message)
+            self._cond.notify_all()
 
     def _fail(self, reason: str) -> None:
-        if self._failure is None:
-            self._failure = reason
-            for inbox in self._inboxes.values():
-                inbox.put(_Failed(reason))
+        with self._cond:
+            if self._failure is None:
+                self._failure = reason
+                self._cond.notify_all()
 
     @property
     def failure(self) -> str | None:
@@ -175,11 +226,11 @@ class Link:
             except ProtocolAborted:
                 pass
         self._stop.set()
+        self._wake.set()
         self._fail(f"{self.me} closed the link: {reason}")
         self._close_socket()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=2)
+        if self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=2)
 
     def _close_socket(self):
         self._sock.close()

@@ -9,6 +9,7 @@ OpenSSL refuses a certificate of another CA, an expired one, or one not yet vali
 """
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -165,6 +166,18 @@ class TlsStream:
                 return 0
             with self._lock:
                 self._incoming.write(data)
+
+    def readable(self) -> bool:
+        """Whether a read would find data: decrypted, buffered, or waiting in the socket."""
+        with self._lock:
+            if self._tls.pending() or self._incoming.pending:
+                return True
+        try:
+            poller = select.poll()  # not select(): no limit on descriptor numbers
+            poller.register(self.raw, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # closed: a read reports it
+            return True
 
     def settimeout(self, seconds: float) -> None:
         self.raw.settimeout(seconds)
