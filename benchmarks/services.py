@@ -84,8 +84,9 @@ def concurrent_identify(deployment, clients: int, queries: int, workdir: Path):
         try:
             servers = {s: deployment.address(s) for s in ("server0", "server1")}
             with RemoteSession(Parties.load(deployment.parties_file_for(servers, f"client-c{i}"))) as session:
-                gallery = Gallery(workdir / f"concurrent-{clients}-{i}", session=session)
-                gallery.enroll_many([f"p{k}" for k in range(50)], unit_vectors(50, 10 + i))
+                gallery = Gallery(workdir / f"concurrent-{i}", session=session)  # one per certificate
+                if gallery.record is None:
+                    gallery.enroll_many([f"p{k}" for k in range(50)], unit_vectors(50, 10 + i))
                 query = unit_vectors(1, 100 + i)
                 gallery.identify(query)
                 ready.wait(120)
