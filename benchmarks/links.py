@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import queue
 import socket
@@ -30,8 +29,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ppfr.net.certs import make_deployment  # noqa: E402
+from publish import publish  # noqa: E402
 from ppfr.net.tls import Identity, client_context, server_context  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -160,8 +161,15 @@ def bench_asyncio(ids, data, repeats):
         return await reader.readexactly(n)
 
     result = timed(lambda: asyncio.run_coroutine_threadsafe(round_trip(), loop).result(30), repeats)
-    writer.close()
-    server.close()
+
+    async def shutdown():
+        writer.close()
+        server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    asyncio.run_coroutine_threadsafe(shutdown(), loop).result(30)
     loop.call_soon_threadsafe(loop.stop)
     return result
 
@@ -225,10 +233,10 @@ def main(argv=None):
                 except ImportError as e:
                     print(f"{layer}: skipped ({e})", file=sys.stderr)
                     continue
-                results[f"{layer}_{size}B_us"] = round(us, 1)
+                results.setdefault(layer, {})[str(size)] = round(us, 1)
                 print(f"{layer:8s} {size:>8d} B  median round trip {us:9.1f} us ({repeats} repeats)",
                       file=sys.stderr)
-    print(json.dumps({"benchmark": "links", "loadavg": os.getloadavg()[0], **results}))
+    publish({"benchmark": "links", "repeats": args.repeats, "round_trip_us": results})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from ppfr.models.softmax import TrainConfig, _predict_program, predict_mpc, reveal_model, softmax_rows, train_mpc
+from ppfr.models.protocols import predict_program
+from ppfr.models.reference import TrainConfig, softmax_rows
+from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.mpc import LocalSession
 from ppfr.mpc.errors import ProtocolAborted
 from ppfr.net.certs import make_deployment
@@ -42,7 +44,7 @@ def parties(d, client="client-test"):
 def train_predict_reveal(session, x, labels, classes, config):
     reports = []
     trained = train_mpc(session, [(x, labels)], classes, config, progress=lambda *p: reports.append(p))
-    probs = predict_mpc(session, x)
+    probs = predict_mpc(session, x, reveal="probabilities").probabilities
     return trained, probs, reveal_model(session), reports
 
 
@@ -72,7 +74,7 @@ def test_each_client_is_charged_by_its_certificate_against_its_budget(deployment
         train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=16))
         predict_mpc(session, x[:20])
         predict_mpc(session, x[:20])
-        job = session.run(_predict_program, [20], "client")
+        job = session.run(predict_program, [20], "logits")
         with pytest.raises(PermissionError, match="client-limited has used 40 of its 50 queries; this run needs 20"):
             job.result()
         with pytest.raises(ProtocolAborted, match="client-limited has used 40 of its 50 queries"):
@@ -101,7 +103,7 @@ def test_concurrent_sessions_of_several_clients(deployment):
         try:
             with RemoteSession(parties(deployment, "client-second" if i % 2 else "client-test")) as s:
                 train_mpc(s, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
-                results[i] = predict_mpc(s, x[i:i + 8], softmax_by="client")
+                results[i] = predict_mpc(s, x[i:i + 8]).labels
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
@@ -110,8 +112,8 @@ def test_concurrent_sessions_of_several_clients(deployment):
     for t in threads:
         t.join(120)
     assert not errors and len(results) == 4
-    for i, p in results.items():
-        assert (p.argmax(1) == labels[i:i + 8]).all()
+    for i, predicted in results.items():
+        assert (predicted == labels[i:i + 8]).all()
 
 
 def test_refused_peers_leave_the_services_serving(deployment, tmp_path):
@@ -206,7 +208,7 @@ def test_a_model_trained_remotely_is_saved_by_each_server_and_loaded_in_a_later_
     root = tmp_path / "weights"
     with RemoteSession(parties(deployment)) as session:
         train_mpc(session, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=16))
-        p_trained = predict_mpc(session, x)
+        p_trained = predict_mpc(session, x, reveal="probabilities").probabilities
         record = save_model(session, root, [f"c{i}" for i in range(4)], PREP.as_dict())
     assert model_paths(root)["client"].exists()
     assert not model_paths(root)["server0"].exists() and not model_paths(root)["server1"].exists()
@@ -215,7 +217,7 @@ def test_a_model_trained_remotely_is_saved_by_each_server_and_loaded_in_a_later_
         assert half.exists() and (half.stat().st_mode & 0o077) == 0
     with RemoteSession(parties(deployment)) as later:
         assert load_model(later, root)["id"] == record["id"]
-        p_loaded = predict_mpc(later, x)
+        p_loaded = predict_mpc(later, x, reveal="probabilities").probabilities
     assert np.abs(p_loaded - p_trained).max() < 1e-3
 
 
@@ -373,3 +375,35 @@ def test_concurrent_enrolments_into_one_gallery_lose_no_update(deployment, tmp_p
         with pytest.raises((PermissionError, ProtocolAborted), match="client-third already has gallery .* one "
                                                                      "gallery per client certificate"):
             Gallery(tmp_path / "another", session=session).enroll("someone", people[:1])
+
+
+def test_recognize_command_against_the_services(deployment, tmp_path, lfw_image):
+    """A model trained and saved through the services (on 3 LFW people) names their held-out faces with
+    `ppfr recognize --parties FILE`, as the same command names them with a model trained embedded."""
+    from ppfr.embed.detect import FaceDetector, read_rgb
+    from ppfr.embed.embedders import make_embedder
+    from ppfr.embed.pipeline import embed_image
+    from ppfr.models.store import save_model
+    from ppfr.recognition.cli import recognize
+    from test_train_mpc import PREP
+    people = ["George_W_Bush", "Colin_Powell", "Tony_Blair"]
+    detector, embedder = FaceDetector("hog"), make_embedder("dlib")
+    x = np.array([embed_image(read_rgb(lfw_image(p, k)), detector, embedder)[0] for p in people
+                  for k in range(1, 6)], dtype=np.float64)
+    labels = np.repeat(np.arange(3), 5)
+    config = TrainConfig(epochs=20, batch_size=15)
+    probes = [lfw_image(p, 8) for p in people]
+    names = {}
+    for mode, open_session in (("remote", lambda: RemoteSession(parties(deployment, "client-second"))),
+                               ("embedded", LocalSession)):
+        with open_session() as session:
+            train_mpc(session, [(PREP.apply(x), labels)], 3, config)
+            save_model(session, tmp_path / mode, people, PREP.as_dict(), config.as_dict())
+        extra = ["--parties", parties_file(deployment, "client-second")] if mode == "remote" else []
+        from click.testing import CliRunner
+        result = CliRunner().invoke(recognize, ["-m", str(tmp_path / mode), *map(str, probes), "--json", "--quiet",
+                                                "--threshold", "0.4", *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        names[mode] = [__import__("json").loads(line)["name"] for line in result.stdout.splitlines()]
+    assert names["remote"] == names["embedded"] == people
+    assert not (tmp_path / "remote" / "server0").exists()

@@ -97,9 +97,9 @@ def _pairs(key, rows_a, *_):
 
 
 PROGRAMS = {
-    "softmax.train": Program("ppfr.models.softmax:_train_program"),
-    "softmax.predict": Program("ppfr.models.softmax:_predict_program", queries=_rows),
-    "softmax.reveal_model": Program("ppfr.models.softmax:_reveal_model_program", revealing=True),
+    "softmax.train": Program("ppfr.models.protocols:train_program"),
+    "softmax.predict": Program("ppfr.models.protocols:predict_program", queries=_rows),
+    "softmax.reveal_model": Program("ppfr.models.protocols:reveal_model_program", revealing=True),
     "model.save": Program("ppfr.models.store:_save_program", paths=((2, "models/{0}.npz"),)),
     "model.load": Program("ppfr.models.store:_load_program", paths=((0, "models/{1}.npz"),)),
     "model.forget": Program("ppfr.models.store:_forget_program"),
@@ -112,7 +112,7 @@ PROGRAMS = {
     "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
 }
 # argument types beyond plain data that these programs take
-WIRE_TYPES = ("ppfr.models.softmax:TrainConfig",)
+WIRE_TYPES = ("ppfr.models.reference:TrainConfig",)
 
 
 def register_wire_types() -> None:
