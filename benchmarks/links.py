@@ -142,7 +142,7 @@ def bench_asyncio(ids, data, repeats):
                 (n,) = LENGTH.unpack(await reader.readexactly(8))
                 writer.write(LENGTH.pack(n) + await reader.readexactly(n))
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()
 
     async def setup():
