@@ -8,13 +8,16 @@ among the arguments) and whether it gives the client more than the answers of it
 e.g. the whole model, for tests and benchmarks that compare with plaintext), which a server runs only
 when its config says `allow_revealing: true`.
 
-Paths. Programs that store shares take a path (embedded mode: the client's choice). A server never
-takes a path from a client: `paths` names the arguments it replaces by a place in its own data
-directory, from a template of the run's arguments and the client's party name, e.g. a model's half goes
-to DATA/models/<model id>.npz and each client's gallery to DATA/gallery/<client>/.
+Storage. Programs that read or write shares take a root (embedded mode: the client's directory, whose
+serverN/ holds server N's store). A server never takes a path from a client: the client sends, in its
+place, a name for that directory (`root_name`: a digest of its absolute path, which tells nothing of
+it), and the server runs the program with root None on the store it keeps for that client and name
+(DATA/clients/<client>/<name>/, attached with ppfr.storage.attach_store). So each of a client's model
+and gallery folders has a store of its own on each server, and no client reaches another's.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import re
 from dataclasses import dataclass
@@ -29,59 +32,32 @@ class Program:
     target: str                        # "module:function", called as function(server, *args)
     queries: Callable = lambda *args: 0  # noqa: E731 - the cost of a run, from its arguments
     revealing: bool = False
-    paths: tuple = ()                  # ((argument index, template), ...): see the module docstring
-
-    def server_arguments(self, args: list, directory: Path, client: str) -> list:
-        """args with each path argument replaced by its place in the server's directory."""
-        args = list(args)
-        for index, place in self.paths:
-            if index >= len(args):
-                raise ValueError(f"{self.target} takes a path as argument {index}")
-            args[index] = directory / (place(args, directory, client) if callable(place) else
-                                       place.format(*[_safe(a) for a in args], client=client))
-        return args
+    root: int | None = None            # the index of its root argument (see the module docstring)
 
     def function(self):
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
+    def client_arguments(self, args) -> list:
+        """What the client sends: args with the root (if any) replaced by its name (root_name)."""
+        return [root_name(a) if k == self.root else a for k, a in enumerate(args)]
 
-def _safe(value):
-    """An argument as part of a path: letters, digits, '-', '_' and '.' only (no '..', no '/')."""
-    if isinstance(value, (str, int)) and _SAFE.match(str(value)) and str(value) not in (".", ".."):
-        return value
-    return _Unsafe()
-
-
-class _Unsafe:
-    def __format__(self, spec):
-        raise ValueError("an id in a path may only hold letters, digits, '-', '_' and '.'")
-
-
-def _gallery(id_index, claim=False):
-    """DATA/gallery/<client>/: one gallery per client certificate. The first gallery a client writes to
-    is recorded there (GALLERY_ID, by `claim`ing programs); using another gallery of the same client is
-    refused, since the halves of both would share one folder."""
-    def place(args, directory, client):
-        folder = Path("gallery") / client
-        if id_index is None:
-            return folder
-        object_id = args[id_index]
-        if not isinstance(object_id, str) or not _SAFE.match(object_id):
-            raise ValueError("a gallery's id may only hold letters, digits, '-', '_' and '.'")
-        gallery_id = object_id.rsplit("-v", 1)[0]
-        marker = directory / folder / "GALLERY_ID"
-        if marker.exists() and marker.read_text() != gallery_id:
-            raise PermissionError(f"{client} already has gallery {marker.read_text()} on this server, not "
-                                  f"{gallery_id}: one gallery per client certificate")
-        if claim and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(gallery_id)
-        return folder
-    return place
+    def server_arguments(self, args) -> tuple[list, str | None]:
+        """(args with the root replaced by None, the root's name or None): what the server runs."""
+        if self.root is None:
+            return list(args), None
+        if self.root >= len(args) or not isinstance(args[self.root], str) or not _NAME.match(args[self.root]):
+            raise ValueError(f"{self.target}: argument {self.root} must name a store (16 hex digits)")
+        return [None if k == self.root else a for k, a in enumerate(args)], args[self.root]
 
 
-_SAFE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"^[0-9a-f]{16}$")
+
+
+def root_name(root) -> str:
+    """The name a client gives a folder of its records on the servers: 16 hex digits of a digest of its
+    absolute path."""
+    return hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:16]
 
 
 def _rows(chunks, *_):
@@ -100,16 +76,18 @@ PROGRAMS = {
     "softmax.train": Program("ppfr.models.protocols:train_program"),
     "softmax.predict": Program("ppfr.models.protocols:predict_program", queries=_rows),
     "softmax.reveal_model": Program("ppfr.models.protocols:reveal_model_program", revealing=True),
-    "model.save": Program("ppfr.models.store:_save_program", paths=((2, "models/{0}.npz"),)),
-    "model.load": Program("ppfr.models.store:_load_program", paths=((0, "models/{1}.npz"),)),
+    "model.save": Program("ppfr.models.store:_save_program", root=0),
+    "model.load": Program("ppfr.models.store:_load_program", root=0),
     "model.forget": Program("ppfr.models.store:_forget_program"),
-    "gallery.open": Program("ppfr.gallery.protocols:open_gallery", paths=((0, _gallery(2)),)),
-    "gallery.append": Program("ppfr.gallery.protocols:append_rows", paths=((0, _gallery(2, claim=True)),)),
-    "gallery.remove": Program("ppfr.gallery.protocols:remove_rows", paths=((0, _gallery(3)),)),
-    "gallery.prune": Program("ppfr.gallery.protocols:prune_halves", paths=((0, _gallery(None)),)),
+    "storage.commit": Program("ppfr.storage.server:commit_program", root=0),
+    "storage.heads": Program("ppfr.storage.server:heads_program", root=0),
+    "gallery.open": Program("ppfr.gallery.protocols:open_gallery", root=0),
+    "gallery.append": Program("ppfr.gallery.protocols:append_rows", root=0),
+    "gallery.remove": Program("ppfr.gallery.protocols:remove_rows", root=0),
     "gallery.query": Program("ppfr.gallery.protocols:query", queries=_one),
     "gallery.templates": Program("ppfr.gallery.protocols:receive_templates"),
     "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
+    "mpc.use_comparisons": Program("ppfr.mpc.protocols:use_comparisons"),
 }
 # argument types beyond plain data that these programs take
 WIRE_TYPES = ("ppfr.models.reference:TrainConfig",)

@@ -81,10 +81,11 @@ class RemoteSession(Session):
         """As LocalSession.run, for a program registered in programs.py."""
         if self._job is not None and not self._job.done:
             raise RuntimeError("a job is still running in this session: call its result() first")
+        if self._job is not None and self._job.failure:  # a failed run ends the session for every party
+            raise ProtocolAborted(f"this session ended: {self._job.failure}")
         name = programs.name_of(program)
-        blanks = {index for index, _ in programs.lookup(name).paths}  # each server chooses its own paths
         for i, server in enumerate(SERVERS):
-            sent = [None if k in blanks else a for k, a in enumerate((*args, *per_server[i]))]
+            sent = programs.lookup(name).client_arguments((*args, *per_server[i]))  # no path leaves the client
             self._links[server].send({"op": "run", "program": name, "args": sent,
                                       "progress": progress is not None and i == 0}, wire.CONTROL)
         self._job = RemoteJob(self, progress)
@@ -149,6 +150,12 @@ class RemoteJob:
     @property
     def done(self) -> bool:
         return not any(t.is_alive() for t in self._threads)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the job failed (the root cause, as result() raises it), once it is done; else None."""
+        errors = sorted((e for e in self._errors if e is not None), key=lambda e: isinstance(e, ProtocolAborted))
+        return f"{type(errors[0]).__name__}: {errors[0]}" if errors and self.done else None
 
     def _wait(self, i, link):
         try:

@@ -3,15 +3,17 @@
 A session is opened by a client, which dials both servers with the same fresh session id. For it,
 server 0 dials server 1 and each server dials the dealer, every link mutually authenticated (link.py);
 server 1 and the dealer match the links of a session by its id and check that all name the same
-client. The two servers then compare the versions of what they hold (`Store.versions`) and refuse the
-session if they differ; otherwise each tells the client it is ready. The client then asks for programs
+client; then each server tells the client it is ready. Each client's shares live in stores of its own
+in the server's data directory (DATA/clients/<client>/<name>/, ppfr.storage.PartyStore), attached to the
+run of that client that names it (programs.py, "Storage"): clients cannot see or touch each other's
+models and galleries, and loading a
+half checks with the other server that both hold the same version of it (ppfr.storage.server.agree). The client then asks for programs
 by name (programs.py) with plain-data arguments. Before a run starts, the two servers check that they
 were asked for the same program with the same arguments (so the same model or gallery version: a
 client cannot make them compute on halves of two versions), and each charges the run to the client's
 certificate against its budget. A failure ends the session for every party, with its reason.
 
-Messages per session beyond the protocol's own: a hello and a welcome per link, one versions message
-each way between the servers, and per run a digest each way between the servers, a request, a reply
+Messages per session beyond the protocol's own: a hello and a welcome per link, and per run a digest each way between the servers, a request, a reply
 and (for server 0) progress reports.
 """
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ppfr.mpc.dealer import Dealer
 from ppfr.mpc.errors import ProtocolAborted
 from ppfr.mpc.fixedpoint import FixedPoint
 from ppfr.mpc.party import Server
+from ppfr.storage import PartyStore
+from ppfr.storage.server import attach_store
 
 from . import programs, wire
 from .channel import LinkChannel
@@ -88,17 +92,6 @@ class Accounting:
                 write_bytes_atomic(self.path, json.dumps(self.used, sort_keys=True).encode())
                 os.chmod(self.path, 0o600)
             return used + queries
-
-
-class Store:
-    """What a server keeps between sessions. A thin interface until the server's database lands:
-    versions() is what the two servers must agree on before a session starts."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-
-    def versions(self) -> dict:
-        return {}
 
 
 def _stats(stats: PartyStats) -> dict:
@@ -202,7 +195,8 @@ class ServerService(_Service):
     def __init__(self, index: int, data: Path, listen: str, config: ServiceConfig):
         self.index = index
         self.directory, self._dir_lock = own_directory(data)
-        self.store = Store(self.directory)
+        self._stores: dict = {}
+        self._stores_lock = threading.Lock()
         self.accounting = Accounting(self.directory / "accounting.json", config)
         self._peers = _Rendezvous()
         programs.register_wire_types()
@@ -217,7 +211,7 @@ class ServerService(_Service):
                              name=f"ppfr-session-{session}").start()
 
     def _connect(self, session, client_link):
-        """The session's links to the other server and the dealer, and the versions agreed."""
+        """The session's channel: its links to the client, the other server and the dealer."""
         client, timing = client_link.peer, self.config.timing
         hello = {"session": session, "client": client}
         if self.index == 0:
@@ -232,13 +226,7 @@ class ServerService(_Service):
                 raise ProtocolAborted(f"server0 joined session {session} for another client")
         dealer = dial(self.config.peer("dealer"), self.name, "dealer", self.config.identity, hello, timing,
                       self.config.max_message)
-        mine = self.store.versions()
-        peer.send(mine, wire.CONTROL)
-        theirs = peer.recv(wire.CONTROL, timing.connect)
         channel = LinkChannel(self.name, {"client": client_link, peer.peer: peer, "dealer": dealer})
-        if theirs != mine:
-            channel.close("the servers hold different versions")
-            raise ProtocolAborted(f"server0 and server1 hold different versions ({mine} here, {theirs} there)")
         return channel
 
     def _session(self, session, client_link):
@@ -282,7 +270,9 @@ class ServerService(_Service):
     def _run(self, server, client, request, client_link, peer_link) -> int:
         program = programs.lookup(request.get("program"))
         self._agree(request, peer_link)
-        args = program.server_arguments(request.get("args") or [], self.directory, client)
+        args, store = program.server_arguments(request.get("args") or [])
+        if store is not None:
+            attach_store(server, self._store_of(client, store))
         if program.revealing and not self.config.allow_revealing:
             raise PermissionError(f"{request['program']} reveals more than answers; this server does not run it")
         cost = program.queries(*args)
@@ -292,6 +282,14 @@ class ServerService(_Service):
         result = program.function()(server, *args)
         client_link.send(("ok", result), wire.CONTROL)
         return cost
+
+    def _store_of(self, client: str, name: str) -> PartyStore:
+        """The client's store of that name here (programs.root_name), opened once and shared by the
+        client's sessions (it serialises its writers)."""
+        with self._stores_lock:
+            if (client, name) not in self._stores:
+                self._stores[client, name] = PartyStore(self.directory / "clients" / client / name, self.index)
+            return self._stores[client, name]
 
     def _agree(self, request, peer_link) -> None:
         """Refuse a run unless the other server was asked for the same program with the same arguments
@@ -305,6 +303,8 @@ class ServerService(_Service):
 
     def stop(self, reason=None, wait: float = 10.0):
         super().stop(reason, wait)
+        for store in self._stores.values():
+            store.close()
         self._dir_lock.close()
 
 
