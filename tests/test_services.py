@@ -92,26 +92,33 @@ def _no_program_registered(srv):
     return srv.index
 
 
-def test_concurrent_sessions_of_several_clients(deployment):
-    x, labels = clusters(classes=4, per_class=10)
-    with RemoteSession(parties(deployment)) as session:
-        train_mpc(session, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
-        w, b = reveal_model(session)
-    results, errors = {}, []
+def concurrently(function, n: int, seconds: float = 120.0) -> list:
+    """Run function(0), ..., function(n - 1) in n threads at once; the errors they raised."""
+    errors = []
 
-    def client(i):
+    def run(i):
         try:
-            with RemoteSession(parties(deployment, "client-second" if i % 2 else "client-test")) as s:
-                train_mpc(s, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
-                results[i] = predict_mpc(s, x[i:i + 8]).labels
-        except Exception as e:  # noqa: BLE001 - reported below
+            function(i)
+        except Exception as e:  # noqa: BLE001 - returned to the test
             errors.append(e)
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
-    assert not errors and len(results) == 4
+        t.join(seconds)
+    assert not any(t.is_alive() for t in threads), "a thread did not finish in time"
+    return errors
+
+
+def test_concurrent_sessions_of_several_clients(deployment):
+    x, labels = clusters(classes=4, per_class=10)
+    results = {}
+
+    def client(i):
+        with RemoteSession(parties(deployment, "client-second" if i % 2 else "client-test")) as s:
+            train_mpc(s, [(x, labels)], 4, TrainConfig(epochs=1, batch_size=20))
+            results[i] = predict_mpc(s, x[i:i + 8]).labels
+    assert concurrently(client, 4) == [] and len(results) == 4
     for i, predicted in results.items():
         assert (predicted == labels[i:i + 8]).all()
 
@@ -361,22 +368,13 @@ def test_concurrent_enrolments_into_one_gallery_lose_no_update(deployment, tmp_p
     from test_gallery import unit_like
     people = unit_like(6)
     root = tmp_path / "shared-gallery"
-    errors = []
 
     def enrol(i):
-        try:
-            with RemoteSession(parties(deployment, "client-third")) as session:
-                g = Gallery(root, session=session)
-                for k in (i, i + 3):
-                    g.enroll(f"person{k}", people[k:k + 1])
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-    threads = [threading.Thread(target=enrol, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors
+        with RemoteSession(parties(deployment, "client-third")) as session:
+            g = Gallery(root, session=session)
+            for k in (i, i + 3):
+                g.enroll(f"person{k}", people[k:k + 1])
+    assert concurrently(enrol, 3) == []
     with RemoteSession(parties(deployment, "client-third")) as session:
         g = Gallery(root, session=session)
         assert g.names() == [f"person{k}" for k in range(6)] and g.record.version == 6

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from ppfr.failures import command
+
 from .certs import DEFAULT_DAYS, SERVICES, CertificateError, client_party, issue, make_deployment
 
 
-@click.command()
+@command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--client", "clients", multiple=True, metavar="NAME",
               help="Also make a certificate for the client NAME (party client-NAME); repeatable. "
@@ -75,7 +77,7 @@ def _serve(make_service, name):
     click.echo(f"{name} stopped", err=True)
 
 
-@click.command()
+@command()
 @click.option("--party", type=click.Choice(["0", "1"]), required=True, help="Which server this is.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The server's own directory (made 0700, locked while it runs): its shares and counts.")
@@ -106,7 +108,7 @@ def server(party, data, listen, config_path):
            f"server{index}")
 
 
-@click.command()
+@command()
 @click.option("--listen", required=True, metavar="HOST:PORT", help="Where the two servers connect.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The dealer's YAML config: its certificate, key and CA (see ppfr/net/config.py).")
