@@ -221,8 +221,31 @@ def extraction(res):
             "extraction", [r], "; ".join(parts))
 
 
+def link_layers(res):
+    r = res["links"]
+    t = r["round_trip_us"]
+    names = {"threads": "threads, ppfr/net's links (chosen)", "asyncio": "asyncio", "grpc": "gRPC bidirectional stream",
+             "direct": "one ssl socket in one thread (a lower bound)"}
+    parts = [f"{label} {num(t[k]['64'], 0)} µs / {num(t[k]['1048576'] / 1e3, 1)} ms"
+             for k, label in names.items() if k in t]
+    return ("link layers: TLS 1.3 round trip on loopback, 64 B / 1 MB", "links", [r], "; ".join(parts))
+
+
+def network_services(res):
+    r = res["services"]
+    modes = [("embedded", "embedded"), ("tls", "TLS services on loopback")] + [
+        (k, f"with {k.split('_')[-1].replace('ms', ' ms')} added RTT") for k in r if k.startswith("tls_rtt_")]
+    parts = [f"{label}: training {num(r[k]['train_s_per_epoch'], 2)} s/epoch, one face {num(r[k]['one_face_ms'])} ms, "
+             f"identify {num(r[k]['identify_ms'])} ms" for k, label in modes if k in r]
+    load = ", ".join(f"{c['clients']} clients {num(c['queries_per_s'])}/s (median {num(c['median_ms'] or 0)} ms)"
+                     for c in r.get("concurrent_identify", ()))
+    return ("parties as network services (`ppfr server`, `ppfr dealer`), 600×128 → 20 classes; 1:N of 200",
+            "services", [r], "; ".join(parts) + f"; concurrent identify over TLS: {load}")
+
+
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, training, prediction, recognition,
-        open_set, extraction, verification, identification, live, storage, input_limits)
+        open_set, extraction, verification, identification, live, storage, input_limits, link_layers,
+        network_services)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

@@ -26,6 +26,9 @@ COMMANDS = {
     "verify": "ppfr.gallery.cli:verify",
     "remove": "ppfr.gallery.cli:remove",
     "web": "ppfr.web.cli:web",
+    "certs": "ppfr.net.cli:certs",
+    "server": "ppfr.net.cli:server",
+    "dealer": "ppfr.net.cli:dealer",
 }
 
 

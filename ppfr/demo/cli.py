@@ -8,6 +8,7 @@ import click
 
 from ppfr.config import section
 from ppfr.failures import command
+from ppfr.net.options import parties_option
 
 _cfg = section("demo")
 
@@ -40,6 +41,7 @@ _cfg = section("demo")
                    "[default: a temporary folder, removed at the end]")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bars or log lines.")
+@parties_option
 def demo(lfw, people, min_images, max_images, background, strangers, test_split, epochs, threshold, seed, no_cache,
          model_dir, as_json, quiet):
     """Privacy-preserving face recognition end to end on LFW, in a few minutes.

@@ -11,6 +11,7 @@ import click
 
 from ppfr.config import fixed_point, section
 from ppfr.failures import command
+from ppfr.net.options import parties_option
 
 from .service import REVEAL, TOLERANCE
 
@@ -99,6 +100,7 @@ def _mpc_stats(session, before, seconds) -> dict:
 @_face_options
 @_json_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@parties_option
 def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
     """Enrol NAME from one or more face IMAGES, without retraining anything.
 
@@ -147,6 +149,7 @@ def enroll(name, images, gallery_dir, detector, policy, as_json, quiet):
 @_face_options
 @_json_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@parties_option
 def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_json, quiet):
     """Who is in each of IMAGES? 1:N search of the enrolled gallery under MPC.
 
@@ -204,6 +207,7 @@ def _describe(r: dict, tolerance: float) -> str:
 @_tolerance_option
 @_face_options
 @_json_option
+@parties_option
 def verify(image_a, image_b, tolerance, detector, policy, as_json):
     """Are IMAGE_A and IMAGE_B the same person? 1:1 verification under MPC.
 
@@ -239,6 +243,7 @@ def verify(image_a, image_b, tolerance, detector, policy, as_json):
 @click.argument("name")
 @_gallery_option
 @_json_option
+@parties_option
 def remove(name, gallery_dir, as_json):
     """Remove every entry of NAME from the gallery (from both servers' halves, atomically)."""
     from .service import Gallery

@@ -16,6 +16,18 @@ from .defaults import TRAIN_DEFAULTS
 _cfg = section("train")
 
 
+class PartiesType(click.ParamType):
+    """threads, processes, or an existing parties file (*.yaml)."""
+    name = "threads|processes|FILE"
+
+    def convert(self, value, param, ctx):
+        if value in ("threads", "processes"):
+            return value
+        if str(value).endswith((".yaml", ".yml")) and Path(value).is_file():
+            return str(value)
+        self.fail(f"{value!r} is neither threads, processes nor an existing parties file (*.yaml)", param, ctx)
+
+
 def _default(key):
     return _cfg.get(key, TRAIN_DEFAULTS[key])
 
@@ -49,9 +61,10 @@ def _default(key):
                    "client (never to each other); with several data owners the client would see "
                    "probabilities of others' samples, so it is off by default.")
 @click.option("--no-plaintext", is_flag=True, help="Skip the plaintext reference run.")
-@click.option("--parties", type=click.Choice(["processes", "threads"]), default=None,
-              help="Run the two servers and the dealer in threads of this process, or in processes of "
-                   "their own connected by sockets (default: the config's mpc.parties, threads).")
+@click.option("--parties", type=PartiesType(), default=None,
+              help="Run the two servers and the dealer in threads of this process, in processes of their "
+                   "own connected by sockets, or (a parties FILE, *.yaml) against the `ppfr server` and "
+                   "`ppfr dealer` services it names (default: the config's mpc.parties, threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_mpc(embeddings, output, epochs, lr, momentum, batch_size, l2, seed, test_split, scale, normalize,

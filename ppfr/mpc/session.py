@@ -21,6 +21,7 @@ the config names (`open_session`); nothing reaches into a session's transport.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import secrets
 import signal
 import threading
@@ -316,25 +317,37 @@ SESSIONS = {"threads": LocalSession, "processes": ProcessSession}
 DEFAULT_PARTIES = "threads"
 
 
+PARTIES_ENV = "PPFR_PARTIES"
+
+
 def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
                  timeout: float | None = None, comparisons: str | None = None) -> Session:
-    """A session with the servers and the dealer in threads of this process or in processes of their
-    own, comparing by `comparisons` (protocols.use_comparisons: "bitwise" or "fss"), each party giving
-    up after `timeout` seconds without a message it waits for; None takes the config's `mpc.parties`,
-    `mpc.comparisons` and `mpc.timeout`."""
+    """A session with the servers and the dealer in threads of this process, in processes of their own,
+    or (a parties file, *.yaml) as network services (ppfr.net.remote), comparing by `comparisons`
+    (protocols.use_comparisons: "bitwise" or "fss"), each party giving up after `timeout` seconds
+    without a message it waits for. `parties` None takes $PPFR_PARTIES (what a command's --parties FILE
+    sets), else the config's `mpc.parties`; the others None the config's `mpc.comparisons` and
+    `mpc.timeout`."""
     from ppfr.config import section
 
     from .protocols import COMPARISONS, use_comparisons
 
     config = section("mpc")
-    parties = config.get("parties", DEFAULT_PARTIES) if parties is None else parties
+    if parties is None:
+        parties = os.environ.get(PARTIES_ENV) or config.get("parties", DEFAULT_PARTIES)
     comparisons = config.get("comparisons", COMPARISONS[0]) if comparisons is None else comparisons
     timeout = float(config.get("timeout", DEFAULT_TIMEOUT)) if timeout is None else timeout
-    if parties not in SESSIONS:
+    remote = str(parties).endswith((".yaml", ".yml"))  # a parties file: the servers and dealer are services
+    if not remote and parties not in SESSIONS:
         raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
     if comparisons not in COMPARISONS:
         raise ValueError(f"comparisons are {' or '.join(COMPARISONS)}, not {comparisons!r}")
-    session = SESSIONS[parties](fixed=fixed, timeout=timeout)
+    if remote:
+        from ppfr.net.remote import open_remote
+
+        session = open_remote(parties, fixed=fixed, timeout=timeout)
+    else:
+        session = SESSIONS[parties](fixed=fixed, timeout=timeout)
     if comparisons != COMPARISONS[0]:
         session.run(use_comparisons, comparisons).result()
     return session

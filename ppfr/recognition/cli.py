@@ -14,6 +14,7 @@ from ppfr.config import section
 from ppfr.embed.detect import DETECTORS
 from ppfr.failures import command
 from ppfr.models.reference import CONFIDENCE_BANDS, REVEALS
+from ppfr.net.options import parties_option
 
 from .recognizer import DEFAULT_REVEAL, DEFAULT_THRESHOLD
 
@@ -87,6 +88,7 @@ Examples:
                    "REFRESH - 1 frames old.")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after this many video/webcam frames.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary on stderr.")
+@parties_option
 def recognize(paths, video, webcam, camera, model_dir, threshold, as_json, show, output_dir, detector, upsample,
               detect_scale, reveal, track, refresh, max_frames, quiet):
     """Name the faces in image files or folders (PATHS), a --video, or a --webcam.
