@@ -216,16 +216,18 @@ class Link:
 
     # -- closing ------------------------------------------------------------------------------------
     def close(self, reason: str = "the session ended") -> None:
-        """Tell the peer why (its receives fail with that reason), then close."""
-        if self._stop.is_set():
-            return
+        """Tell the peer why (its receives fail with that reason), then close. Safe to call from several
+        threads at once (a failing party and the session may both close): the first closes."""
+        with self._cond:
+            if self._stop.is_set():
+                return
+            self._stop.set()
         if self._failure is None:
             try:
                 self._sock.settimeout(min(1.0, self.timing.dead_after))
                 self._write(wire.encode(str(reason), wire.CLOSING))
-            except ProtocolAborted:
+            except (ProtocolAborted, OSError):  # the socket went meanwhile: nothing to tell
                 pass
-        self._stop.set()
         self._wake.set()
         self._fail(f"{self.me} closed the link: {reason}")
         self._close_socket()
