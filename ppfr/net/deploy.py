@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from ppfr.atomic import atomic_path
+
 from .certs import make_deployment
 
 HOSTS = {"server0": "127.0.0.2", "server1": "127.0.0.3", "dealer": "127.0.0.4"}
@@ -127,10 +129,12 @@ class LocalDeployment:
     def parties_file_for(self, servers: dict, client: str | None = None) -> Path:
         client = client or self.client
         path = self.dir / f"parties-{client}.yaml"
-        path.write_text(yaml.safe_dump({
-            "ca": str(self.certs / "ca.pem"), "net": self.net,
-            "client": {"party": client, "cert": str(self.certs / f"{client}.pem"),
-                       "key": str(self.certs / f"{client}.key")}, **servers}))
+        # written beside and renamed into place: clients in other threads may be reading the file
+        with atomic_path(path) as tmp:
+            tmp.write_text(yaml.safe_dump({
+                "ca": str(self.certs / "ca.pem"), "net": self.net,
+                "client": {"party": client, "cert": str(self.certs / f"{client}.pem"),
+                           "key": str(self.certs / f"{client}.key")}, **servers}))
         return path
 
     def stop(self):
