@@ -493,7 +493,7 @@ def test_the_proxy_adds_its_round_trip_time_and_passes_tls_through(certs):
             assert 0.040 <= sorted(times)[2] < 0.2
             link.close()
         with pytest.raises(ValueError, match="loopback addresses only"):
-            DelayProxy(("10.0.0.1", 80), rtt=0.001)
+            DelayProxy(("192.0.2.1", 80), rtt=0.001)  # refused by its address alone: nothing is sent
     finally:
         server.close()
 
