@@ -150,7 +150,6 @@ def _chain_index(steps: tuple) -> dict:
 class Request:
     """Base of every request: plain, hashable fields (kinds, shapes, counts), compared field by field."""
     kind: str = ""
-    material = Material
 
     def to_wire(self):
         return self.kind, astuple(self)
