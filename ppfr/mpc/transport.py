@@ -22,7 +22,7 @@ import queue
 import socket
 import threading
 
-from .channel import Channel, hand_over, payload_bytes
+from .channel import DEFAULT_TIMEOUT, Channel, hand_over, payload_bytes
 from .errors import ProtocolAborted
 
 
@@ -82,7 +82,7 @@ class ConnectionChannel(Channel):
     that two parties that both send a large message before receiving (an exchange of shares) never
     block each other on full OS buffers, and the dealer can work ahead of a server that is busy."""
 
-    def __init__(self, name: str, connections: dict, timeout: float = 600.0):
+    def __init__(self, name: str, connections: dict, timeout: float = DEFAULT_TIMEOUT):
         super().__init__(name)
         self._connections = dict(connections)
         self._timeout = timeout
