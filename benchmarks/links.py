@@ -19,12 +19,10 @@ import asyncio
 import os
 import queue
 import socket
-import statistics
 import struct
 import sys
 import tempfile
 import threading
-import time
 
 import numpy as np
 
@@ -32,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ppfr.net.certs import make_deployment  # noqa: E402
-from publish import publish  # noqa: E402
+from publish import median_seconds, publish  # noqa: E402
 from ppfr.net.tls import Identity, client_context, server_context  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -89,12 +87,8 @@ def dial(ids, port):
 
 
 def timed(round_trip, repeats):
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        round_trip()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1e6
+    """Median round trip in microseconds."""
+    return median_seconds(round_trip, repeats) * 1e6
 
 
 def bench_direct(ids, data, repeats):

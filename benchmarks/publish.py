@@ -11,12 +11,24 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 from ppfr.atomic import atomic_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(f, repeats: int) -> float:
+    """The median wall time of `repeats` calls of f(), back to back."""
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
 
 
 def provenance() -> dict:

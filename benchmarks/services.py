@@ -37,7 +37,7 @@ from ppfr.mpc import LocalSession  # noqa: E402
 from ppfr.net.config import Parties  # noqa: E402
 from ppfr.net.deploy import LocalDeployment  # noqa: E402
 from ppfr.net.remote import RemoteSession  # noqa: E402
-from publish import publish  # noqa: E402
+from publish import median_seconds, publish  # noqa: E402
 
 
 def data(classes=20, per_class=30, seed=0):
@@ -53,12 +53,7 @@ def unit_vectors(n, seed):
 
 
 def median_ms(f, repeats):
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        samples.append(time.perf_counter() - t)
-    return round(statistics.median(samples) * 1e3, 2)
+    return round(median_seconds(f, repeats) * 1e3, 2)
 
 
 def measure(open_session, epochs, repeats, workdir: Path, label: str):
