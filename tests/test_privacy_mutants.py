@@ -90,7 +90,7 @@ def comparison_without_mask(monkeypatch):
 def fss_comparison_without_mask(monkeypatch):
     """FSS keys for the mask r = 0 (the keys themselves still right): c = x is opened."""
     def zero_r(self, rng):
-        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group)
+        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group, self.payloads)
         return k0.to_wire(), k1.to_wire()
     monkeypatch.setattr(material.FSSComparisonRequest, "draw", zero_r)
 

@@ -73,9 +73,10 @@ class Provider:
         """For the sign of n values of `width` bits: ComparisonMaterial."""
         return self._ask(ComparisonRequest(int(n), tuple(radices), int(width)))
 
-    def fss_comparison(self, n: int, width: int = 64, group: str = "xor") -> Pending:
-        """For the sign of n values of `width` bits in one round, by function secret sharing: fss.SignKey."""
-        return self._ask(FSSComparisonRequest(int(n), int(width), group))
+    def fss_comparison(self, n: int, width: int = 64, group: str = "xor", payloads: int = 0) -> Pending:
+        """For the sign of n values of `width` bits in one round, by function secret sharing, and with
+        `payloads` for its products with that many shared vectors in the same round: fss.SignKey."""
+        return self._ask(FSSComparisonRequest(int(n), int(width), group, int(payloads)))
 
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""
