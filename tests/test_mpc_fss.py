@@ -131,8 +131,8 @@ def _bit_frequencies(key: fss.SignKey) -> np.ndarray:
     """The frequency of a 1 at every bit of every word of the key, over its n values."""
     dcf, n = key.dcf, key.r.size
     words = np.concatenate([key.r[:, None], key.top.reshape(n, -1), key.masks, dcf.seed,
-                            np.moveaxis(dcf.seed_cw, 1, 0).reshape(n, -1), np.moveaxis(dcf.value_cw, 1, 0).reshape(n, -1),
-                            dcf.right_t[:, None], dcf.final_cw.reshape(n, -1)], axis=1)
+                            np.moveaxis(dcf.seed_cw, 1, 0).reshape(n, -1), np.moveaxis(dcf.value_cw, 2, 0).reshape(n, -1),
+                            dcf.right_t[:, None], np.atleast_2d(dcf.final_cw).T], axis=1)
     return ((words[:, :, None] >> np.arange(64, dtype=U64)) & U64(1)).mean(axis=0)
 
 

@@ -74,10 +74,10 @@ BIT1 = U64(2)  # in group "xor", where a child block carries its output bit
 class DCFKey:
     """One server's key for n comparisons [x < alpha] on `bits`-bit inputs, all arrays uint64:
     seed (n, 2); seed_cw (bits, n, 2), bit 0 the left control-bit correction (in group "xor", bit 1 the
-    output correction); value_cw (bits, n, m) the output corrections of group "add", m words a value
-    ((0, n, 0) in "xor"); right_t (n,), bit `bits-1-i` = the XOR of the left and right control-bit
-    corrections of level i (the bit of x that level reads), other bits random; final_cw (n, m) in
-    "add", (n,) in "xor"."""
+    output correction); value_cw (bits, m, n) the output corrections of group "add", m words a value
+    ((0, 0, n) in "xor"); right_t (n,), bit `bits-1-i` = the XOR of the left and right control-bit
+    corrections of level i (the bit of x that level reads), other bits random; final_cw (m, n) in
+    "add", (n,) in "xor". Output words lie word-major (m, n): a level adds whole rows."""
     seed: np.ndarray
     seed_cw: np.ndarray
     value_cw: np.ndarray
@@ -95,7 +95,7 @@ class DCFKey:
     @property
     def words(self) -> int:
         """Output words per value (group "add"; 1 in "xor")."""
-        return max(1, self.value_cw.shape[2])
+        return max(1, self.value_cw.shape[1])
 
     def to_wire(self):
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -116,39 +116,34 @@ def dcf_keygen(rng, alpha: np.ndarray, beta: np.ndarray, bits: int, group: str =
     value). Inputs are read from their most significant bit."""
     alpha = np.asarray(alpha, dtype=U64).ravel()
     n = alpha.size
-    beta = np.asarray(beta, dtype=U64).reshape(n, -1)
+    beta = np.ascontiguousarray(np.asarray(beta, dtype=U64).reshape(n, -1).T)  # word-major (m, n)
     if not 1 <= bits <= 63:
         raise ValueError(f"a comparison key reads 1 to 63 bits, not {bits}")
     if group not in GROUPS:
         raise ValueError(f"a comparison key's outputs are {' or '.join(GROUPS)}, not {group!r}")
-    if group == "xor" and beta.shape[1] != 1:
+    if group == "xor" and beta.shape[0] != 1:
         raise ValueError("a key of group xor outputs one bit a value")
-    words = beta.shape[1] if group == "add" else 0
+    words = beta.shape[0] if group == "add" else 0
     root = rng.uint64((2, n, 2))  # server, value, word
     padding = rng.uint64((2, n))  # the unused bits of right_t (and of final_cw in "xor") are random
-    final = (lambda: np.empty((n, words), dtype=U64)) if words else (lambda: padding[1].copy())
-    keys = [DCFKey(root[b], np.empty((bits, n, 2), dtype=U64), np.empty((bits if words else 0, n, words), dtype=U64),
+    final = (lambda: np.empty((words, n), dtype=U64)) if words else (lambda: padding[1].copy())
+    keys = [DCFKey(root[b], np.empty((bits, n, 2), dtype=U64), np.empty((bits if words else 0, words, n), dtype=U64),
                    padding[0].copy(), final()) for b in (0, 1)]
     for start in range(0, n, CHUNK):
         part = slice(start, start + CHUNK)
-        _keygen_chunk(root[:, part], alpha[part], beta[part], bits, keys, part, group == "xor")
+        _keygen_chunk(root[:, part], alpha[part], beta[:, part], bits, keys, part, group == "xor")
     return keys[0], keys[1]
 
 
 def _output_correction(lose_v, keep_v, v_alpha, beta_if_left_lost, t1, xor: bool):
     """The output correction of a level and the new difference along alpha's path (Fig. 1, lines 12-15),
-    per output word (arrays (n, m))."""
+    for one output word (arrays (n,); lose_v and keep_v (2, n), by server)."""
     if xor:
         vcw = lose_v[1] ^ lose_v[0] ^ v_alpha ^ beta_if_left_lost
         return vcw, v_alpha ^ keep_v[1] ^ keep_v[0] ^ vcw
-    sign = (ONE - U64(2) * t1)[:, None]  # (-1)^t1
+    sign = ONE - U64(2) * t1  # (-1)^t1
     vcw = sign * (lose_v[1] - lose_v[0] - v_alpha + beta_if_left_lost)
     return vcw, v_alpha - keep_v[1] + keep_v[0] + sign * vcw
-
-
-def _value_words(out: np.ndarray, words: int) -> np.ndarray:
-    """The m output words of hashed value blocks (blocks, ..., 2) -> (..., m): block j gives words 2j, 2j+1."""
-    return np.moveaxis(out, 0, -2).reshape(*out.shape[1:-1], -1)[..., :words]
 
 
 def _tweaked(blocks: np.ndarray, seed: np.ndarray, tweaks) -> None:
@@ -158,13 +153,19 @@ def _tweaked(blocks: np.ndarray, seed: np.ndarray, tweaks) -> None:
         blocks[i, ..., 1] ^= U64(tweak)
 
 
+def _word(value_blocks: np.ndarray, w: int) -> np.ndarray:
+    """Output word w of hashed value blocks (blocks, ..., 2): word w % 2 of block w // 2 (a view)."""
+    return value_blocks[w // 2][..., w % 2]
+
+
 def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) -> None:
     """dcf_keygen for the values `part`, written into both keys' arrays."""
-    n, words = alpha.size, beta.shape[1]
+    n, words = alpha.size, beta.shape[0]
     value_blocks = 0 if xor else -(-words // 2)
-    tweaks = [0, 1] + [VALUE + i for i in range(2 * value_blocks)]  # children; left/right value blocks
+    tweaks = [0, 1] + [VALUE + i for i in range(2 * value_blocks)]  # children; left, right value blocks
     seed, t = root, np.repeat(np.array([[0], [1]], dtype=U64), n, axis=1)  # a root's t: its server's index
-    v_alpha = np.zeros((n, words), dtype=U64)  # server 0's sum along alpha's path minus server 1's, so far
+    v_alpha = np.zeros((words, n), dtype=U64)  # server 0's sum along alpha's path minus server 1's, so far
+    vcw = np.empty((words, n), dtype=U64)
     right_t = keys[0].right_t[part] & ~((ONE << U64(bits)) - ONE)
     blocks = np.empty((len(tweaks), 2, n, 2), dtype=U64)  # children (and values); server, value, word
     hashed = _hash_buffer(blocks)
@@ -178,23 +179,24 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
         out = _mmo(encryptor, blocks, hashed)
         left, right = out[0], out[1]
         t_left, t_right = left[:, :, 0] & ONE, right[:, :, 0] & ONE
-        if xor:
-            v_left, v_right = ((left[:, :, :1] >> ONE) & ONE), ((right[:, :, :1] >> ONE) & ONE)
-        else:
-            v_left, v_right = _value_words(out[2::2], words), _value_words(out[3::2], words)
+        for w in range(words):
+            if xor:
+                v_left, v_right = (left[:, :, 0] >> ONE) & ONE, (right[:, :, 0] >> ONE) & ONE
+            else:
+                v_left, v_right = _word(out[2::2], w), _word(out[3::2], w)
+            swap_v = (v_left ^ v_right) & take_right
+            vcw[w], v_alpha[w] = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha[w], beta[w] & take_right,
+                                                    t[1], xor)
         # whole blocks as flat words, each value's mask repeated for its two words (a broadcast over the
         # last axis of 2 is several times slower)
         left_words, right_words = left.reshape(2, -1), right.reshape(2, -1)
         swap = (left_words ^ right_words) & np.repeat(take_right, 2)
         keep_seed, lose_seed = left_words ^ swap, right_words ^ swap
-        swap_v = (v_left ^ v_right) & take_right[:, None]
-        vcw, v_alpha = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha, beta & take_right[:, None],
-                                          t[1], xor)
         tcw_left = t_left[0] ^ t_left[1] ^ a ^ ONE
         right_diff = tcw_left ^ t_right[0] ^ t_right[1] ^ a  # XOR the right control-bit correction
         right_t |= right_diff << position
         scw = (lose_seed[0] ^ lose_seed[1]).reshape(n, 2)
-        scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw[:, 0] << ONE) if xor else U64(0))
+        scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw[0] << ONE) if xor else U64(0))
         seed = (keep_seed ^ (scw.reshape(-1) & np.repeat(-t, 2, axis=1))).reshape(2, n, 2)
         seed[:, :, 0] ^= right_diff & a & t  # on the right, the right correction of the control bit
         t = seed[:, :, 0] & ONE
@@ -203,23 +205,25 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
         for key in keys:
             key.seed_cw[level, part] = scw
             if not xor:
-                key.value_cw[level, part] = vcw
+                key.value_cw[level, :, part] = vcw
     for key in keys:
         key.right_t[part] = right_t
     if xor:  # the final output is bit 2 of the last seed
-        final_cw = (keys[0].final_cw[part] & ~ONE) | ((((seed[1, :, 0] ^ seed[0, :, 0]) >> U64(2)) ^ v_alpha[:, 0]) & ONE)
+        final_cw = (keys[0].final_cw[part] & ~ONE) | ((((seed[1, :, 0] ^ seed[0, :, 0]) >> U64(2)) ^ v_alpha[0]) & ONE)
     else:  # ... or the value words of the last seed, hashed
-        converted = _final_words(encryptor, seed, words)
-        final_cw = (ONE - U64(2) * t[1])[:, None] * (converted[1] - converted[0] - v_alpha)
+        converted = _words_of(encryptor, seed, words)  # (m, server, n)
+        final_cw = (ONE - U64(2) * t[1]) * (converted[:, 1] - converted[:, 0] - v_alpha)
     for key in keys:
-        key.final_cw[part] = final_cw
+        key.final_cw[..., part] = final_cw
 
 
-def _final_words(encryptor, seed: np.ndarray, words: int) -> np.ndarray:
-    """The m output words of a leaf's seed (..., 2): its value blocks hashed (tweaks VALUE, VALUE + 2, ...)."""
-    blocks = np.empty((-(-words // 2), *seed.shape), dtype=U64)
-    _tweaked(blocks, seed, range(VALUE, VALUE + 2 * blocks.shape[0], 2))
-    return _value_words(_mmo(encryptor, blocks, _hash_buffer(blocks)), words)
+def _words_of(encryptor, seeds: np.ndarray, words: int) -> np.ndarray:
+    """The m output words of seeds (..., 2) that no level expands (the leaves): their value blocks
+    (tweaks VALUE, VALUE + 2, ...) hashed -> (m, ...)."""
+    blocks = np.empty((-(-words // 2), *seeds.shape), dtype=U64)
+    _tweaked(blocks, seeds, range(VALUE, VALUE + 2 * blocks.shape[0], 2))
+    hashed = _mmo(encryptor, blocks, _hash_buffer(blocks))
+    return np.stack([_word(hashed, w) for w in range(words)])
 
 
 def dcf_eval(party: int, key: DCFKey, x: np.ndarray) -> np.ndarray:
@@ -229,11 +233,11 @@ def dcf_eval(party: int, key: DCFKey, x: np.ndarray) -> np.ndarray:
     1 + ceil(m/2) or 1 blocks a value and about a dozen whole-array numpy operations, no loop over values."""
     x = np.asarray(x, dtype=U64).ravel()
     words = key.words
-    out = np.empty((x.size, words) if key.group == "add" else (x.size, 1), dtype=U64)
+    out = np.empty((words if key.group == "add" else 1, x.size), dtype=U64)
     for start in range(0, x.size, CHUNK):
         part = slice(start, start + CHUNK)
-        out[part] = _dcf_eval_chunk(party, key, x[part], part)
-    return out[:, 0] if out.shape[1] == 1 else out
+        out[:, part] = _dcf_eval_chunk(party, key, x[part], part)
+    return out[0] if out.shape[0] == 1 else out.T
 
 
 def _dcf_eval_chunk(party: int, key: DCFKey, x: np.ndarray, part: slice) -> np.ndarray:
@@ -241,25 +245,26 @@ def _dcf_eval_chunk(party: int, key: DCFKey, x: np.ndarray, part: slice) -> np.n
     positions = np.arange(bits - 1, -1, -1, dtype=U64)[:, None]  # the bit of x each level reads
     go_right = (x >> positions) & ONE
     right_fix = ((key.right_t[part] & x) >> positions) & ONE  # right-child control-bit corrections
-    seed_cw, value_cw = key.seed_cw[:, part], key.value_cw[:, part]
+    seed_cw, value_cw = key.seed_cw[:, part], key.value_cw[:, :, part]
     seed, t = key.seed[part], np.full(x.size, U64(party))
-    total = np.zeros((x.size, 1) if xor else (x.size, words), dtype=U64)
+    total = np.zeros((1 if xor else words, x.size), dtype=U64)
     value_blocks = 0 if xor else -(-words // 2)
     blocks = np.empty((1 + value_blocks, x.size, 2), dtype=U64)  # the child on x's side (, its value words)
+    tweaks = np.array([0] + [VALUE + 2 * j for j in range(value_blocks)], dtype=U64)[:, None]
     hashed = _hash_buffer(blocks)
     correction = np.empty((x.size, 2), dtype=U64)
+    corrected = np.empty_like(total)
     encryptor = _hasher()
     for level in range(bits):
-        blocks[0] = seed
-        blocks[0, :, 1] ^= go_right[level]
-        for j in range(value_blocks):
-            blocks[1 + j] = blocks[0]
-            blocks[1 + j, :, 1] ^= U64(VALUE + 2 * j)
+        blocks[:] = seed
+        blocks[:, :, 1] ^= tweaks ^ go_right[level]
         out = _mmo(encryptor, blocks, hashed)
         mask = -t
         if not xor:
-            total += _value_words(out[1:], words)
-            total += value_cw[level] & mask[:, None]
+            for w in range(words):
+                total[w] += _word(out[1:], w)
+            np.bitwise_and(value_cw[level], mask, out=corrected)
+            total += corrected
         correction[:, 0] = mask  # (a broadcast mask[:, None] is several times slower)
         correction[:, 1] = mask
         correction &= seed_cw[level]
@@ -267,11 +272,11 @@ def _dcf_eval_chunk(party: int, key: DCFKey, x: np.ndarray, part: slice) -> np.n
         seed[:, 0] ^= right_fix[level] & t
         t = seed[:, 0] & ONE
         if xor:
-            total[:, 0] ^= seed[:, 0]  # bit 1: the corrected output bit
+            total[0] ^= seed[:, 0]  # bit 1: the corrected output bit
             seed[:, 0] &= ~BIT1
     if xor:
-        return (((total[:, 0] >> ONE) ^ (seed[:, 0] >> U64(2)) ^ (key.final_cw[part] & t)) & ONE)[:, None]
-    total += _final_words(encryptor, seed, words) + (key.final_cw[part] & (-t)[:, None])
+        return ((total[0] >> ONE) ^ (seed[:, 0] >> U64(2)) ^ (key.final_cw[part] & t)) & ONE
+    total += _words_of(encryptor, seed, words) + (key.final_cw[:, part] & -t)
     return -total if party else total
 
 
@@ -358,7 +363,7 @@ def sign_from_opened(party: int, key: SignKey, c: np.ndarray, width: int = 64) -
     c_top = c >> low_bits
     if key.dcf.group == "xor":
         return (below ^ key.top ^ (c_top if party == 0 else U64(0))) & ONE
-    z = below.reshape(c.size, -1) + key.top  # b_j (r_top XOR [c' < r'])
+    z = below.reshape(c.size, -1) + key.top  # b_j (r_top XOR [c' < r']), (n, 1 + p)
     # b_j (c_top XOR z_0) = c_top b_j + (1 - 2 c_top) z_j, with c_top public
     out = z * (ONE - U64(2) * c_top)[:, None]
     out[:, 1:] += key.masks * c_top[:, None]

@@ -80,6 +80,15 @@ def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: 
         return _tournament(x, axis, want_min, with_index, bound)
 
 
+def prepare_tournament(server, shape: tuple, axis: int = -1, want_min: bool = False, with_index: bool = True,
+                       bound: float | None = None) -> bool:
+    """Ask the dealer now for the material of the next max_along/argmax/argmin of this shape (which must
+    have run once: its requests are recorded), e.g. the next query's comparison keys while this query
+    runs, so that the keys are drawn off the critical path. Both servers call it at the same point;
+    False if nothing could be asked yet. (provider.prepare)"""
+    return server.provider.prepare("tournament", tuple(shape), axis, want_min, with_index, bound)
+
+
 def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     x = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     if x.shape[-1] == 0:
