@@ -347,3 +347,37 @@ def test_tournament_by_rank_is_exact_for_every_group_size(session, want_min, wid
         where = x.argmin(axis=-1) if want_min else x.argmax(axis=-1)
         assert np.array_equal(value, best) and np.array_equal(plain, best), (n, levels)
         assert np.array_equal(index, where), (n, levels)
+
+
+def _queries_with_material_ahead(srv, count):
+    """Both servers, with FSS comparisons: `count` argmins of the received tensor, each followed by
+    prepare_tournament for the next; how many requests each argmin itself sent the dealer."""
+    x, method = srv.receive(), srv.provider.comparisons
+    protocols.use_comparisons(srv, "fss")
+    asked, ready = [], []
+    try:
+        for _ in range(count):
+            before = srv.provider.requests_sent
+            value, index = F.argmin(x, axis=-1)
+            asked.append(srv.provider.requests_sent - before)
+            srv.reveal_to(index)
+            ready.append(F.prepare_tournament(srv, x.shape, -1, want_min=True, with_index=True))
+    finally:
+        protocols.use_comparisons(srv, method)
+    return asked, ready
+
+
+def test_the_next_tournaments_keys_can_be_asked_for_ahead(session):
+    """After the first run (which records its requests), prepare_tournament asks for the next run's keys
+    at once: that run then asks the dealer for nothing, and is still exact."""
+    x = rng.normal(size=(3, 300))
+    job = session.run(_queries_with_material_ahead, 3)
+    session.client.share(x)
+    got = [session.client.reconstruct() for _ in range(3)]
+    (asked, ready), _ = job.result()
+    assert all(np.array_equal(g, encoded_argmin(x)) for g in got)
+    assert asked[0] > 0 and asked[1:] == [0, 0] and ready == [True, True, True]
+
+
+def encoded_argmin(x):
+    return np.rint(x * 2**16).argmin(axis=-1)

@@ -57,6 +57,11 @@ class Provider:
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
 
+    @property
+    def requests_sent(self) -> int:
+        """How many requests this server has sent the dealer (one ticket each)."""
+        return self._next_ticket
+
     # -- what protocols ask for ---------------------------------------------------------------------------
     def triples(self, specs) -> Pending:
         """Beaver triples for products [(op, shape_x, shape_y)], op "mul" or "matmul": [Triple]."""
