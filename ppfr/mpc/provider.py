@@ -152,6 +152,11 @@ class Provider:
         self._prepared.setdefault((step, shapes), deque()).append(deque(self._send(r) for r in recorded))
         return True
 
+    def requests_of(self, step: str, *shapes) -> tuple:
+        """What a planned step asks the dealer for (recorded on its first run; empty before): shapes and
+        counts only, e.g. to time the dealer's share of the step on its own."""
+        return tuple(self._plans.get((step, shapes), ()))
+
     def await_material(self) -> None:
         """Inside a planned step, wait until all that it asked for ahead has arrived: what follows is the
         online phase alone (as with a dealer working ahead on a machine of its own)."""
