@@ -136,14 +136,14 @@ def dcf_keygen(rng, alpha: np.ndarray, beta: np.ndarray, bits: int, group: str =
 
 
 def _output_correction(lose_v, keep_v, v_alpha, beta_if_left_lost, t1, xor: bool):
-    """The output correction of a level and the new difference along alpha's path (Fig. 1, lines 12-15),
-    for one output word (arrays (n,); lose_v and keep_v (2, n), by server)."""
+    """The output corrections of a level and the new differences along alpha's path (Fig. 1, lines
+    12-15), for every output word (arrays (m, n); lose_v and keep_v (m, 2, n), by server)."""
     if xor:
-        vcw = lose_v[1] ^ lose_v[0] ^ v_alpha ^ beta_if_left_lost
-        return vcw, v_alpha ^ keep_v[1] ^ keep_v[0] ^ vcw
+        vcw = lose_v[:, 1] ^ lose_v[:, 0] ^ v_alpha ^ beta_if_left_lost
+        return vcw, v_alpha ^ keep_v[:, 1] ^ keep_v[:, 0] ^ vcw
     sign = ONE - U64(2) * t1  # (-1)^t1
-    vcw = sign * (lose_v[1] - lose_v[0] - v_alpha + beta_if_left_lost)
-    return vcw, v_alpha - keep_v[1] + keep_v[0] + sign * vcw
+    vcw = sign * (lose_v[:, 1] - lose_v[:, 0] - v_alpha + beta_if_left_lost)
+    return vcw, v_alpha - keep_v[:, 1] + keep_v[:, 0] + sign * vcw
 
 
 def _tweaked(blocks: np.ndarray, seed: np.ndarray, tweaks) -> None:
@@ -151,6 +151,12 @@ def _tweaked(blocks: np.ndarray, seed: np.ndarray, tweaks) -> None:
     for i, tweak in enumerate(tweaks):
         blocks[i] = seed
         blocks[i, ..., 1] ^= U64(tweak)
+
+
+def _words(value_blocks: np.ndarray, words: int) -> np.ndarray:
+    """The first m output words of hashed value blocks (blocks, ..., 2) -> (m, ...), word 2j + k from
+    word k of block j."""
+    return np.moveaxis(value_blocks, -1, 1).reshape(-1, *value_blocks.shape[1:-1])[:words]
 
 
 def _word(value_blocks: np.ndarray, w: int) -> np.ndarray:
@@ -165,7 +171,6 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
     tweaks = [0, 1] + [VALUE + i for i in range(2 * value_blocks)]  # children; left, right value blocks
     seed, t = root, np.repeat(np.array([[0], [1]], dtype=U64), n, axis=1)  # a root's t: its server's index
     v_alpha = np.zeros((words, n), dtype=U64)  # server 0's sum along alpha's path minus server 1's, so far
-    vcw = np.empty((words, n), dtype=U64)
     right_t = keys[0].right_t[part] & ~((ONE << U64(bits)) - ONE)
     blocks = np.empty((len(tweaks), 2, n, 2), dtype=U64)  # children (and values); server, value, word
     hashed = _hash_buffer(blocks)
@@ -179,14 +184,12 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
         out = _mmo(encryptor, blocks, hashed)
         left, right = out[0], out[1]
         t_left, t_right = left[:, :, 0] & ONE, right[:, :, 0] & ONE
-        for w in range(words):
-            if xor:
-                v_left, v_right = (left[:, :, 0] >> ONE) & ONE, (right[:, :, 0] >> ONE) & ONE
-            else:
-                v_left, v_right = _word(out[2::2], w), _word(out[3::2], w)
-            swap_v = (v_left ^ v_right) & take_right
-            vcw[w], v_alpha[w] = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha[w], beta[w] & take_right,
-                                                    t[1], xor)
+        if xor:
+            v_left, v_right = (left[None, :, :, 0] >> ONE) & ONE, (right[None, :, :, 0] >> ONE) & ONE
+        else:  # (word, server, value): all words at once
+            v_left, v_right = _words(out[2::2], words), _words(out[3::2], words)
+        swap_v = (v_left ^ v_right) & take_right
+        vcw, v_alpha = _output_correction(v_right ^ swap_v, v_left ^ swap_v, v_alpha, beta & take_right, t[1], xor)
         # whole blocks as flat words, each value's mask repeated for its two words (a broadcast over the
         # last axis of 2 is several times slower)
         left_words, right_words = left.reshape(2, -1), right.reshape(2, -1)
