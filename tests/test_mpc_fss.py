@@ -381,3 +381,19 @@ def test_the_next_tournaments_keys_can_be_asked_for_ahead(session):
 
 def encoded_argmin(x):
     return np.rint(x * 2**16).argmin(axis=-1)
+
+
+def test_rank_levels_meet_the_round_targets_and_cover_every_size():
+    """The planned rounds of a by-rank tournament (1 a level of pairs, 2 a level of groups): one row of
+    158 in 4, 64 rows in 7, 13,233 values in at most 11 (nearest: + 1 for the distances, <= 20),
+    10^6 in at most 17 (<= 30); and every plan ends on one value."""
+    def rounds(levels):
+        return sum(1 if k == 2 else 2 for k in levels)
+    assert rounds(F.rank_levels(158, 1, 64)) == 4 and rounds(F.rank_levels(158, 64, 64)) == 7
+    assert rounds(F.rank_levels(13_233, 1, 64)) <= 11 and rounds(F.rank_levels(10**6, 1, 64)) <= 17
+    for n in list(range(1, 300)) + [4095, 4096, 4097, 13_233, 99_999]:
+        for rows in (1, 64):
+            left = n
+            for k in F.rank_levels(n, rows, 32):
+                left = -(-left // k)
+            assert left == 1, (n, rows)

@@ -165,11 +165,14 @@ def _stack_first(tensors):
 # - k >= 3, two rounds: every pair's sign at once, m_ij = [v_i loses to v_j] for i < j, ties to the
 #   earlier member; member i's loss count L_i = sum_{j>i} m_ij + sum_{j<i} (1 - m_ji) is local, and
 #   since (value, position) orders the group totally the counts are 0 .. k-1, one each: the winner is
-#   the one with L_i = 0. Then one comparison w_i = [L_i - 1 < 0] on COUNT_WIDTH bits (the shares of
-#   L_i - 1 in [-1, k - 2] reduced modulo 2^8 or 2^16: local and exact) with the members' values (and
-#   shared indices) as payloads gives w_i v_i in the same round: the winner is sum_i w_i v_i. Public
-#   positions (the first level) need no payload: sum_i w_i i is local.
-# _rank_levels picks the k of each level for the fewest rounds * ROUND_COST + comparisons.
+#   the one with L_i = 0. Then one comparison w_i = [L_i - 1 < 0] on 8 or 16 bits (COUNT_WIDTHS: the
+#   shares of L_i - 1 reduced modulo 2^w, local and exact since reduction is a ring homomorphism, and
+#   the sign of L_i - 1 in [-1, k - 2], inside [-2^(w-1), 2^(w-1)), is bit w - 1 of it modulo 2^w) with
+#   the members' values (and shared indices) as payloads gives w_i v_i in the same round: the winner is
+#   sum_i w_i v_i. Public positions (the first level) need no payload: sum_i w_i i is local.
+# The pair signs are exact where the differences fit the width (comparison_width), so the order and the
+# counts are exact: ties go to the first position, like numpy's argmax/argmin.
+# rank_levels picks the k of each level for the fewest rounds * ROUND_COST + comparisons.
 ROUND_COST = 1000   # comparisons (of 31 or 63 levels, ~1 us each online) a round is worth: a 1 ms round trip
 MAX_GROUP = 2**15   # counts of larger groups would not fit COUNT_WIDTHS
 COUNT_WIDTHS = (8, 16)
