@@ -76,8 +76,8 @@ def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: 
     one-hot winner, one round that applies it to the values (and indices) — 6 rounds a level,
     ceil(log4 n) levels, 24 rounds for 158 values. Large levels, where arithmetic rather than rounds is
     the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
-    1 round a level of pairs, 2 a level of groups of any size; 4 rounds for a row of 158, 7 for 64 rows,
-    10-11 for 13,233 values, 16-17 for 10^6. With values known within +-bound, the comparisons of
+    1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
+    a row of 158, 6 for 64 rows, 8 for 13,233 values, 21 for 10^6. With values known within +-bound, the comparisons of
     differences may run on 32 bits (less_than_zero). Exact: ties go to the first position."""
     with x.server.provider.plan("tournament", x.shape, axis, want_min, with_index, bound):
         return _tournament(x, axis, want_min, with_index, bound)
@@ -172,8 +172,16 @@ def _stack_first(tensors):
 #   sum_i w_i v_i. Public positions (the first level) need no payload: sum_i w_i i is local.
 # The pair signs are exact where the differences fit the width (comparison_width), so the order and the
 # counts are exact: ties go to the first position, like numpy's argmax/argmin.
+# - k = -2 (BY_SELECTION), two rounds: pairs by the lightest keys, XOR-output without payloads (one AES
+#   block a level, 1,056 bytes on 64 bits, against 2,616 with two payloads), then a selection round
+#   (protocols.select): for the largest levels, where the keys rather than the rounds are the cost.
 # rank_levels picks the k of each level for the fewest rounds * ROUND_COST + comparisons.
-ROUND_COST = 1000   # comparisons (of 31 or 63 levels, ~1 us each online) a round is worth: a 1 ms round trip
+# A round is worth ROUND_COST comparisons (of 31 levels; ~1 us each online, a few for the dealer): a round
+# trip of about 10 ms, between data centres, where FSS comparisons are the choice (inside one process or
+# a LAN, bitwise comparisons are faster). 1,000 would plan for a 1 ms link: more levels BY_SELECTION.
+ROUND_COST = 10_000
+BY_SELECTION = -2
+SELECTION_WEIGHT = 0.4  # a pair's cost by XOR key and selection against one with payloads (dealer + servers)
 MAX_GROUP = 2**15   # counts of larger groups would not fit COUNT_WIDTHS
 COUNT_WIDTHS = (8, 16)
 
@@ -188,14 +196,17 @@ def rank_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
     """The group sizes of the levels of a by-rank tournament of n values (in each of `rows` rows):
     the plan of least rounds * ROUND_COST + comparisons (a comparison weighted by its depth, width - 1
     levels, relative to a 32-bit one), over pairs (1 round, n/2 comparisons) and groups of k <= MAX_GROUP
-    (2 rounds, g k(k-1)/2 + g k narrow comparisons). Public: it depends on the sizes only."""
+    (2 rounds, g k(k-1)/2 + g k narrow comparisons), and pairs BY_SELECTION (2 rounds, n/2 comparisons at
+    SELECTION_WEIGHT). Public: it depends on the sizes only."""
     weight, count_weight = rows * (width - 1) / 31, rows * 7 / 31
     best = {1: (0.0, ())}
     for m in sorted({-(-n // d) for d in range(1, n + 1)} if n <= 4096 else _quotients(n)):
         if m == 1:
             continue
         pairs = -(-m // 2)
-        choice = (ROUND_COST + pairs * weight + best[pairs][0], (2,) + best[pairs][1])
+        choice = min((ROUND_COST + pairs * weight + best[pairs][0], (2,) + best[pairs][1]),
+                     (2 * ROUND_COST + pairs * weight * SELECTION_WEIGHT + best[pairs][0],
+                      (BY_SELECTION,) + best[pairs][1]))
         for k in range(3, min(m, MAX_GROUP) + 1):
             g = -(-m // k)
             local = 2 * ROUND_COST + g * (k * (k - 1) // 2 * weight + k * count_weight)
@@ -222,12 +233,14 @@ def _tournament_by_rank(x: SharedTensor, want_min: bool, with_index: bool, width
     `levels`: the group sizes, rank_levels' unless given (the tests play every size)."""
     n = x.shape[-1]
     index = np.broadcast_to(np.arange(n, dtype=U64), x.shape) if with_index else None  # public, then shared
-    for k in rank_levels(n, x.size // n, width) if levels is None else levels:
+    for level in rank_levels(n, x.size // n, width) if levels is None else levels:
+        k = abs(level)
         pad = -x.shape[-1] % k
         x = _grouped(x, k, pad)
         if with_index:
             index = _grouped(index, k, pad) if isinstance(index, SharedTensor) else _pad_groups(index, k, pad)
-        x, index = (_pair_level if k == 2 else _group_level)(x, index, want_min, width)
+        play = {2: _pair_level, BY_SELECTION: _pair_level_by_selection}.get(level, _group_level)
+        x, index = play(x, index, want_min, width)
     if x.shape[-1] != 1:
         raise ValueError(f"tournament levels {levels} leave {x.shape[-1]} values of {n}")
     if with_index and not isinstance(index, SharedTensor):  # n = 1: position 0, known to all
@@ -249,6 +262,21 @@ def _pair_level(x: SharedTensor, index, want_min: bool, width: int):
     if index is None:
         return winner, None
     return winner, x._new(s * (index[..., 1] - index[..., 0]), 0) + index[..., 0]
+
+
+def _pair_level_by_selection(x: SharedTensor, index, want_min: bool, width: int):
+    """_pair_level in two rounds with lighter keys: s as an XOR bit (protocols.msb_bits), then
+    s (v1 - v0) (and s (i1 - i0)) by a selection round (protocols.select)."""
+    server, (v0, v1) = x.server, (x[..., 0], x[..., 1])
+    beaten = (v1 - v0) if want_min else (v0 - v1)
+    if index is not None and not isinstance(index, SharedTensor):  # public positions: shares of them
+        index = x._new(np.zeros(index.shape, dtype=U64), 0) + index
+    values = [(v1 - v0).share] + ([] if index is None else [(index[..., 1] - index[..., 0]).share])
+    comparison = protocols.ask_msb(server, beaten.size, width)
+    selection = server.provider.selection(beaten.size, len(values))
+    bits = protocols.msb_bits(server, beaten.share, comparison, width)
+    chosen = [c.reshape(v0.shape) for c in protocols.select(server, bits, values, selection)]
+    return v0 + v0._new(chosen[0]), (None if index is None else index[..., 0] + index._new(chosen[1]))
 
 
 def _group_level(x: SharedTensor, index, want_min: bool, width: int):
