@@ -256,14 +256,16 @@ class ComparisonRequest(Request):
 class FSSComparisonRequest(Request):
     """For the sign of n values of `width` bits in one round, by function secret sharing (fss.py): a
     mask and a distributed comparison key per value, the output shares additive 0/1 ("add") or XOR
-    bits ("xor"); fss.key_bytes(width, group) per value and server."""
+    bits ("xor"); with `payloads` (group "add"), also a mask per payload value and the key's products
+    with it (fss.select_by_sign); fss.key_bytes(width, group, payloads) per value and server."""
     n: int
     width: int = 64
     group: str = "xor"
+    payloads: int = 0
     kind = "fss_comparison"
 
     def draw(self, rng):
-        k0, k1 = sign_keygen(rng, self.n, self.width, self.group)
+        k0, k1 = sign_keygen(rng, self.n, self.width, self.group, self.payloads)
         return k0.to_wire(), k1.to_wire()
 
 
