@@ -10,6 +10,7 @@ import pytest
 from mpc_util import encoded, evaluate
 from ppfr.mpc import FixedPoint, LocalSession, RangeError, SessionMismatch, concatenate, stack
 from ppfr.mpc import protocols
+from ppfr.mpc.fixedpoint import COLUMN_CHUNK, INNER_CHUNK, ring_matmul
 
 ULP = 2.0**-16
 rng = np.random.default_rng(20261122)
@@ -195,6 +196,26 @@ def test_matmul(session, m, k, c):
     pub = rng.normal(size=(c, 2))
     got = evaluate(session, partial(matmul_then_public, pub=pub), a, b)
     assert np.max(np.abs(got - (encoded(a) @ encoded(b)) @ encoded(pub))) < 1e-3
+
+
+EDGE_VALUES = np.array([0, 1, 2**22 - 1, 2**22, 2**44 - 1, 2**44, 2**63 - 1, 2**63, 2**64 - 1], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("m, d, n", [(64, 128, 158), (128, 64, 158), (64, INNER_CHUNK, 64),
+                                     (64, 2 * INNER_CHUNK + 1, 64), (20, 64, COLUMN_CHUNK + 3), (1, 128, 158)])
+def test_ring_matmul_is_numpys_uint64_matmul_bit_for_bit(m, d, n):
+    """Through float64 limbs, every product modulo 2^64 is exact: random full-range operands, operands
+    near 2^64 - 1 (every limb near its largest: the float sums near 2^53, at the longest inner chunk and
+    across chunks; with chunks too long they round), edge values everywhere, transposed operands."""
+    gen = np.random.default_rng([m, d, n])
+    full = lambda *shape: gen.integers(0, 2**64, shape, dtype=np.uint64, endpoint=False)  # noqa: E731
+    near_max = lambda *shape: ~gen.integers(0, 2**20, shape, dtype=np.uint64)  # noqa: E731
+    cases = [(full(m, d), full(d, n)), (near_max(m, d), near_max(d, n)),
+             (gen.choice(EDGE_VALUES, (m, d)), gen.choice(EDGE_VALUES, (d, n))),
+             (full(d, m).T, full(n, d).T)]
+    for a, b in cases:
+        got = ring_matmul(a, b)
+        assert got.dtype == np.uint64 and np.array_equal(got, a @ b)
 
 
 def test_integer_shares_need_no_truncation(session):

@@ -18,6 +18,7 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
+from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen
 
 U64 = np.uint64
@@ -168,7 +169,7 @@ class TriplesRequest(Request):
         out0, out1 = [], []
         for op, sx, sy in self.specs:
             a, b = rng.uint64(tuple(sx)), rng.uint64(tuple(sy))
-            c = a * b if op == "mul" else a @ b
+            c = a * b if op == "mul" else ring_matmul(a, b)
             (a0, a1), (b0, b1), (c0, c1) = additive(rng, a), additive(rng, b), additive(rng, c)
             out0.append((a0, b0, c0))
             out1.append((a1, b1, c1))

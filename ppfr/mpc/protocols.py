@@ -16,6 +16,7 @@ import numpy as np
 
 from . import fss
 from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
+from .fixedpoint import ring_matmul
 from .material import TruncationPair
 
 U64 = np.uint64
@@ -45,7 +46,7 @@ def products(srv, items, material=None, tag: str = "open"):
             if srv.index == 0:
                 z += e * f
         else:
-            z = e @ (t.b + f if srv.index == 0 else t.b) + t.a @ f + t.c
+            z = ring_matmul(e, t.b + f if srv.index == 0 else t.b) + ring_matmul(t.a, f) + t.c
         out.append(z)
     return out
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import protocols
 from .errors import SessionMismatch
-from .fixedpoint import ring
+from .fixedpoint import ring, ring_matmul
 
 U64 = np.uint64
 
@@ -173,7 +173,7 @@ def _public_matmul(x: SharedTensor, public, left: bool) -> SharedTensor:
         frac = x.server.fixed.frac_bits
         raw = x.server.fixed.encode(public, frac)
     try:
-        z = raw @ x.share if left else x.share @ raw
+        z = ring_matmul(raw, x.share) if left else ring_matmul(x.share, raw)
     except ValueError as e:
         raise ValueError(f"matmul shapes {np.shape(public) if left else x.shape} and "
                          f"{x.shape if left else np.shape(public)} do not match") from e
