@@ -3,7 +3,8 @@
 Training runs the algorithm of reference.py with every value a pair of additive shares; the servers never
 open anything but Beaver- and truncation-masked differences (see ppfr.mpc.protocols). Per batch that is:
 one Beaver matmul and one truncation for the logits, the engine's softmax (no maximum, denominator or
-probability revealed), one Beaver matmul and one truncation for x^T d, and one truncation for the update.
+probability revealed; without its clamp, since the per-epoch range check keeps every row of logits within
+TRAIN_LOGIT_SPAN), one Beaver matmul and one truncation for x^T d, and one truncation for the update.
 The three public factors mu, lr/nb and lr*l2 are applied as exact integer multiples at UPDATE_BITS extra
 fractional bits and removed together by that last truncation, so the update costs one round, not three,
 and the small factor lr/nb (1e-3) keeps six significant digits instead of the two that 16 fractional bits
@@ -14,6 +15,7 @@ default), the probabilities (softmax on shares), or the logits behind a hidden o
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -26,6 +28,7 @@ from .reference import TrainConfig, batch_schedule, check_reveal
 
 UPDATE_BITS = 24  # extra fractional bits for the public factors of the update (see module doc)
 STATE_KEY = "softmax_model"
+TRAIN_LOGIT_SPAN = -F.EXP_RANGE[0]  # rows of logits spanning less: softmax is exact without its clamp
 QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see predict_program)
 
 
@@ -60,7 +63,7 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
                 (z,) = multiply_many([(xb, w)], op="matmul")
                 z = z + b
                 t1 = clock()
-                p = F.softmax(z, axis=1)  # clamped: exact for any logits within the range _check_range keeps
+                p = F.softmax(z, axis=1, clamp=False)  # exact for rows spanning < TRAIN_LOGIT_SPAN (_check_range)
                 t2 = clock()
                 if reveal_probs:
                     srv.reveal_to(p)
@@ -86,23 +89,38 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
 
 
 def _check_range(srv, w, b, limits) -> None:
-    """Reveal to the client one bit: whether some class's weights, less the mean over classes (which the
-    softmax ignores), reached norm limits[0] (or one weight reached it), or some bias less the mean bias
-    reached limits[1] — the range in which the softmax on shares is exact (logits within
-    functions.SOFTMAX_BOUND of each other, see service.range_limits), which only a diverging run (a huge
-    learning rate or scale) leaves. The client answers whether to go on; the servers learn that answer only (a run they are
-    told to stop, they stop). Exact comparisons, so values that overflowed are caught too."""
-    max_norm, max_bias = limits
+    """Reveal to the client one bit: whether the model left the range in which training's softmax is exact,
+    rows of logits spanning less than TRAIN_LOGIT_SPAN (softmax without its clamp, see weight_guard). With
+    limits = (max_gap, max_bias_gap) (service.range_limits): some pair of classes has weights at distance
+    |W_i - W_j| >= max_gap, or biases |b_i - b_j| >= max_bias_gap, or a weight reached weight_guard (which
+    keeps the Gram matrix below the truncation bound). Only a diverging run (a huge learning rate or scale)
+    leaves it. The client answers whether to go on; the servers learn that answer only (a run they are told
+    to stop, they stop). Exact comparisons, so values that overflowed are caught too.
+
+    |W_i - W_j|^2 = G_ii + G_jj - 2 G_ij with G = W^T W: one Beaver product (2 rounds), then the comparisons
+    of the C (C - 1) / 2 pairs, the pairs of biases and every weight at once (7 + 5 rounds)."""
+    max_gap, max_bias_gap = limits
     classes = w.shape[1]
-    w = w - w.sum(axis=1, keepdims=True) * (1.0 / classes)
-    b = b - b.sum(axis=0, keepdims=True) * (1.0 / classes)
-    (squares,) = square_many([w])
-    norms2 = squares.sum(axis=0)
-    outside = F.any_nonnegative(concatenate([(w - max_norm).reshape(-1), (-w - max_norm).reshape(-1),
-                                             b - max_bias, -b - max_bias, norms2 - max_norm ** 2]))
+    guard = weight_guard(srv.fixed, w.shape[0])
+    upper = np.triu_indices(classes, k=1)
+    (gram,) = multiply_many([(w.T, w)], op="matmul")
+    norms2 = gram[np.arange(classes), np.arange(classes)]
+    gaps2 = norms2[upper[0]] + norms2[upper[1]] - gram[upper] * 2
+    bias_gaps = b[upper[0]] - b[upper[1]]
+    outside = F.any_nonnegative(concatenate([(w - guard).reshape(-1), (-w - guard).reshape(-1),
+                                             gaps2 - max_gap ** 2, bias_gaps - max_bias_gap,
+                                             -bias_gaps - max_bias_gap]))
     srv.reveal_to(outside)
     if not srv.receive_public("go on"):
         raise ProtocolAborted(f"{srv.name}: the client stopped the training (it left the model's range)")
+
+
+def weight_guard(fixed, dim: int) -> float:
+    """The largest |weight| _check_range accepts: below it every entry of W^T W (at most dim w^2) stays
+    within the truncation bound, 2^(bound - 2 frac - 1); 16 for 128-d inputs at 16 of 48 bits. The class
+    mean of W never grows (each gradient x^T (p - y) sums to zero over the classes), so weights reach it
+    only when the gaps between classes do."""
+    return math.sqrt(2.0 ** (fixed.bound_bits - 2 * fixed.frac_bits - 1) / dim) * 0.999
 
 
 def _scaled_int(value: float) -> int:
