@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from ppfr.mpc import ProtocolAborted, concatenate, multiply_many, square_many
+from ppfr.mpc import ProtocolAborted, concatenate, multiply_many
+from ppfr.mpc import protocols
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
 
@@ -35,9 +36,11 @@ QUERY_POOL_ROWS = 256  # rows of queries that one opening of W - B serves (see p
 PHASES = ("forward", "softmax", "gradient", "update")
 
 
-def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool, limits: tuple):
+def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, reveal_probs: bool, limits: tuple,
+                  x_norm: float):
     """Run by both servers. Receives `parts` shares of embeddings (one per data owner), as many of one-hot
-    labels, then the initial weight and bias; trains; keeps the model in srv.state. Returns timings."""
+    labels, then the initial weight and bias; trains; keeps the model in srv.state. Returns timings.
+    x_norm: the largest norm of an input row (public, like `limits`, which it gave)."""
     xs = [srv.receive() for _ in range(parts)]
     ys = [srv.receive() for _ in range(parts)]
     x = concatenate(xs) if parts > 1 else xs[0]
@@ -47,45 +50,66 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
         raise ValueError(f"{srv.name}: received shapes {x.shape}, {y.shape}, {w.shape}, {b.shape} do not fit "
                          f"{n} samples of {classes} classes")
     f = srv.fixed.frac_bits
-    uw = srv.local(np.zeros(w.shape, dtype=np.uint64), f)
-    ub = srv.local(np.zeros(b.shape, dtype=np.uint64), f)
-    mu = _scaled_int(config.momentum)
-    decay = _scaled_int(config.lr * config.l2)
+    model = {"w": w, "b": b, "uw": srv.local(np.zeros(w.shape, dtype=np.uint64), f),
+             "ub": srv.local(np.zeros(b.shape, dtype=np.uint64), f)}
     seconds = dict.fromkeys(PHASES, 0.0)
-    clock = time.perf_counter
     for epoch, batches in enumerate(batch_schedule(n, config)):
         for i, rows in enumerate(batches):
             # a step asks the dealer for the same material every time (it depends on shapes only): from the
             # second step on, it is all requested on entry and drawn while the servers compute
             with srv.provider.plan("softmax_sgd_step", len(rows), *w.shape):
-                t0 = clock()
-                xb, yb = x[rows], y[rows]
-                (z,) = multiply_many([(xb, w)], op="matmul")
-                z = z + b
-                t1 = clock()
-                p = F.softmax(z, axis=1, clamp=False)  # exact for rows spanning < TRAIN_LOGIT_SPAN (_check_range)
-                t2 = clock()
-                if reveal_probs:
-                    srv.reveal_to(p)
-                d = p - yb
-                (gw,) = multiply_many([(xb.T, d)], op="matmul")   # sum over the batch, |.| <= nb * max|x|
-                gb = d.sum(axis=0)
-                t3 = clock()
-                step = _scaled_int(config.lr / len(rows))
-                # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
-                new_uw = uw * mu + gw * step + w * decay
-                new_ub = ub * mu + gb * step
-                flat = concatenate([new_uw.reshape(-1), new_ub]).reinterpret(f + UPDATE_BITS).with_frac(f)
-                uw, ub = flat[:w.size].reshape(w.shape), flat[w.size:]
-                w, b = w - uw, b - ub
-                t4 = clock()
-            for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                seconds[name] += dt
+                bounds = truncation_bounds(srv.fixed, config, x_norm, len(rows), w.shape[0])
+                for name, dt in _sgd_step(model, x[rows], y[rows], config, bounds, reveal_probs).items():
+                    seconds[name] += dt
             if srv.index == 0:
                 srv.report_progress(epoch, i, len(batches))
-        _check_range(srv, w, b, limits)
-    srv.state[STATE_KEY] = {"weight": w, "bias": b, "classes": classes}
+        _check_range(srv, model["w"], model["b"], limits)
+    srv.state[STATE_KEY] = {"weight": model["w"], "bias": model["b"], "classes": classes}
     return seconds
+
+
+def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_probs: bool) -> dict:
+    """One batch: logits, softmax, gradient, update of model's w, b and velocities uw, ub. Seconds per phase."""
+    srv, w, b, uw, ub = xb.server, model["w"], model["b"], model["uw"], model["ub"]
+    clock = time.perf_counter
+    t0 = clock()
+    (z,) = multiply_many([(xb, w)], op="matmul", bound_bits=bounds[0])
+    z = z + b
+    t1 = clock()
+    p = F.softmax(z, axis=1, clamp=False)  # exact for rows spanning < TRAIN_LOGIT_SPAN (_check_range)
+    t2 = clock()
+    if reveal_probs:
+        srv.reveal_to(p)
+    d = p - yb
+    (gw,) = multiply_many([(xb.T, d)], op="matmul", bound_bits=bounds[1])   # sum over the batch
+    gb = d.sum(axis=0)
+    t3 = clock()
+    step = _scaled_int(config.lr / len(xb))
+    # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
+    new_uw = uw * _scaled_int(config.momentum) + gw * step + w * _scaled_int(config.lr * config.l2)
+    new_ub = ub * _scaled_int(config.momentum) + gb * step
+    raw = concatenate([new_uw.reshape(-1), new_ub])
+    (cut,) = protocols.truncate(srv, [raw.share], [UPDATE_BITS], bound_bits=bounds[2])
+    model["uw"], model["ub"] = raw._new(cut[:w.size].reshape(w.shape)), raw._new(cut[w.size:])
+    model["w"], model["b"] = w - model["uw"], b - model["ub"]
+    t4 = clock()
+    return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
+def truncation_bounds(fixed, config: TrainConfig, x_norm: float, batch: int, dim: int) -> tuple:
+    """Bounds 2^L on the values that a step truncates (logits x W, gradient x^T d, update), from the public
+    x_norm and config, tighter than the session's 2^48: a truncation is redone with probability
+    2^(L + 1 - 64) per value (protocols.truncate), so this saves about one round a batch of 64 x 158. They
+    hold while the model is in range (|w| below weight_guard, which _check_range enforces after each
+    epoch): |x w_j| <= x_norm |w_j| <= x_norm guard sqrt(dim); |sum_b x_b d_b| <= batch x_norm, as
+    |d| = |p - y| <= 1 (plus softmax's error, 1e-3 at most); each velocity |U| <= g / (1 - mu), g the
+    largest step, lr (max(x_norm, 1) + l2 guard). A run that leaves the range mid-epoch gets garbage,
+    which that check then catches."""
+    f, guard = fixed.frac_bits, weight_guard(fixed, dim)
+    largest_step = config.lr * (max(x_norm, 1.0) * 1.001 + config.l2 * guard)
+    values = ((x_norm * guard * math.sqrt(dim), 2 * f), (batch * max(x_norm, 1.0) * 1.001, 2 * f),
+              (largest_step / (1 - config.momentum), f + UPDATE_BITS))
+    return tuple(min(fixed.bound_bits, math.ceil(math.log2(max(v, 1.0))) + frac + 1) for v, frac in values)
 
 
 def _check_range(srv, w, b, limits) -> None:

@@ -71,7 +71,7 @@ def ask_truncation(srv, sizes, shifts):
     return srv.provider.truncation(segments) if segments else None
 
 
-def truncate(srv, xs, shifts, material=None):
+def truncate(srv, xs, shifts, material=None, bound_bits: int | None = None):
     """Divide each shared x by 2^shift, exact to within one unit in the last place, never more.
 
     Local share truncation (SecureML, CrypTen) fails with probability ~|x|/2^64 by an error of 2^(64-f).
@@ -83,7 +83,8 @@ def truncate(srv, xs, shifts, material=None):
     L = 48), the element is masked again with fresh randomness in one more round, taken from the spares
     that the request brought (provider.py), so that the dealer never hears of it. c is uniform and
     independent of x whatever x is, and so is the decision to retry, so privacy is perfect, not
-    statistical. Cost: size(x) ring elements and one round per server, plus the rare retry.
+    statistical. Cost: size(x) ring elements and one round per server, plus the rare retry. bound_bits: L,
+    if the caller knows a tighter bound on every |x| than the session's (fewer retries).
     """
     if material is None:
         material = ask_truncation(srv, [x.size for x in xs], shifts)
@@ -93,7 +94,8 @@ def truncate(srv, xs, shifts, material=None):
         return out
     sizes = [xs[i].size for i in work]
     flat = np.concatenate([xs[i].ravel() for i in work]) if len(work) > 1 else xs[work[0]].ravel()
-    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), material.get())
+    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), material.get(),
+                            bound_bits=bound_bits)
     start = 0
     for i, n in zip(work, sizes):
         out[i] = result[start:start + n].reshape(xs[i].shape)

@@ -180,12 +180,14 @@ def _public_matmul(x: SharedTensor, public, left: bool) -> SharedTensor:
     return _rescaled(x, z, x.frac + frac, x.frac)
 
 
-def multiply_many(pairs, op: str = "mul", frac: int | None = None):
+def multiply_many(pairs, op: str = "mul", frac: int | None = None, bound_bits: int | None = None):
     """Several shared products in one round of Beaver openings and one round of truncation.
 
     The result keeps the larger precision of the two operands (`frac` overrides it); a product with a
     0-fractional-bit operand (an integer or a bit) needs no truncation at all. The dealer is asked for
-    the triples and the truncation pairs at once, so it draws the second while the servers exchange."""
+    the triples and the truncation pairs at once, so it draws the second while the servers exchange.
+    bound_bits: a bound 2^L on every product before truncation, tighter than the session's, if the caller
+    knows one (protocols.truncate: fewer retries)."""
     if not pairs:
         return []
     server = pairs[0][0].server
@@ -209,7 +211,7 @@ def multiply_many(pairs, op: str = "mul", frac: int | None = None):
     triples = server.provider.triples([(op, x.shape, y.shape) for x, y in pairs])
     truncation = protocols.ask_truncation(server, sizes, shifts)
     raw = protocols.products(server, items, triples)
-    raw = protocols.truncate(server, raw, shifts, truncation)
+    raw = protocols.truncate(server, raw, shifts, truncation, bound_bits)
     return [SharedTensor(server, z, f) for z, f in zip(raw, frac_out)]
 
 
