@@ -13,7 +13,7 @@ from ppfr.models.data import DataError, Preprocessing, load_dataset, split_datas
 from ppfr.models.reference import TrainConfig, initial_weights, label_and_band, softmax_rows, train_plaintext
 from ppfr.models.service import predict_mpc, reveal_model, train_mpc
 from ppfr.models.store import load_model, model_paths, save_model
-from ppfr.mpc import FixedPoint, LocalSession
+from ppfr.mpc import LocalSession
 from storage_util import halves
 
 PREP = Preprocessing()
@@ -244,24 +244,16 @@ def _range_program(srv, limits):
     _check_range(srv, w, b, limits)
 
 
-@pytest.mark.parametrize("gap, bias_gap, entry, outside", [
-    (5.99, 0.0, 0.0, False), (6.01, 0.0, 0.0, True), (1.0, 7.99, 0.0, False), (1.0, 8.01, 0.0, True),
-    (1.0, -8.01, 0.0, True), (1.0, 0.0, 15.9, False), (1.0, 0.0, 16.1, True), (1e6, 0.0, 0.0, True)])
-def test_the_range_check_is_exact_at_its_limits(gap, bias_gap, entry, outside):
-    """Column 3 of W at the given distance from the others, biases 0 and 2 the given gap apart, one weight of the
-    given size shared by all classes (which the softmax ignores, but the Gram matrix does not): the bit the
-    client learns says whether a gap reached the limits (6 and 8 here; training uses service.range_limits)
-    or the weight the guard (16 for 128-d)."""
-    from ppfr.models.protocols import weight_guard
-
-    assert 15.9 < weight_guard(FixedPoint(), 128) < 16.0
-    rng = np.random.default_rng(0)
-    w = np.repeat(rng.normal(size=(128, 1)) * 0.1, 4, axis=1)
-    step = rng.normal(size=128)
-    step[5] = 0.0
-    w[:, 3] += step * (gap / np.linalg.norm(step))
-    w[5] = entry  # the same in every class: no gap changes
-    b = np.array([0.0, 0.5, bias_gap, 0.25])
+@pytest.mark.parametrize("norm, bias, outside", [(5.9, 0.0, False), (6.1, 0.0, True), (1.0, 7.9, False),
+                                                 (1.0, 8.1, True), (1e6, 0.0, True)])
+def test_the_range_check_is_exact_at_its_limits(norm, bias, outside):
+    """One column of W (less the mean column) of the given norm, one bias (less the mean bias) of the
+    given size: the bit the client learns says whether either reached the limits (6 and 8 here; training
+    uses service.range_limits)."""
+    w = np.zeros((128, 4))
+    w[:, 1] = np.random.default_rng(0).normal(size=128)
+    w[:, 1] *= norm / np.linalg.norm(w[:, 1] - w.mean(axis=1))
+    b = np.array([0.0, bias, 0.0, 0.0]) * 4 / 3  # less its mean: bias
     with LocalSession() as session:
         job = session.run(_range_program, (6.0, 8.0))
         session.client.share(w)

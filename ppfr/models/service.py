@@ -34,13 +34,15 @@ class TrainingOutOfRange(ValueError):
 
 
 def range_limits(x_norm: float) -> tuple[float, float]:
-    """(largest |W_i - W_j|, largest |b_i - b_j| over pairs of classes) that keep each row of logits of
-    inputs of norm <= x_norm within P.TRAIN_LOGIT_SPAN (64), where training's softmax is exact without its
-    clamp: z_i - z_j = x (W_i - W_j) + b_i - b_j, so |z_i - z_j| <= x_norm |W_i - W_j| + |b_i - b_j|. An
-    eighth of the span goes to the bias. (Trained models stay well inside, LFW's at about a third of the
-    span; a diverging run leaves it within an epoch.) Prediction's clamped softmax allows far more."""
-    max_bias_gap = P.TRAIN_LOGIT_SPAN / 8
-    return (P.TRAIN_LOGIT_SPAN - max_bias_gap) / x_norm * 0.999, max_bias_gap
+    """(largest norm of a column of W less the mean column, largest |b_j - mean b|) that keep the logits of
+    inputs of norm <= x_norm within 2 SOFTMAX_BOUND of each other, as the softmax and confident_argmax
+    need: z_i - z_j = x (W_i - W_j) + b_i - b_j, the mean cancels, so |z_i - z_j| <= x_norm (|W_i - W| +
+    |W_j - W|) + 2 max|b_j - b|. An eighth of the bound goes to the bias. (Trained models stay far
+    inside: a diverging run leaves it within an epoch.)"""
+    from ppfr.mpc.functions import SOFTMAX_BOUND
+
+    max_bias = SOFTMAX_BOUND / 8
+    return (SOFTMAX_BOUND - max_bias) / x_norm * 0.999, max_bias
 
 
 def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
@@ -96,8 +98,8 @@ def _verdict(session, job, epoch: int, limits, config: TrainConfig) -> None:
         except Exception:  # noqa: BLE001 - the servers stop because we told them to
             pass
         raise TrainingOutOfRange(
-            f"training diverged in epoch {epoch + 1}: two classes' weights reached distance {limits[0]:.4g} or "
-            f"their biases {limits[1]:g}, beyond which the softmax on shares is no longer exact; lower the learning rate "
+            f"training diverged in epoch {epoch + 1}: a class's weights reached norm {limits[0]:.4g} or a bias "
+            f"{limits[1]:g}, beyond which the softmax on shares is no longer exact; lower the learning rate "
             f"(now {config.lr:g}) or the input scale")
 
 
