@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ppfr.mpc import ProtocolAborted, concatenate, multiply_many, square_many
+from ppfr.mpc import ProtocolAborted, concatenate, multiply_many, protocols, square_many
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedOperand
 
@@ -50,13 +50,14 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
     model = {"w": w, "b": b, "uw": srv.local(np.zeros(w.shape, dtype=np.uint64), f),
              "ub": srv.local(np.zeros(b.shape, dtype=np.uint64), f)}
     seconds = dict.fromkeys(PHASES, 0.0)
+    update_bits = update_bound_bits(srv.fixed, config, x_norm, limits[0])
     for epoch, batches in enumerate(batch_schedule(n, config)):
         for i, rows in enumerate(batches):
             # a step asks the dealer for the same material every time (it depends on shapes only): from the
             # second step on, it is all requested on entry and drawn while the servers compute
             with srv.provider.plan("softmax_sgd_step", len(rows), *w.shape):
-                bound = gradient_bound_bits(srv.fixed, x_norm, len(rows))
-                for name, dt in _sgd_step(model, x[rows], y[rows], config, bound, reveal_probs).items():
+                bounds = gradient_bound_bits(srv.fixed, x_norm, len(rows)), update_bits
+                for name, dt in _sgd_step(model, x[rows], y[rows], config, bounds, reveal_probs).items():
                     seconds[name] += dt
             if srv.index == 0:
                 srv.report_progress(epoch, i, len(batches))
@@ -65,9 +66,9 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
     return seconds
 
 
-def _sgd_step(model: dict, xb, yb, config: TrainConfig, gradient_bits: int, reveal_probs: bool) -> dict:
-    """One batch: logits, softmax, gradient (bounded by 2^gradient_bits), update of model's w, b and
-    velocities uw, ub. Seconds per phase."""
+def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_probs: bool) -> dict:
+    """One batch: logits, softmax, gradient, update of model's w, b and velocities uw, ub; bounds: the
+    bound_bits of the gradient's and the update's truncations. Seconds per phase."""
     srv, w, b, uw, ub = xb.server, model["w"], model["b"], model["uw"], model["ub"]
     clock = time.perf_counter
     t0 = clock()
@@ -79,19 +80,30 @@ def _sgd_step(model: dict, xb, yb, config: TrainConfig, gradient_bits: int, reve
     if reveal_probs:
         srv.reveal_to(p)
     d = p - yb
-    (gw,) = multiply_many([(xb.T, d)], op="matmul", bound_bits=gradient_bits)   # sum over the batch
+    (gw,) = multiply_many([(xb.T, d)], op="matmul", bound_bits=bounds[0])   # sum over the batch
     gb = d.sum(axis=0)
     t3 = clock()
     step = _scaled_int(config.lr / len(xb))
     # every term is an exact integer multiple at f + UPDATE_BITS fractional bits: one truncation
     new_uw = uw * _scaled_int(config.momentum) + gw * step + w * _scaled_int(config.lr * config.l2)
     new_ub = ub * _scaled_int(config.momentum) + gb * step
-    flat = concatenate([new_uw.reshape(-1), new_ub]).reinterpret(srv.fixed.frac_bits + UPDATE_BITS)
-    flat = flat.with_frac(srv.fixed.frac_bits)
-    model["uw"], model["ub"] = flat[:w.size].reshape(w.shape), flat[w.size:]
+    raw = concatenate([new_uw.reshape(-1), new_ub])
+    (cut,) = protocols.truncate(srv, [raw.share], [UPDATE_BITS], bound_bits=bounds[1])
+    model["uw"], model["ub"] = raw._new(cut[:w.size].reshape(w.shape)), raw._new(cut[w.size:])
     model["w"], model["b"] = w - model["uw"], b - model["ub"]
     t4 = clock()
     return dict(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)))
+
+
+def update_bound_bits(fixed, config: TrainConfig, x_norm: float, max_weight: float) -> int:
+    """A bound 2^L on the update's terms before their truncation (at frac + UPDATE_BITS), tighter than the
+    session's 2^48, while every |w| < max_weight (what _check_range keeps after each epoch): each step
+    adds at most g = lr (max(x_norm, 1) (1 + 1e-3) + l2 max_weight) to a velocity (|x^T d| / batch <= x_norm,
+    |sum d| / batch <= 1), so |U| <= g / (1 - mu). About 2^46 for LFW's settings: a third as many redone
+    truncations."""
+    largest_step = config.lr * (max(x_norm, 1.0) * 1.001 + config.l2 * max_weight)
+    largest = largest_step / (1 - config.momentum)
+    return min(fixed.bound_bits, math.ceil(math.log2(max(largest, 1.0))) + fixed.frac_bits + UPDATE_BITS + 1)
 
 
 def gradient_bound_bits(fixed, x_norm: float, batch: int) -> int:
@@ -106,17 +118,20 @@ def gradient_bound_bits(fixed, x_norm: float, batch: int) -> int:
 def _check_range(srv, w, b, limits) -> None:
     """Reveal to the client one bit: whether some class's weights, less the mean over classes (which the
     softmax ignores), reached norm limits[0] (or one weight reached it), or some bias less the mean bias
-    reached limits[1] — the range in which the softmax on shares is exact (logits within
+    reached limits[1], or a weight itself (its class mean included, which never grows: each gradient sums
+    to zero over the classes) reached limits[0] — the range in which the softmax on shares is exact (logits within
     functions.SOFTMAX_BOUND of each other, see service.range_limits), which only a diverging run (a huge
     learning rate or scale) leaves. The client answers whether to go on; the servers learn that answer only (a run they are
     told to stop, they stop). Exact comparisons, so values that overflowed are caught too."""
     max_norm, max_bias = limits
     classes = w.shape[1]
+    raw = w.reshape(-1)   # a weight itself (the class mean included) reaching max_norm: update_bound_bits
     w = w - w.sum(axis=1, keepdims=True) * (1.0 / classes)
     b = b - b.sum(axis=0, keepdims=True) * (1.0 / classes)
     (squares,) = square_many([w])
     norms2 = squares.sum(axis=0)
     outside = F.any_nonnegative(concatenate([(w - max_norm).reshape(-1), (-w - max_norm).reshape(-1),
+                                             raw - max_norm, -raw - max_norm,
                                              b - max_bias, -b - max_bias, norms2 - max_norm ** 2]))
     srv.reveal_to(outside)
     if not srv.receive_public("go on"):
