@@ -251,7 +251,7 @@ def test_the_range_check_is_exact_at_its_limits(norm, bias, common, outside):
     """One column of W (less the mean column) of the given norm, one bias (less the mean bias) of the
     given size, one row of W the same `common` value in every class (which the softmax ignores): the bit
     the client learns says whether any reached the limits (6 and 8 here; training uses
-    service.range_limits), a weight itself too (the truncation bounds of the update rely on it)."""
+    service.range_limits), the class mean of a weight too (the update's truncation bound relies on it)."""
     w = np.zeros((128, 4))
     w[:, 1] = np.random.default_rng(0).normal(size=128)
     w[0, 1] = 0.0

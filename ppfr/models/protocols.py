@@ -48,16 +48,21 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
                          f"{n} samples of {classes} classes")
     f = srv.fixed.frac_bits
     model = {"w": w, "b": b, "uw": srv.local(np.zeros(w.shape, dtype=np.uint64), f),
-             "ub": srv.local(np.zeros(b.shape, dtype=np.uint64), f)}
+             "ub": srv.local(np.zeros(b.shape, dtype=np.uint64), f), "next": None}
     seconds = dict.fromkeys(PHASES, 0.0)
-    update_bits = update_bound_bits(srv.fixed, config, x_norm, limits[0])
-    for epoch, batches in enumerate(batch_schedule(n, config)):
+    update_bits = update_bound_bits(srv.fixed, config, x_norm, 2 * limits[0])   # |w| < 2 max_norm: _check_range
+    schedule = batch_schedule(n, config)
+    upcoming = [rows for batches in schedule for rows in batches][1:] + [None]   # the batch after each
+    for epoch, batches in enumerate(schedule):
         for i, rows in enumerate(batches):
+            after = upcoming.pop(0)
+            x_next = None if after is None else x[after]
             # a step asks the dealer for the same material every time (it depends on shapes only): from the
             # second step on, it is all requested on entry and drawn while the servers compute
-            with srv.provider.plan("softmax_sgd_step", len(rows), *w.shape):
+            with srv.provider.plan("softmax_sgd_step", len(rows), len(after) if after is not None else 0,
+                                   model["next"] is None, *w.shape):
                 bounds = gradient_bound_bits(srv.fixed, x_norm, len(rows)), update_bits
-                for name, dt in _sgd_step(model, x[rows], y[rows], config, bounds, reveal_probs).items():
+                for name, dt in _sgd_step(model, x[rows], y[rows], config, bounds, reveal_probs, x_next).items():
                     seconds[name] += dt
             if srv.index == 0:
                 srv.report_progress(epoch, i, len(batches))
@@ -66,13 +71,18 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
     return seconds
 
 
-def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_probs: bool) -> dict:
+def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_probs: bool, x_next) -> dict:
     """One batch: logits, softmax, gradient, update of model's w, b and velocities uw, ub; bounds: the
-    bound_bits of the gradient's and the update's truncations. Seconds per phase."""
+    bound_bits of the gradient's and the update's truncations. The update's truncation also prepares the
+    logits' product of the next batch x_next (model["next"]; protocols.truncate_with_next_product), so
+    that product costs no round. Seconds per phase."""
     srv, w, b, uw, ub = xb.server, model["w"], model["b"], model["uw"], model["ub"]
     clock = time.perf_counter
     t0 = clock()
-    (z,) = multiply_many([(xb, w)], op="matmul")
+    if model["next"] is None:   # the first batch: an ordinary Beaver product
+        (z,) = multiply_many([(xb, w)], op="matmul")
+    else:
+        z = xb._new(protocols.next_matmul(srv, model["next"], w.share), xb.frac + w.frac).with_frac(w.frac)
     z = z + b
     t1 = clock()
     p = F.softmax(z, axis=1)  # clamped: exact for any logits within the range _check_range keeps
@@ -88,7 +98,13 @@ def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_pr
     new_uw = uw * _scaled_int(config.momentum) + gw * step + w * _scaled_int(config.lr * config.l2)
     new_ub = ub * _scaled_int(config.momentum) + gb * step
     raw = concatenate([new_uw.reshape(-1), new_ub])
-    (cut,) = protocols.truncate(srv, [raw.share], [UPDATE_BITS], bound_bits=bounds[1])
+    if x_next is None:
+        (cut,) = protocols.truncate(srv, [raw.share], [UPDATE_BITS], bound_bits=bounds[1])
+        model["next"] = None
+    else:
+        material = srv.provider.update_then_product(raw.size, UPDATE_BITS, x_next.shape, w.shape)
+        cut, model["next"] = protocols.truncate_with_next_product(srv, raw.share, UPDATE_BITS, w.share,
+                                                                  x_next.share, material, bounds[1])
     model["uw"], model["ub"] = raw._new(cut[:w.size].reshape(w.shape)), raw._new(cut[w.size:])
     model["w"], model["b"] = w - model["uw"], b - model["ub"]
     t4 = clock()
@@ -118,20 +134,21 @@ def gradient_bound_bits(fixed, x_norm: float, batch: int) -> int:
 def _check_range(srv, w, b, limits) -> None:
     """Reveal to the client one bit: whether some class's weights, less the mean over classes (which the
     softmax ignores), reached norm limits[0] (or one weight reached it), or some bias less the mean bias
-    reached limits[1], or a weight itself (its class mean included, which never grows: each gradient sums
-    to zero over the classes) reached limits[0] — the range in which the softmax on shares is exact (logits within
+    reached limits[1], or the class mean of a weight did (it never grows, as each gradient sums to zero over
+    the classes; bounding it bounds every weight by 2 limits[0], which update_bound_bits uses) — the range in which the softmax on shares is exact (logits within
     functions.SOFTMAX_BOUND of each other, see service.range_limits), which only a diverging run (a huge
     learning rate or scale) leaves. The client answers whether to go on; the servers learn that answer only (a run they are
     told to stop, they stop). Exact comparisons, so values that overflowed are caught too."""
     max_norm, max_bias = limits
     classes = w.shape[1]
-    raw = w.reshape(-1)   # a weight itself (the class mean included) reaching max_norm: update_bound_bits
-    w = w - w.sum(axis=1, keepdims=True) * (1.0 / classes)
+    mean = w.sum(axis=1, keepdims=True) * (1.0 / classes)   # per input dimension, over the classes
+    w = w - mean
     b = b - b.sum(axis=0, keepdims=True) * (1.0 / classes)
     (squares,) = square_many([w])
     norms2 = squares.sum(axis=0)
+    mean = mean.reshape(-1)
     outside = F.any_nonnegative(concatenate([(w - max_norm).reshape(-1), (-w - max_norm).reshape(-1),
-                                             raw - max_norm, -raw - max_norm,
+                                             mean - max_norm, -mean - max_norm,
                                              b - max_bias, -b - max_bias, norms2 - max_norm ** 2]))
     srv.reveal_to(outside)
     if not srv.receive_public("go on"):

@@ -46,9 +46,14 @@ def products(srv, items, material=None, tag: str = "open"):
             if srv.index == 0:
                 z += e * f
         else:
-            z = ring_matmul(e, t.b + f if srv.index == 0 else t.b) + ring_matmul(t.a, f) + t.c
+            z = _beaver_matmul(srv, e, f, t)
         out.append(z)
     return out
+
+
+def _beaver_matmul(srv, e, f, t):
+    """This server's share of x @ y from the opened e = x - a, f = y - b and its shares t of a, b, a @ b."""
+    return ring_matmul(e, t.b + f if srv.index == 0 else t.b) + ring_matmul(t.a, f) + t.c
 
 
 def squares(srv, xs):
@@ -111,16 +116,17 @@ def _shift_array(shifts, sizes):
 
 
 def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bits: int | None = None,
-                   tag: str = "open"):
+                   tag: str = "open", also=()):
     """The truncation above on a flat array; with keep_public, also what the opening shows (see
     truncate_masked) and the positions that were redone. bound_bits: L, if the caller knows a tighter
-    bound on |x| than the session's (fewer retries)."""
+    bound on |x| than the session's (fewer retries). `also`: masked values to open in the same round,
+    whose openings come last: (result, those openings)."""
     L = srv.fixed.bound_bits if bound_bits is None else bound_bits
     r, r_high = material.r, material.r_high
     masked = x + r
     if srv.index == 0:
         masked += U64(2**L)
-    (c,) = srv.open(masked, tag=tag)
+    c, *opened = srv.open(masked, *also, tag=tag)
     public = (c >> shifts) - (U64(1) << (U64(L) - shifts)) if srv.index == 0 or keep_public else None
     out = public - r_high if srv.index == 0 else -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
@@ -128,7 +134,47 @@ def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bi
         shifts = np.broadcast_to(shifts, x.shape)
         again = srv.provider.spare_truncation(shifts[retry])
         out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again, bound_bits=bound_bits, tag="retry")
-    return (out, public, retry) if keep_public else out
+    result = (out, public, retry) if keep_public else out
+    return (result, opened) if also else result
+
+
+class NextProduct(NamedTuple):
+    """A Beaver product x @ W prepared ahead (truncate_with_next_product): e = x - a opened, f = W - b
+    known (None: to be opened, with b the fallback mask), this server's shares of a, b, a @ b."""
+    e: np.ndarray
+    f: np.ndarray | None
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+
+
+def truncate_with_next_product(srv, u, shift: int, w, x_next, material, bound_bits: int | None = None):
+    """Truncate the flat update u by `shift`, whose first w.size values update W to W' = W - U, and
+    prepare the next product x_next @ W' in the same round, so that it needs no round of its own.
+
+    1. One round: open c = u + 2^L + r (truncate), W - b' and x_next - a (fresh masks b', a).
+    2. U = E - (r >> shift) with E public (truncate_masked), so with b = b' + (r >> shift) on W's entries
+       W' - b = (W - b') - E: public, and the dealer's c = a @ b completes the triple (a, b, c).
+    Every opened value is masked by fresh randomness, used once. Where the truncation was redone in W
+    (probability 2^(L+1-64) a value: its result is not E - (r >> shift)), W' - b_fallback will be opened
+    by next_matmul instead, one round (decided by what was opened, uniform: no data). Returns (U, NextProduct)."""
+    m = material.get()
+    shape = w.shape
+    (out, public, retry), (f_open, e) = _truncate_flat(srv, u, U64(shift), m.pair, keep_public=True,
+                                                       bound_bits=bound_bits, also=(w - m.b_open, x_next - m.a))
+    if np.any(retry < w.size):
+        return out, NextProduct(e, None, m.a, m.b_fallback, m.c_fallback)
+    b = m.b_open + m.pair.r_high[:w.size].reshape(shape)
+    return out, NextProduct(e, f_open - public[:w.size].reshape(shape), m.a, b, m.c)
+
+
+def next_matmul(srv, prepared: NextProduct, w):
+    """This server's share of x @ W for a product prepared by truncate_with_next_product, W the updated
+    matrix: no round, or one ("repair") if it must open W - b after all."""
+    f = prepared.f
+    if f is None:
+        (f,) = srv.open(w - prepared.b, tag="repair")
+    return _beaver_matmul(srv, prepared.e, f, prepared)
 
 
 # -- Products of masked values ---------------------------------------------------------------------------
