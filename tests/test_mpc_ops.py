@@ -308,19 +308,22 @@ def test_reused_operand_products_match_and_cost_only_the_query(session):
 
 
 def update_then_next_product(srv):
-    """W, an update u of W at 24 more fractional bits, the next x: U = u / 2^24 truncated together with
-    the opening of the next product's masks, then x @ (W - U) from them. Reveals U and the product;
-    returns (rounds of the truncation, rounds of the product)."""
-    w, u, x = srv.receive(), srv.receive(), srv.receive()
+    """W, an update u of W at 24 more fractional bits, the next x, a y: U = u / 2^24 truncated together
+    with the opening of the next product's masks, then x @ (W - U) and x^T @ y from them. Reveals U and
+    both products; returns (rounds of the truncation, of x @ W', of x^T @ y)."""
+    w, u, x, y = srv.receive(), srv.receive(), srv.receive(), srv.receive()
     material = srv.provider.update_then_product(u.size, 24, x.shape, w.shape)
     before = srv.channel.stats.rounds
     cut, prepared = protocols.truncate_with_next_product(srv, u.share.ravel(), 24, w.share, x.share, material)
     middle = srv.channel.stats.rounds
     updated = w.share - cut.reshape(w.shape)
     z = protocols.next_matmul(srv, prepared, updated)
-    rounds = (middle - before, srv.channel.stats.rounds - middle)
+    after = srv.channel.stats.rounds
+    g = protocols.next_transposed_matmul(srv, prepared, y.share)
+    rounds = (middle - before, after - middle, srv.channel.stats.rounds - after)
     srv.reveal_to(w._new(cut.reshape(w.shape)))
     srv.reveal_to(w._new(z, 32))
+    srv.reveal_to(w._new(g, 32))
     return rounds
 
 
@@ -328,19 +331,21 @@ def update_then_next_product(srv):
 def test_the_next_product_prepared_by_the_update_is_exact(bound_bits, redone):
     """The update's truncation opens the next product's masks in its own round; the product then costs
     no round, or one where the truncation was redone somewhere in W (bound 2^60: one value in 8 is, so
-    among 96 some almost surely; 2^48: one in 2^15, so almost surely none)."""
-    w, x = rng.normal(size=(16, 6)), rng.normal(size=(5, 16))
+    among 96 some almost surely; 2^48: one in 2^15, so almost surely none); x^T @ y under x's mask, one."""
+    w, x, y = rng.normal(size=(16, 6)), rng.normal(size=(5, 16)), rng.normal(size=(5, 6))
     u = rng.normal(size=(16, 6)) * 0.1
     with LocalSession(fixed=FixedPoint(bound_bits=bound_bits)) as session:
         job = session.run(update_then_next_product)
         session.client.share(w)
         session.client.share(u, frac=16 + 24)
         session.client.share(x)
-        got_u, got_z = session.client.reconstruct(), session.client.reconstruct()
+        session.client.share(y)
+        got_u, got_z, got_g = [session.client.reconstruct() for _ in range(3)]
         (rounds, _) = job.result()
     assert np.all(np.abs(got_u - encoded(u)) <= 2**-16)
     np.testing.assert_allclose(got_z, encoded(x) @ (encoded(w) - got_u), atol=1e-6)
-    assert rounds[1] == (1 if redone else 0) and rounds[0] >= 1
+    np.testing.assert_allclose(got_g, encoded(x).T @ encoded(y), atol=1e-6)
+    assert rounds[0] >= 1 and rounds[1] == (1 if redone else 0) and rounds[2] == 1
 
 
 def masked_product(srv, broken):

@@ -90,7 +90,12 @@ def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_pr
     if reveal_probs:
         srv.reveal_to(p)
     d = p - yb
-    (gw,) = multiply_many([(xb.T, d)], op="matmul", bound_bits=bounds[0])   # sum over the batch
+    if model["next"] is None:
+        (gw,) = multiply_many([(xb.T, d)], op="matmul", bound_bits=bounds[0])   # sum over the batch
+    else:   # xb^T under the mask its logits' product opened: only d - b is opened
+        raw = protocols.next_transposed_matmul(srv, model["next"], d.share)
+        (gw,) = protocols.truncate(srv, [raw], [min(xb.frac, d.frac)], bound_bits=bounds[0])
+        gw = d._new(gw, max(xb.frac, d.frac))
     gb = d.sum(axis=0)
     t3 = clock()
     step = _scaled_int(config.lr / len(xb))

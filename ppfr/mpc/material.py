@@ -146,14 +146,17 @@ class MaskedChain(Material):
 class UpdateThenProduct(Material):
     """For truncating an update U of a matrix W (UpdateThenProductRequest): the truncation pair, and a triple
     for the next product x @ (W - U) whose right mask is b_open + (r >> shift) on W's entries (this server
-    adds its two shares), with a = x's mask and c its product; and b_fallback with a @ b_fallback, for
-    when the truncation was redone at some entry of W."""
+    adds its two shares), with a = x's mask and c its product; b_fallback with a @ b_fallback, for when the
+    truncation was redone at some entry of W; and for the product x^T @ y that follows, under the same
+    mask a (x opened once for both), y's mask b_grad and a^T @ b_grad."""
     pair: TruncationPair
     a: np.ndarray
     b_open: np.ndarray
     c: np.ndarray
     b_fallback: np.ndarray
     c_fallback: np.ndarray
+    b_grad: np.ndarray
+    c_grad: np.ndarray
 
     @classmethod
     def from_wire(cls, plain):
@@ -161,7 +164,8 @@ class UpdateThenProduct(Material):
         return cls(TruncationPair.from_wire(pair), *rest)
 
     def to_wire(self):
-        return (self.pair.to_wire(), self.a, self.b_open, self.c, self.b_fallback, self.c_fallback)
+        return (self.pair.to_wire(), self.a, self.b_open, self.c, self.b_fallback, self.c_fallback, self.b_grad,
+                self.c_grad)
 
 
 @functools.lru_cache(maxsize=256)
@@ -374,7 +378,8 @@ class MaskedChainRequest(Request):
 class UpdateThenProductRequest(Request):
     """count values truncated by shift, the first right[0] * right[1] of them an update U of the d x n
     matrix W (row-major); and for the next product x @ (W - U), x of shape left = (m, d): a fresh mask a
-    of x, a fresh b_open, c = a @ (b_open + (r >> shift)[:d n]); b_fallback and a @ b_fallback."""
+    of x, a fresh b_open, c = a @ (b_open + (r >> shift)[:d n]); b_fallback and a @ b_fallback; for the
+    product x^T @ y (y: m x n) after it, b_grad and a^T @ b_grad."""
     count: int
     shift: int
     left: tuple
@@ -386,10 +391,11 @@ class UpdateThenProductRequest(Request):
         (m, d), n = self.left, self.right[1]
         r = rng.uint64((self.count,))
         high = r >> U64(self.shift)
-        a, b_open, b_fallback = rng.uint64((m, d)), rng.uint64((d, n)), rng.uint64((d, n))
+        a, b_open, b_fallback, b_grad = rng.uint64((m, d)), rng.uint64((d, n)), rng.uint64((d, n)), rng.uint64((m, n))
         c = ring_matmul(a, b_open + high[:d * n].reshape(d, n))
         (r0, r1), (h0, h1), *rest = [additive(rng, v) for v in (r, high, a, b_open, c, b_fallback,
-                                                                 ring_matmul(a, b_fallback))]
+                                                                 ring_matmul(a, b_fallback), b_grad,
+                                                                 ring_matmul(a.T, b_grad))]
         spare0, spare1 = self.spares.draw(rng)
         return (((r0, h0), *[s0 for s0, _ in rest]), spare0), (((r1, h1), *[s1 for _, s1 in rest]), spare1)
 

@@ -17,7 +17,7 @@ import numpy as np
 from . import fss
 from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
 from .fixedpoint import ring_matmul
-from .material import TruncationPair
+from .material import Triple, TruncationPair
 
 U64 = np.uint64
 
@@ -140,12 +140,15 @@ def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bi
 
 class NextProduct(NamedTuple):
     """A Beaver product x @ W prepared ahead (truncate_with_next_product): e = x - a opened, f = W - b
-    known (None: to be opened, with b the fallback mask), this server's shares of a, b, a @ b."""
+    known (None: to be opened, with b the fallback mask), this server's shares of a, b, a @ b; and of
+    y's mask and a^T @ it for the product x^T @ y that follows (next_transposed_matmul)."""
     e: np.ndarray
     f: np.ndarray | None
     a: np.ndarray
     b: np.ndarray
     c: np.ndarray
+    b_grad: np.ndarray
+    c_grad: np.ndarray
 
 
 def truncate_with_next_product(srv, u, shift: int, w, x_next, material, bound_bits: int | None = None):
@@ -163,9 +166,9 @@ def truncate_with_next_product(srv, u, shift: int, w, x_next, material, bound_bi
     (out, public, retry), (f_open, e) = _truncate_flat(srv, u, U64(shift), m.pair, keep_public=True,
                                                        bound_bits=bound_bits, also=(w - m.b_open, x_next - m.a))
     if np.any(retry < w.size):
-        return out, NextProduct(e, None, m.a, m.b_fallback, m.c_fallback)
+        return out, NextProduct(e, None, m.a, m.b_fallback, m.c_fallback, m.b_grad, m.c_grad)
     b = m.b_open + m.pair.r_high[:w.size].reshape(shape)
-    return out, NextProduct(e, f_open - public[:w.size].reshape(shape), m.a, b, m.c)
+    return out, NextProduct(e, f_open - public[:w.size].reshape(shape), m.a, b, m.c, m.b_grad, m.c_grad)
 
 
 def next_matmul(srv, prepared: NextProduct, w):
@@ -175,6 +178,13 @@ def next_matmul(srv, prepared: NextProduct, w):
     if f is None:
         (f,) = srv.open(w - prepared.b, tag="repair")
     return _beaver_matmul(srv, prepared.e, f, prepared)
+
+
+def next_transposed_matmul(srv, prepared: NextProduct, y):
+    """This server's share of x^T @ y, x the left operand of a prepared product: x^T is masked by a^T,
+    already opened (e^T), so only y - b_grad is opened: one round, size(y) ring elements."""
+    (f,) = srv.open(y - prepared.b_grad)
+    return _beaver_matmul(srv, prepared.e.T, f, Triple(prepared.a.T, prepared.b_grad, prepared.c_grad))
 
 
 # -- Products of masked values ---------------------------------------------------------------------------
