@@ -2,8 +2,11 @@
 
 Training runs the algorithm of reference.py with every value a pair of additive shares; the servers never
 open anything but Beaver- and truncation-masked differences (see ppfr.mpc.protocols). Per batch that is:
-one Beaver matmul and one truncation for the logits, the engine's softmax (no maximum, denominator or
-probability revealed), one Beaver matmul and one truncation for x^T d, and one truncation for the update.
+the logits' product, prepared by the previous batch's update (no round of its own; for the first batch an
+ordinary Beaver round) and its truncation; the engine's softmax (no maximum, denominator or probability
+revealed); x^T d under the mask of x that the logits' product opened (one round, d - b only) and its
+truncation; and one truncation for the update, whose round also opens the masks of the next batch's
+logits product (protocols.truncate_with_next_product). 4 rounds besides the softmax, and rare repairs.
 The three public factors mu, lr/nb and lr*l2 are applied as exact integer multiples at UPDATE_BITS extra
 fractional bits and removed together by that last truncation, so the update costs one round, not three,
 and the small factor lr/nb (1e-3) keeps six significant digits instead of the two that 16 fractional bits
@@ -74,8 +77,8 @@ def train_program(srv, parts: int, n: int, classes: int, config: TrainConfig, re
 def _sgd_step(model: dict, xb, yb, config: TrainConfig, bounds: tuple, reveal_probs: bool, x_next) -> dict:
     """One batch: logits, softmax, gradient, update of model's w, b and velocities uw, ub; bounds: the
     bound_bits of the gradient's and the update's truncations. The update's truncation also prepares the
-    logits' product of the next batch x_next (model["next"]; protocols.truncate_with_next_product), so
-    that product costs no round. Seconds per phase."""
+    next batch's products (model["next"]; protocols.truncate_with_next_product): its logits cost no round
+    and its gradient opens d - b only. Seconds per phase."""
     srv, w, b, uw, ub = xb.server, model["w"], model["b"], model["uw"], model["ub"]
     clock = time.perf_counter
     t0 = clock()
