@@ -120,7 +120,10 @@ def compare_with_baseline(args) -> dict:
     here = Path(__file__).resolve().parent
     trees = {"old": Path(args.baseline).resolve(), "new": here.parent}
     methods = ("bitwise", "fss") if args.comparisons == "both" else (args.comparisons,)
-    out = {"baseline": str(trees["old"]), "repeats": args.repeats}
+    commit = lambda tree: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],  # noqa: E731
+                                         capture_output=True, text=True).stdout.strip()
+    out = {"baseline": str(trees["old"]), "baseline_commit": commit(trees["old"]), "commit": commit(trees["new"]),
+           "repeats": args.repeats}
     for method in methods:
         runs = {"old": [], "new": []}
         for r in range(args.repeats):
