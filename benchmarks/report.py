@@ -86,7 +86,23 @@ def training(res):
     if p:
         text += (f"; with `--parties processes` (sockets between processes) "
                  f"{num(p['mpc_seconds_per_epoch'], 2)} s per epoch")
+    if "ab" in r:
+        text += "; " + training_ab(r["ab"])
     return ("training, LFW ≥ 10 images (158 people), batch 64", "train_mpc", [r] + ([p] if p else []), text)
+
+
+def training_ab(ab) -> str:
+    """Old code against new, alternated in one run (train_mpc.py --baseline): medians per method."""
+    parts = []
+    for method in ("bitwise", "fss"):
+        if method in ab:
+            old, new = ab[method]["old"], ab[method]["new"]
+            parts.append(f"{method} {num(old['rounds_per_batch'], 1)} → {num(new['rounds_per_batch'], 1)} rounds a batch, "
+                         f"CPU {num(old['cpu_seconds_per_epoch'], 2)} → {num(new['cpu_seconds_per_epoch'], 2)} s an epoch, "
+                         f"{size(old['bytes_online_per_epoch'])} → {size(new['bytes_online_per_epoch'])} online, "
+                         f"accuracy {pct(old['test_accuracy'])} → {pct(new['test_accuracy'])}")
+    return (f"{ab['commit']} against {ab['baseline_commit']} in the same run ({ab['repeats']} runs each, alternated, "
+            f"medians): " + "; ".join(parts))
 
 
 def prediction(res):

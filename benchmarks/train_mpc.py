@@ -1,6 +1,13 @@
 """Softmax classifier training on shares vs plaintext, on LFW people with >= 10 images.
 
     python benchmarks/train_mpc.py [--epochs N] [--batch-size 64] [--seed 0] [--parties threads|processes]
+    python benchmarks/train_mpc.py --baseline ../train-base [--repeats 3] [--comparisons both]
+
+With --baseline (a checkout of older code, e.g. `git worktree add ../train-base 5cf5613`), the MPC run is
+repeated in fresh processes, the baseline's code and this tree's alternately (PYTHONPATH), for each
+comparison method: medians of seconds per epoch (wall and CPU of all parties), rounds per batch and
+epoch, bytes per server online and from the dealer, test accuracy; side by side with the ratios, in
+the JSON's "ab" (the single run above it is this tree's, as without --baseline).
 
 Data: the shared dlib embedding cache (benchmarks/CACHE.md), people with at least 10 images
 (158 people, 4,324 images), stratified 80/20 split, client-side preprocessing (unit norm x 4).
@@ -16,9 +23,12 @@ Reference point: CrypTen (two parties on this machine) trains this classifier at
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 # The reference's matrices are small (64 x 128 x 158): BLAS threads only add overhead there, and under
 # load they collapse (15 ms instead of 0.1 ms a product). The MPC path does no float BLAS at all.
@@ -61,16 +71,8 @@ def torch_seconds_per_epoch(x, labels, classes, config) -> float | None:
     return (time.perf_counter() - t) / config.epochs
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=None, help="default: the train config's (10)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-images", type=int, default=10)
-    ap.add_argument("--parties", choices=sorted(SESSIONS), default="threads",
-                    help="servers and dealer in threads of this process, or in processes of their own")
-    args = ap.parse_args(argv)
-
+def lfw_split(args):
+    """The benchmark's data: (x_train, y_train, x_test, y_test, classes, config)."""
     data = load_lfw_embeddings(min_images=args.min_images, compute=False, progress=False)
     config = TrainConfig.from_config(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     prep = Preprocessing()
@@ -81,9 +83,85 @@ def main(argv=None) -> dict:
                   [ClientData("lfw", emb[test], labels[test])])
     x_train, y_train = split.train_arrays(prep)
     x_test, y_test = split.test_arrays(prep)
-    classes = len(split.class_names)
-    print(f"LFW >= {args.min_images}: {classes} people, {len(labels)} images "
-          f"({len(y_train)} train, {len(y_test)} test); {config}", file=sys.stderr)
+    return x_train, y_train, x_test, y_test, len(split.class_names), config
+
+
+def measure_run(args) -> dict:
+    """One MPC training run of whatever ppfr is importable (this tree's or, under --baseline, the older
+    one's: only APIs that both have), with args.comparisons; its figures per epoch and per batch."""
+    import ppfr
+    from ppfr.mpc.protocols import use_comparisons
+
+    x_train, y_train, x_test, y_test, classes, config = lfw_split(args)
+    load = os.getloadavg()[0]
+    with open_session("threads") as session:
+        session.run(use_comparisons, args.comparisons).result()
+        cpu = time.process_time()
+        run = train_mpc(session, [(x_train, y_train)], classes, config)
+        cpu = time.process_time() - cpu
+        p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities
+    epochs, server = config.epochs, run.stats["server0"]
+    return {"code": str(Path(ppfr.__file__).parent.parent), "comparisons": args.comparisons,
+            "seconds_per_epoch": run.seconds / epochs, "cpu_seconds_per_epoch": cpu / epochs,
+            "rounds_per_epoch": server["rounds"] / epochs, "rounds_per_batch": server["rounds"] / run.batches,
+            "bytes_online_per_epoch": server["bytes_sent"] / epochs,
+            "bytes_offline_per_epoch": server["offline_bytes"] / epochs,
+            "ms_per_batch": {k: 1e3 * v / run.batches for k, v in run.phase_seconds.items()},
+            "test_accuracy": float(np.mean(p_test.argmax(1) == y_test)), "load_average": [load, os.getloadavg()[0]]}
+
+
+AB_FIGURES = ("seconds_per_epoch", "cpu_seconds_per_epoch", "rounds_per_batch", "rounds_per_epoch",
+              "bytes_online_per_epoch", "bytes_offline_per_epoch", "test_accuracy")
+
+
+def compare_with_baseline(args) -> dict:
+    """Old (args.baseline) and new (this tree) alternately in fresh processes, `repeats` times for each
+    comparison method: medians of AB_FIGURES, and new / old."""
+    here = Path(__file__).resolve().parent
+    trees = {"old": Path(args.baseline).resolve(), "new": here.parent}
+    methods = ("bitwise", "fss") if args.comparisons == "both" else (args.comparisons,)
+    commit = lambda tree: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],  # noqa: E731
+                                         capture_output=True, text=True).stdout.strip()
+    out = {"baseline": str(trees["old"]), "baseline_commit": commit(trees["old"]), "commit": commit(trees["new"]),
+           "repeats": args.repeats}
+    for method in methods:
+        runs = {"old": [], "new": []}
+        for r in range(args.repeats):
+            for name in (("old", "new") if r % 2 == 0 else ("new", "old")):   # alternate who goes first
+                command = [sys.executable, str(Path(__file__).resolve()), "--measure-run", "--comparisons", method,
+                           "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                           "--min-images", str(args.min_images)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+                env = dict(os.environ, PYTHONPATH=str(trees[name]))
+                done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=3600)
+                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"{method} {name} run {r + 1}: {runs[name][-1]}", file=sys.stderr)
+        medians = {name: {k: float(np.median([run[k] for run in rs])) for k in AB_FIGURES} for name, rs in runs.items()}
+        out[method] = {**medians, "new_over_old": {k: medians["new"][k] / medians["old"][k] for k in AB_FIGURES},
+                       "runs": runs}
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=None, help="default: the train config's (10)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-images", type=int, default=10)
+    ap.add_argument("--parties", choices=sorted(SESSIONS), default="threads",
+                    help="servers and dealer in threads of this process, or in processes of their own")
+    ap.add_argument("--baseline", help="a checkout of older code to compare with, run alternately (see above)")
+    ap.add_argument("--repeats", type=int, default=3, help="with --baseline: runs of each code per method")
+    ap.add_argument("--comparisons", choices=("bitwise", "fss", "both"), default="both",
+                    help="with --baseline: the comparison methods to compare under")
+    ap.add_argument("--measure-run", action="store_true", help=argparse.SUPPRESS)  # one run, for --baseline
+    args = ap.parse_args(argv)
+    if args.measure_run:
+        print(json.dumps(measure_run(args)))
+        return {}
+
+    x_train, y_train, x_test, y_test, classes, config = lfw_split(args)
+    print(f"LFW >= {args.min_images}: {classes} classes ({len(y_train)} train, {len(y_test)} test); {config}",
+          file=sys.stderr)
 
     load_before = os.getloadavg()[0]
     with open_session(args.parties) as session:
@@ -129,10 +207,16 @@ def main(argv=None) -> dict:
         "prediction_seconds_test_set": predict_seconds,
         "weights_max_abs_diff_vs_plaintext": float(np.abs(w - ref.weight).max()),
         "plaintext_max_logit_span": ref.logit_span,
+        # how far the model is from what training's softmax could take without its clamp (logit rows
+        # spanning < 64): the largest |W_i - W_j|, against the 14 that x_norm 4 |W_i - W_j| + 8 < 64 allows
+        "plaintext_max_class_gap": float(np.sqrt(np.max(np.sum((ref.weight[:, :, None] - ref.weight[:, None, :]) ** 2,
+                                                               axis=0)))),
         "plaintext_losses": ref.losses,
         # other work on the machine inflates every timing: the 1-minute load before and after
         "load_average": [load_before, os.getloadavg()[0]],
     }
+    if args.baseline:
+        result["ab"] = compare_with_baseline(args)
     for k, v in result.items():
         if k not in ("config", "plaintext_losses"):
             print(f"{k:36s} {v}", file=sys.stderr)

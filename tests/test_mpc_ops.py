@@ -10,6 +10,7 @@ import pytest
 from mpc_util import encoded, evaluate
 from ppfr.mpc import FixedPoint, LocalSession, RangeError, SessionMismatch, concatenate, stack
 from ppfr.mpc import protocols
+from ppfr.mpc.fixedpoint import COLUMN_CHUNK, INNER_CHUNK, ring_matmul
 
 ULP = 2.0**-16
 rng = np.random.default_rng(20261122)
@@ -197,6 +198,26 @@ def test_matmul(session, m, k, c):
     assert np.max(np.abs(got - (encoded(a) @ encoded(b)) @ encoded(pub))) < 1e-3
 
 
+EDGE_VALUES = np.array([0, 1, 2**22 - 1, 2**22, 2**44 - 1, 2**44, 2**63 - 1, 2**63, 2**64 - 1], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("m, d, n", [(64, 128, 158), (128, 64, 158), (64, INNER_CHUNK, 64),
+                                     (64, 2 * INNER_CHUNK + 1, 64), (20, 64, COLUMN_CHUNK + 3), (1, 128, 158)])
+def test_ring_matmul_is_numpys_uint64_matmul_bit_for_bit(m, d, n):
+    """Through float64 limbs, every product modulo 2^64 is exact: random full-range operands, operands
+    near 2^64 - 1 (every limb near its largest: the float sums near 2^53, at the longest inner chunk and
+    across chunks; with chunks too long they round), edge values everywhere, transposed operands."""
+    gen = np.random.default_rng([m, d, n])
+    full = lambda *shape: gen.integers(0, 2**64, shape, dtype=np.uint64, endpoint=False)  # noqa: E731
+    near_max = lambda *shape: ~gen.integers(0, 2**20, shape, dtype=np.uint64)  # noqa: E731
+    cases = [(full(m, d), full(d, n)), (near_max(m, d), near_max(d, n)),
+             (gen.choice(EDGE_VALUES, (m, d)), gen.choice(EDGE_VALUES, (d, n))),
+             (full(d, m).T, full(n, d).T)]
+    for a, b in cases:
+        got = ring_matmul(a, b)
+        assert got.dtype == np.uint64 and np.array_equal(got, a @ b)
+
+
 def test_integer_shares_need_no_truncation(session):
     bits = rng.integers(0, 2, 30)
     vals = rng.uniform(-9, 9, 30)
@@ -284,6 +305,47 @@ def test_reused_operand_products_match_and_cost_only_the_query(session):
     expected = [128 * 158 + 1 * 128, 3 * 128, 1 * 128, 128 * 158 + 5 * 128]
     for cost, m, opened in zip(costs, (1, 3, 1, 5), expected):
         assert 8 * (opened + m * 158) <= cost <= 8 * (opened + m * 158 + 16)
+
+
+def update_then_next_product(srv):
+    """W, an update u of W at 24 more fractional bits, the next x, a y: U = u / 2^24 truncated together
+    with the opening of the next product's masks, then x @ (W - U) and x^T @ y from them. Reveals U and
+    both products; returns (rounds of the truncation, of x @ W', of x^T @ y)."""
+    w, u, x, y = srv.receive(), srv.receive(), srv.receive(), srv.receive()
+    material = srv.provider.update_then_product(u.size, 24, x.shape, w.shape)
+    before = srv.channel.stats.rounds
+    cut, prepared = protocols.truncate_with_next_product(srv, u.share.ravel(), 24, w.share, x.share, material)
+    middle = srv.channel.stats.rounds
+    updated = w.share - cut.reshape(w.shape)
+    z = protocols.next_matmul(srv, prepared, updated)
+    after = srv.channel.stats.rounds
+    g = protocols.next_transposed_matmul(srv, prepared, y.share)
+    rounds = (middle - before, after - middle, srv.channel.stats.rounds - after)
+    srv.reveal_to(w._new(cut.reshape(w.shape)))
+    srv.reveal_to(w._new(z, 32))
+    srv.reveal_to(w._new(g, 32))
+    return rounds
+
+
+@pytest.mark.parametrize("bound_bits, redone", [(48, False), (60, True)])
+def test_the_next_product_prepared_by_the_update_is_exact(bound_bits, redone):
+    """The update's truncation opens the next product's masks in its own round; the product then costs
+    no round, or one where the truncation was redone somewhere in W (bound 2^60: one value in 8 is, so
+    among 96 some almost surely; 2^48: one in 2^15, so almost surely none); x^T @ y under x's mask, one."""
+    w, x, y = rng.normal(size=(16, 6)), rng.normal(size=(5, 16)), rng.normal(size=(5, 6))
+    u = rng.normal(size=(16, 6)) * 0.1
+    with LocalSession(fixed=FixedPoint(bound_bits=bound_bits)) as session:
+        job = session.run(update_then_next_product)
+        session.client.share(w)
+        session.client.share(u, frac=16 + 24)
+        session.client.share(x)
+        session.client.share(y)
+        got_u, got_z, got_g = [session.client.reconstruct() for _ in range(3)]
+        (rounds, _) = job.result()
+    assert np.all(np.abs(got_u - encoded(u)) <= 2**-16)
+    np.testing.assert_allclose(got_z, encoded(x) @ (encoded(w) - got_u), atol=1e-6)
+    np.testing.assert_allclose(got_g, encoded(x).T @ encoded(y), atol=1e-6)
+    assert rounds[0] >= 1 and rounds[1] == (1 if redone else 0) and rounds[2] == 1
 
 
 def masked_product(srv, broken):

@@ -204,6 +204,46 @@ def test_a_planted_leak_is_caught(mutant, session, program, monkeypatch):
         privacy.check_program(session, program, (CONSTANT, CONSTANT), (RANDOM, RANDOM))
 
 
+class _DrawRepeats:
+    """A dealer's rng whose draw number `which` of each request is the first such draw ever made."""
+
+    def __init__(self, rng, memo: dict, which: int):
+        self.rng, self.memo, self.which, self.calls = rng, memo, which, 0
+
+    def uint64(self, shape):
+        self.calls += 1
+        value = self.rng.uint64(shape)
+        return self.memo.setdefault(shape, value) if self.calls == self.which else value
+
+
+def update_mask_reused(which: int, monkeypatch):
+    """Training's update opens W - b' and the next batch's x - a for the next products with one b' (draw
+    3 of an UpdateThenProductRequest: r, a, b', ...) or one a (draw 2) for every step; the dealer's
+    products stay consistent, so results stay right: W_t - b' and W_t+1 - b' differ by the update, x_t - a
+    and x_t+1 - a by the difference of two batches."""
+    memo, draw = {}, material.UpdateThenProductRequest.draw
+    monkeypatch.setattr(material.UpdateThenProductRequest, "draw",
+                        lambda self, rng: draw(self, _DrawRepeats(rng, memo, which)))
+
+
+@pytest.mark.parametrize("which", [2, 3], ids=["a", "b_open"])
+def test_a_reused_update_mask_is_caught(which, monkeypatch):
+    """Training over three batches: two updates that open W - b' and x - a for the next products; a mask
+    used by both is a mask opened against two different values."""
+    from test_privacy_apps import assert_private, run_views, unit
+    from ppfr.models.reference import TrainConfig
+    from ppfr.models.service import train_mpc
+
+    rng = np.random.default_rng(5)
+    data = [(np.full((96, 128), 0.35), np.zeros(96, dtype=np.int64)),
+            (4 * unit(rng.normal(size=(96, 128))), rng.integers(0, 4, 96))]
+    train = lambda x, y: lambda session: train_mpc(session, [(x, y)], 4, TrainConfig(epochs=1, batch_size=32))  # noqa: E731
+    assert_private(*[run_views(train(*d))[0] for d in data])    # passes unplanted
+    update_mask_reused(which, monkeypatch)
+    with pytest.raises(AssertionError, match="one mask used twice"):
+        assert_private(*[run_views(train(*d))[0] for d in data])
+
+
 def test_a_removed_offset_is_caught(monkeypatch):
     """With the logits revealed, the client may learn their differences only: the revealed row is the
     logits plus an offset nobody knows, uniform. Without hide_offset it would learn the logits."""

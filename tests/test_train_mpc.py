@@ -244,15 +244,19 @@ def _range_program(srv, limits):
     _check_range(srv, w, b, limits)
 
 
-@pytest.mark.parametrize("norm, bias, outside", [(5.9, 0.0, False), (6.1, 0.0, True), (1.0, 7.9, False),
-                                                 (1.0, 8.1, True), (1e6, 0.0, True)])
-def test_the_range_check_is_exact_at_its_limits(norm, bias, outside):
+@pytest.mark.parametrize("norm, bias, common, outside", [
+    (5.9, 0.0, 0.0, False), (6.1, 0.0, 0.0, True), (1.0, 7.9, 0.0, False), (1.0, 8.1, 0.0, True),
+    (1e6, 0.0, 0.0, True), (1.0, 0.0, 5.9, False), (1.0, 0.0, -6.1, True)])
+def test_the_range_check_is_exact_at_its_limits(norm, bias, common, outside):
     """One column of W (less the mean column) of the given norm, one bias (less the mean bias) of the
-    given size: the bit the client learns says whether either reached the limits (6 and 8 here; training
-    uses service.range_limits)."""
+    given size, one row of W the same `common` value in every class (which the softmax ignores): the bit
+    the client learns says whether any reached the limits (6 and 8 here; training uses
+    service.range_limits), the class mean of a weight too (the update's truncation bound relies on it)."""
     w = np.zeros((128, 4))
     w[:, 1] = np.random.default_rng(0).normal(size=128)
+    w[0, 1] = 0.0
     w[:, 1] *= norm / np.linalg.norm(w[:, 1] - w.mean(axis=1))
+    w[0] = common
     b = np.array([0.0, bias, 0.0, 0.0]) * 4 / 3  # less its mean: bias
     with LocalSession() as session:
         job = session.run(_range_program, (6.0, 8.0))

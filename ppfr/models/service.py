@@ -56,10 +56,11 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
     parts = [(np.asarray(x, dtype=np.float64), np.asarray(lab, dtype=np.int64)) for x, lab in parts]
     n = sum(len(lab) for _, lab in parts)
     dim = parts[0][0].shape[1]
-    limits = range_limits(max(float(np.linalg.norm(x, axis=1).max(initial=0.0)) for x, _ in parts) or 1.0)
+    x_norm = max(float(np.linalg.norm(x, axis=1).max(initial=0.0)) for x, _ in parts) or 1.0
+    limits = range_limits(x_norm)
     before = session.stats()
     start = time.perf_counter()
-    job = session.run(P.train_program, len(parts), n, classes, config, report_loss, limits,
+    job = session.run(P.train_program, len(parts), n, classes, config, report_loss, limits, x_norm,
                       progress=None if report_loss else progress)
     for x, _ in parts:
         session.client.share(x)

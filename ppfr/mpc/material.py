@@ -18,6 +18,7 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
+from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen
 
 U64 = np.uint64
@@ -141,6 +142,32 @@ class MaskedChain(Material):
         return self._at("cross", a, b)
 
 
+@dataclass(frozen=True)
+class UpdateThenProduct(Material):
+    """For truncating an update U of a matrix W (UpdateThenProductRequest): the truncation pair, and a triple
+    for the next product x @ (W - U) whose right mask is b_open + (r >> shift) on W's entries (this server
+    adds its two shares), with a = x's mask and c its product; b_fallback with a @ b_fallback, for when the
+    truncation was redone at some entry of W; and for the product x^T @ y that follows, under the same
+    mask a (x opened once for both), y's mask b_grad and a^T @ b_grad."""
+    pair: TruncationPair
+    a: np.ndarray
+    b_open: np.ndarray
+    c: np.ndarray
+    b_fallback: np.ndarray
+    c_fallback: np.ndarray
+    b_grad: np.ndarray
+    c_grad: np.ndarray
+
+    @classmethod
+    def from_wire(cls, plain):
+        pair, *rest = plain
+        return cls(TruncationPair.from_wire(pair), *rest)
+
+    def to_wire(self):
+        return (self.pair.to_wire(), self.a, self.b_open, self.c, self.b_fallback, self.c_fallback, self.b_grad,
+                self.c_grad)
+
+
 @functools.lru_cache(maxsize=256)
 def _chain_index(steps: tuple) -> dict:
     return {(s[0], *s[1:3]) if s[0] == "cross" else (s[0], s[1]): i for i, s in enumerate(steps)}
@@ -168,7 +195,7 @@ class TriplesRequest(Request):
         out0, out1 = [], []
         for op, sx, sy in self.specs:
             a, b = rng.uint64(tuple(sx)), rng.uint64(tuple(sy))
-            c = a * b if op == "mul" else a @ b
+            c = a * b if op == "mul" else ring_matmul(a, b)
             (a0, a1), (b0, b1), (c0, c1) = additive(rng, a), additive(rng, b), additive(rng, c)
             out0.append((a0, b0, c0))
             out1.append((a1, b1, c1))
@@ -349,6 +376,32 @@ class MaskedChainRequest(Request):
         return ((self.steps, tuple(out0)), spare0), ((self.steps, tuple(out1)), spare1)
 
 
+@dataclass(frozen=True)
+class UpdateThenProductRequest(Request):
+    """count values truncated by shift, the first right[0] * right[1] of them an update U of the d x n
+    matrix W (row-major); and for the next product x @ (W - U), x of shape left = (m, d): a fresh mask a
+    of x, a fresh b_open, c = a @ (b_open + (r >> shift)[:d n]); b_fallback and a @ b_fallback; for the
+    product x^T @ y (y: m x n) after it, b_grad and a^T @ b_grad."""
+    count: int
+    shift: int
+    left: tuple
+    right: tuple
+    spares: "SparesRequest"
+    kind = "update_then_product"
+
+    def draw(self, rng):
+        (m, d), n = self.left, self.right[1]
+        r = rng.uint64((self.count,))
+        high = r >> U64(self.shift)
+        a, b_open, b_fallback, b_grad = rng.uint64((m, d)), rng.uint64((d, n)), rng.uint64((d, n)), rng.uint64((m, n))
+        c = ring_matmul(a, b_open + high[:d * n].reshape(d, n))
+        (r0, r1), (h0, h1), *rest = [additive(rng, v) for v in (r, high, a, b_open, c, b_fallback,
+                                                                 ring_matmul(a, b_fallback), b_grad,
+                                                                 ring_matmul(a.T, b_grad))]
+        spare0, spare1 = self.spares.draw(rng)
+        return (((r0, h0), *[s0 for s0, _ in rest]), spare0), (((r1, h1), *[s1 for _, s1 in rest]), spare1)
+
+
 MATERIAL_OF = {
     TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
     SquaresRequest: lambda plain: [SquarePair.from_wire(p) for p in plain],
@@ -359,6 +412,8 @@ MATERIAL_OF = {
     AndRequest: AndMaterial.from_wire,
     SelectionRequest: SelectionMaterial.from_wire,
     MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),
+    UpdateThenProductRequest: lambda plain: WithSpares(UpdateThenProduct.from_wire(plain[0]),
+                                                       Spares.from_wire(plain[1])),
 }
 REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 

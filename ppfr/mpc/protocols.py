@@ -16,7 +16,8 @@ import numpy as np
 
 from . import fss
 from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
-from .material import TruncationPair
+from .fixedpoint import ring_matmul
+from .material import Triple, TruncationPair
 
 U64 = np.uint64
 
@@ -45,9 +46,14 @@ def products(srv, items, material=None, tag: str = "open"):
             if srv.index == 0:
                 z += e * f
         else:
-            z = e @ (t.b + f if srv.index == 0 else t.b) + t.a @ f + t.c
+            z = _beaver_matmul(srv, e, f, t)
         out.append(z)
     return out
+
+
+def _beaver_matmul(srv, e, f, t):
+    """This server's share of x @ y from the opened e = x - a, f = y - b and its shares t of a, b, a @ b."""
+    return ring_matmul(e, t.b + f if srv.index == 0 else t.b) + ring_matmul(t.a, f) + t.c
 
 
 def squares(srv, xs):
@@ -70,7 +76,7 @@ def ask_truncation(srv, sizes, shifts):
     return srv.provider.truncation(segments) if segments else None
 
 
-def truncate(srv, xs, shifts, material=None):
+def truncate(srv, xs, shifts, material=None, bound_bits: int | None = None):
     """Divide each shared x by 2^shift, exact to within one unit in the last place, never more.
 
     Local share truncation (SecureML, CrypTen) fails with probability ~|x|/2^64 by an error of 2^(64-f).
@@ -82,7 +88,8 @@ def truncate(srv, xs, shifts, material=None):
     L = 48), the element is masked again with fresh randomness in one more round, taken from the spares
     that the request brought (provider.py), so that the dealer never hears of it. c is uniform and
     independent of x whatever x is, and so is the decision to retry, so privacy is perfect, not
-    statistical. Cost: size(x) ring elements and one round per server, plus the rare retry.
+    statistical. Cost: size(x) ring elements and one round per server, plus the rare retry. bound_bits: L,
+    if the caller knows a tighter bound on every |x| than the session's (fewer retries).
     """
     if material is None:
         material = ask_truncation(srv, [x.size for x in xs], shifts)
@@ -92,7 +99,8 @@ def truncate(srv, xs, shifts, material=None):
         return out
     sizes = [xs[i].size for i in work]
     flat = np.concatenate([xs[i].ravel() for i in work]) if len(work) > 1 else xs[work[0]].ravel()
-    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), material.get())
+    result = _truncate_flat(srv, flat, _shift_array([shifts[i] for i in work], sizes), material.get(),
+                            bound_bits=bound_bits)
     start = 0
     for i, n in zip(work, sizes):
         out[i] = result[start:start + n].reshape(xs[i].shape)
@@ -108,16 +116,17 @@ def _shift_array(shifts, sizes):
 
 
 def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bits: int | None = None,
-                   tag: str = "open"):
+                   tag: str = "open", also=()):
     """The truncation above on a flat array; with keep_public, also what the opening shows (see
     truncate_masked) and the positions that were redone. bound_bits: L, if the caller knows a tighter
-    bound on |x| than the session's (fewer retries)."""
+    bound on |x| than the session's (fewer retries). `also`: masked values to open in the same round,
+    whose openings come last: (result, those openings)."""
     L = srv.fixed.bound_bits if bound_bits is None else bound_bits
     r, r_high = material.r, material.r_high
     masked = x + r
     if srv.index == 0:
         masked += U64(2**L)
-    (c,) = srv.open(masked, tag=tag)
+    c, *opened = srv.open(masked, *also, tag=tag)
     public = (c >> shifts) - (U64(1) << (U64(L) - shifts)) if srv.index == 0 or keep_public else None
     out = public - r_high if srv.index == 0 else -r_high
     retry = np.flatnonzero(c < U64(2 ** (L + 1)))
@@ -125,7 +134,57 @@ def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bi
         shifts = np.broadcast_to(shifts, x.shape)
         again = srv.provider.spare_truncation(shifts[retry])
         out[retry] = _truncate_flat(srv, x[retry], shifts[retry], again, bound_bits=bound_bits, tag="retry")
-    return (out, public, retry) if keep_public else out
+    result = (out, public, retry) if keep_public else out
+    return (result, opened) if also else result
+
+
+class NextProduct(NamedTuple):
+    """A Beaver product x @ W prepared ahead (truncate_with_next_product): e = x - a opened, f = W - b
+    known (None: to be opened, with b the fallback mask), this server's shares of a, b, a @ b; and of
+    y's mask and a^T @ it for the product x^T @ y that follows (next_transposed_matmul)."""
+    e: np.ndarray
+    f: np.ndarray | None
+    a: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    b_grad: np.ndarray
+    c_grad: np.ndarray
+
+
+def truncate_with_next_product(srv, u, shift: int, w, x_next, material, bound_bits: int | None = None):
+    """Truncate the flat update u by `shift`, whose first w.size values update W to W' = W - U, and
+    prepare the next product x_next @ W' in the same round, so that it needs no round of its own.
+
+    1. One round: open c = u + 2^L + r (truncate), W - b' and x_next - a (fresh masks b', a).
+    2. U = E - (r >> shift) with E public (truncate_masked), so with b = b' + (r >> shift) on W's entries
+       W' - b = (W - b') - E: public, and the dealer's c = a @ b completes the triple (a, b, c).
+    Every opened value is masked by fresh randomness, used once. Where the truncation was redone in W
+    (probability 2^(L+1-64) a value: its result is not E - (r >> shift)), W' - b_fallback will be opened
+    by next_matmul instead, one round (decided by what was opened, uniform: no data). Returns (U, NextProduct)."""
+    m = material.get()
+    shape = w.shape
+    (out, public, retry), (f_open, e) = _truncate_flat(srv, u, U64(shift), m.pair, keep_public=True,
+                                                       bound_bits=bound_bits, also=(w - m.b_open, x_next - m.a))
+    if np.any(retry < w.size):
+        return out, NextProduct(e, None, m.a, m.b_fallback, m.c_fallback, m.b_grad, m.c_grad)
+    b = m.b_open + m.pair.r_high[:w.size].reshape(shape)
+    return out, NextProduct(e, f_open - public[:w.size].reshape(shape), m.a, b, m.c, m.b_grad, m.c_grad)
+
+
+def next_matmul(srv, prepared: NextProduct, w):
+    """This server's share of x @ W for a product prepared by truncate_with_next_product, W the updated
+    matrix: no round, or one ("repair") if it must open W - b after all."""
+    f = prepared.f
+    if f is None:
+        (f,) = srv.open(w - prepared.b, tag="repair")
+    return _beaver_matmul(srv, prepared.e, f, prepared)
+
+
+def next_transposed_matmul(srv, prepared: NextProduct, y):
+    """This server's share of x^T @ y, x the left operand of a prepared product: x^T is masked by a^T,
+    already opened (e^T), so only y - b_grad is opened: one round, size(y) ring elements."""
+    (f,) = srv.open(y - prepared.b_grad)
+    return _beaver_matmul(srv, prepared.e.T, f, Triple(prepared.a.T, prepared.b_grad, prepared.c_grad))
 
 
 # -- Products of masked values ---------------------------------------------------------------------------

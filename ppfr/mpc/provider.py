@@ -27,7 +27,7 @@ import numpy as np
 from .errors import ProtocolAborted, SessionMismatch
 from .material import (AndRequest, ComparisonRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
-                       WithSpares, request_from_wire, spares_for)
+                       UpdateThenProductRequest, WithSpares, request_from_wire, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -98,6 +98,12 @@ class Provider:
         steps = tuple(steps)
         truncated = [(n, s[2]) for s in steps if s[0] == "trunc"]
         return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=True)))
+
+    def update_then_product(self, count: int, shift: int, left: tuple, right: tuple) -> Pending:
+        """To truncate an update U of a matrix W (its first values) and, in the same round, open the masks
+        of the next product x @ (W - U) (protocols.truncate_with_next_product): UpdateThenProduct."""
+        return self._ask(UpdateThenProductRequest(int(count), int(shift), tuple(map(int, left)), tuple(map(int, right)),
+                                                  spares_for([(count, shift)], self.bound_bits)))
 
     def spare_truncation(self, shifts: np.ndarray) -> TruncationPair:
         """Pairs for values whose truncation is redone, one per value (shifts: one per value), from the

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .fixedpoint import ring_matmul
 from .tensor import SharedTensor, _rescaled
 
 
@@ -37,7 +38,7 @@ class MaskedOperand:
         rows = slice(pool["used"], pool["used"] + m)
         pool["used"] += m
         (e,) = self.w.server.open(x.share - pool["a"][rows])
-        z = e @ pool["bf"] + pool["afc"][rows]
+        z = ring_matmul(e, pool["bf"]) + pool["afc"][rows]
         out_frac = max(x.frac, self.w.frac) if frac is None else frac
         return _rescaled(x, z, x.frac + self.w.frac, out_frac)
 
@@ -53,4 +54,4 @@ class MaskedOperand:
         [t] = srv.provider.triples([("matmul", (k, d), (d, n))]).get()
         (f,) = srv.open(w - t.b)
         # what does not depend on the query: E F + E B = E (B + F) on server 0, E B on server 1
-        return {"rows": k, "used": 0, "a": t.a, "bf": t.b + f if srv.index == 0 else t.b, "afc": t.c + t.a @ f}
+        return {"rows": k, "used": 0, "a": t.a, "bf": t.b + f if srv.index == 0 else t.b, "afc": t.c + ring_matmul(t.a, f)}

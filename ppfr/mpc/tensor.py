@@ -14,7 +14,7 @@ import numpy as np
 
 from . import protocols
 from .errors import SessionMismatch
-from .fixedpoint import ring
+from .fixedpoint import ring, ring_matmul
 
 U64 = np.uint64
 
@@ -173,19 +173,21 @@ def _public_matmul(x: SharedTensor, public, left: bool) -> SharedTensor:
         frac = x.server.fixed.frac_bits
         raw = x.server.fixed.encode(public, frac)
     try:
-        z = raw @ x.share if left else x.share @ raw
+        z = ring_matmul(raw, x.share) if left else ring_matmul(x.share, raw)
     except ValueError as e:
         raise ValueError(f"matmul shapes {np.shape(public) if left else x.shape} and "
                          f"{x.shape if left else np.shape(public)} do not match") from e
     return _rescaled(x, z, x.frac + frac, x.frac)
 
 
-def multiply_many(pairs, op: str = "mul", frac: int | None = None):
+def multiply_many(pairs, op: str = "mul", frac: int | None = None, bound_bits: int | None = None):
     """Several shared products in one round of Beaver openings and one round of truncation.
 
     The result keeps the larger precision of the two operands (`frac` overrides it); a product with a
     0-fractional-bit operand (an integer or a bit) needs no truncation at all. The dealer is asked for
-    the triples and the truncation pairs at once, so it draws the second while the servers exchange."""
+    the triples and the truncation pairs at once, so it draws the second while the servers exchange.
+    bound_bits: a bound 2^L on every product before truncation, tighter than the session's, if the caller
+    knows one (protocols.truncate: fewer retries)."""
     if not pairs:
         return []
     server = pairs[0][0].server
@@ -209,7 +211,7 @@ def multiply_many(pairs, op: str = "mul", frac: int | None = None):
     triples = server.provider.triples([(op, x.shape, y.shape) for x, y in pairs])
     truncation = protocols.ask_truncation(server, sizes, shifts)
     raw = protocols.products(server, items, triples)
-    raw = protocols.truncate(server, raw, shifts, truncation)
+    raw = protocols.truncate(server, raw, shifts, truncation, bound_bits)
     return [SharedTensor(server, z, f) for z, f in zip(raw, frac_out)]
 
 
