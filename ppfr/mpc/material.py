@@ -18,7 +18,8 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
-from .fss import SignKey, sign_keygen
+from .fss import SignKey, sign_keygen, sign_keys_for_masks
+from .prg import SecureRandom
 
 U64 = np.uint64
 SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
@@ -139,6 +140,42 @@ class MaskedChain(Material):
 
     def cross(self, a: str, b: str) -> np.ndarray:
         return self._at("cross", a, b)
+
+
+@dataclass(frozen=True)
+class ExpTable(Material):
+    """For exp by tables (lut.exp_nonpositive) on n values: a 32-bit sign key whose mask r is also the
+    lookup's; this server's shares of the one-hot vectors of (r >> j) mod 2^m and of r mod 2^j, each
+    either whole (n x 2^m, n x 2^j) or as the 16-byte seed of a PRG that expands to it; and for the
+    product of three, the masks (3 x n) and their products ab, ac, bc, abc (4 x n)."""
+    low_bits: int
+    high_bits: int
+    key: SignKey
+    high: np.ndarray
+    low: np.ndarray
+    masks: np.ndarray
+    crosses: np.ndarray
+
+    @classmethod
+    def from_wire(cls, plain):
+        j, m, key, high, low, masks, crosses = plain
+        return cls(j, m, SignKey.from_wire(key), high, low, masks, crosses)
+
+    def to_wire(self):
+        return self.low_bits, self.high_bits, self.key.to_wire(), self.high, self.low, self.masks, self.crosses
+
+    def high_one_hot(self) -> np.ndarray:
+        return expand_share(self.high, (self.key.r.size, 2**self.high_bits))
+
+    def low_one_hot(self) -> np.ndarray:
+        return expand_share(self.low, (self.key.r.size, 2**self.low_bits))
+
+
+def expand_share(share: np.ndarray, shape: tuple) -> np.ndarray:
+    """A share sent whole, or the one a 16-byte seed stands for (AES-CTR keyed by the seed, prg.py)."""
+    if share.shape == tuple(shape):
+        return share
+    return SecureRandom(share.tobytes()).uint64(shape)
 
 
 @functools.lru_cache(maxsize=256)
@@ -347,6 +384,37 @@ class MaskedChainRequest(Request):
         return ((self.steps, tuple(out0)), spare0), ((self.steps, tuple(out1)), spare1)
 
 
+@dataclass(frozen=True)
+class ExpTableRequest(Request):
+    """For exp by tables on n values (lut.py), digits of `low_bits` and `high_bits`: a mask r of 32 bits
+    with its sign key (fss, group "add"), one-hot vectors of its digits (server 0 gets the high one as a
+    seed, server 1 the low one), and the masks of a product of three."""
+    n: int
+    low_bits: int
+    high_bits: int
+    kind = "exp_table"
+
+    def draw(self, rng):
+        n, j, m = self.n, self.low_bits, self.high_bits
+        r = rng.uint64((n,)) & U64(2**32 - 1)
+        k0, k1 = sign_keys_for_masks(rng, r, 32, "add")
+        high0, high1 = _one_hot_shares(rng, (r >> U64(j)) & U64(2**m - 1), 2**m)
+        low1, low0 = _one_hot_shares(rng, r & U64(2**j - 1), 2**j)
+        masks = rng.uint64((3, n))
+        a, b, c = masks
+        (m0, m1), (x0, x1) = additive(rng, masks), additive(rng, np.stack([a * b, a * c, b * c, a * b * c]))
+        return (j, m, k0.to_wire(), high0, low0, m0, x0), (j, m, k1.to_wire(), high1, low1, m1, x1)
+
+
+def _one_hot_shares(rng, u: np.ndarray, size: int):
+    """Additive shares of the one-hot vectors of u (n x size): (the seeded server's, the other's), the
+    first as a 16-byte seed whose PRG expansion is that share."""
+    one_hot = np.zeros((u.size, size), dtype=U64)
+    one_hot[np.arange(u.size), u.astype(np.int64)] = 1
+    seed = rng.uint64((2,))
+    return seed, one_hot - expand_share(seed, one_hot.shape)
+
+
 MATERIAL_OF = {
     TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
     SquaresRequest: lambda plain: [SquarePair.from_wire(p) for p in plain],
@@ -357,6 +425,7 @@ MATERIAL_OF = {
     AndRequest: AndMaterial.from_wire,
     SelectionRequest: SelectionMaterial.from_wire,
     MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),
+    ExpTableRequest: ExpTable.from_wire,
 }
 REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 

@@ -24,7 +24,7 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
-from .material import (AndRequest, ComparisonRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
+from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        WithSpares, request_from_wire, spares_for)
 
@@ -76,6 +76,10 @@ class Provider:
     def fss_comparison(self, n: int, width: int = 64, group: str = "xor") -> Pending:
         """For the sign of n values of `width` bits in one round, by function secret sharing: fss.SignKey."""
         return self._ask(FSSComparisonRequest(int(n), int(width), group))
+
+    def exp_table(self, n: int, low_bits: int, high_bits: int) -> Pending:
+        """For exp by tables on n values (lut.exp_nonpositive): ExpTable."""
+        return self._ask(ExpTableRequest(int(n), int(low_bits), int(high_bits)))
 
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""
