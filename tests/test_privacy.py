@@ -12,6 +12,7 @@ import pytest
 import privacy
 from ppfr.mpc import FixedPoint, LocalSession, ProcessSession, protocols
 from ppfr.mpc import functions as F
+from ppfr.mpc import lut
 
 RNG = np.random.default_rng(7)
 CONSTANT = np.ones((32, 40))
@@ -54,6 +55,16 @@ def softmax(x, y):
     return F.softmax(x)
 
 
+def exp_by_tables(x, y):
+    """exp of x - 8 <= 0 by tables (lut.py): one opening for both lookups and the clamp's comparison."""
+    return lut.exp_nonpositive(x - 8)
+
+
+def label(x, y):
+    """Recognition's default reveal (label and band); with FSS comparisons, by exp tables untruncated."""
+    return F.confident_argmax(x, (0.5, 0.9))
+
+
 def fss_session(**kwargs):
     """A LocalSession whose servers compare by function secret sharing (protocols.use_comparisons)."""
     session = LocalSession(**kwargs)
@@ -61,8 +72,8 @@ def fss_session(**kwargs):
     return session
 
 
-PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax]
-COMPARING = [compare, argmax, reciprocal, softmax]
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables]
+COMPARING = [compare, argmax, reciprocal, softmax, label]
 SESSIONS = {
     "threads": LocalSession,
     # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)

@@ -395,8 +395,11 @@ class ExpTableRequest(Request):
     kind = "exp_table"
 
     def draw(self, rng):
+        return self.draw_for_masks(rng, rng.uint64((self.n,)) & U64(2**32 - 1))
+
+    def draw_for_masks(self, rng, r: np.ndarray):
+        """draw with the masks r (< 2^32) chosen, which the tests use to reach every boundary of a digit."""
         n, j, m = self.n, self.low_bits, self.high_bits
-        r = rng.uint64((n,)) & U64(2**32 - 1)
         k0, k1 = sign_keys_for_masks(rng, r, 32, "add")
         high0, high1 = _one_hot_shares(rng, (r >> U64(j)) & U64(2**m - 1), 2**m)
         low1, low0 = _one_hot_shares(rng, r & U64(2**j - 1), 2**j)
