@@ -12,7 +12,7 @@ import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
 from ppfr.mpc import fss, lut, material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, exp_by_tables, fss_session, softmax
+from test_privacy import CONSTANT, RANDOM, exp_by_tables, fss_session, label, softmax
 
 
 def two_products(x, y):
@@ -166,6 +166,18 @@ def exp_table_mask_reused(monkeypatch):
     _exp_tables_with_masks(monkeypatch, lambda r: np.full_like(r, r[0]))
 
 
+def label_payload_without_mask(monkeypatch):
+    """The label's product with the comparison (sign_product.py) with its payload mask mu = 0 (its DCF
+    key then right for beta = 0): e = index + 1 is opened."""
+    def draw(self, rng):
+        k0, k1 = fss.sign_keygen(rng, self.n, 64, "add")
+        r = k0.r[:self.m] + k1.r[:self.m]
+        d0, d1 = fss.dcf_keygen(rng, r & np.uint64(2**63 - 1), np.zeros(self.m, dtype=np.uint64), 63, "add")
+        zero = np.zeros(self.m, dtype=np.uint64)
+        return (k0.to_wire(), zero, zero, d0.to_wire()), (k1.to_wire(), zero, zero, d1.to_wire())
+    monkeypatch.setattr(material.SignProductsRequest, "draw", draw)
+
+
 def offset_removed(monkeypatch):
     monkeypatch.setattr(F, "hide_offset", lambda x, axis=-1: x)
 
@@ -186,6 +198,7 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (exp_table_without_mask, LocalSession, exp_by_tables),
     (exp_table_without_low_digit, LocalSession, exp_by_tables),
     (exp_table_mask_reused, LocalSession, exp_by_tables),
+    (label_payload_without_mask, fss_session, label),
 ]
 
 

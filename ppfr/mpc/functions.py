@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from . import lut, protocols
+from . import lut, protocols, sign_product
 from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
@@ -416,9 +416,9 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
     product (label = known * (index + 1) - 1). A decision can differ from float64 only where p is within
     exp's 1e-4 relative error of a threshold.
 
-    Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), s
-    compared at its 46 fractional bits by 64-bit FSS comparisons (1 round), the product (1): 4 rounds
-    besides the tournament's, and a decision differs only where p is within 3e-5 relative of a threshold."""
+    Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
+    comparisons and the label's product in one (_confident_argmax_by_tables): 3 rounds besides the
+    tournament's, and a decision differs only where p is within 3e-5 relative of a threshold."""
     thresholds = sorted(float(t) for t in thresholds)
     if not thresholds or not 0 < thresholds[0] <= thresholds[-1] <= 1:
         raise ValueError(f"thresholds are probabilities in (0, 1], got {thresholds}")
@@ -426,16 +426,28 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
         m, index = _tournament(x, -1, want_min=False, with_index=True, bound=SOFTMAX_BOUND)
         limits = 1.0 / np.array(thresholds)
         if few_rounds(x) and thresholds[0] >= 2.0**-15:
-            e = lut.exp_nonpositive(x - m.reshape(*m.shape, 1), truncate=False)
-            # the sum's ring elements as integers (below 2^54) against the limits at the same scale (2^61)
-            s = e.sum(axis=-1).reinterpret(0)
-            reaches = 1 - less_than_zero(np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1))
-        else:
-            s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
-            reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
+            return _confident_argmax_by_tables(x - m.reshape(*m.shape, 1), index, limits)
+        s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
+        reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
         known = reaches[..., 0]
         (label,) = multiply_many([(known, index + 1)])
         return label - 1, reaches.sum(axis=-1)
+
+
+def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limits: np.ndarray):
+    """confident_argmax after the tournament, in the few-rounds profile: exp by tables untruncated (2
+    rounds), then one round for all the comparisons s <= 1/t at s's 46 fractional bits (its ring elements
+    as integers, below 2^54, against the limits at the same scale, below 2^61) and the label's product:
+    with b = [limit_0 - s < 0] (not known), label + 1 = (index + 1) - b (index + 1) (sign_product.py)."""
+    e = lut.exp_nonpositive(shifted, truncate=False)
+    s = e.sum(axis=-1).reinterpret(0)
+    gaps = np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1)   # rows x thresholds
+    first_last = gaps.transpose(*range(1, gaps.ndim), 0)  # the first threshold's row of gaps first
+    bits, below_times_index = sign_product.signs_and_products(shifted.server, first_last.share.ravel(),
+                                                              (index + 1).share.ravel())
+    reaches = 1 - gaps._new(bits.reshape(first_last.shape)).transpose(gaps.ndim - 1, *range(gaps.ndim - 1))
+    label = index - index._new(below_times_index.reshape(index.shape))
+    return label, reaches.sum(axis=-1)
 
 
 def _softmax_sum_bound(n: int) -> float:

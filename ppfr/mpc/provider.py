@@ -24,7 +24,7 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
-from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
+from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, SignProductsRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        WithSpares, request_from_wire, spares_for)
 
@@ -80,6 +80,11 @@ class Provider:
     def exp_table(self, n: int, low_bits: int, high_bits: int) -> Pending:
         """For exp by tables on n values (lut.exp_nonpositive): ExpTable."""
         return self._ask(ExpTableRequest(int(n), int(low_bits), int(high_bits)))
+
+    def sign_products(self, n: int, m: int) -> Pending:
+        """For the signs of n values and the products of the first m with shared values, in one round
+        (sign_product.signs_and_products): SignProducts."""
+        return self._ask(SignProductsRequest(int(n), int(m)))
 
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""
