@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from . import fss, protocols
 from .tensor import SharedTensor
@@ -44,6 +45,12 @@ HIGH_BITS = 10           # m: the high digit's one-hot has 2^m entries
 LOW_SPAN = 6             # the low digit covers |lo| < 2^-6: j = f - LOW_SPAN bits
 TABLE_MAX_VALUES = 2048  # values a call may look up (8 kB offline each): one face is 158
 WIDTH = 32               # the opening and the comparison run modulo 2^32
+
+
+def use_exp_tables(srv, on: bool = True) -> None:
+    """A program for both servers: whether the few-rounds profile (FSS comparisons) runs exp by tables
+    where it fits (the default) or the polynomial as before, for side-by-side measurements."""
+    srv.provider.exp_tables = bool(on)
 
 
 def digits(frac: int) -> tuple[int, int]:
@@ -109,9 +116,11 @@ def exp_nonpositive(d: SharedTensor, frac: int | None = None, truncate: bool = T
 def rotated_lookup(one_hot: np.ndarray, table: np.ndarray, public: np.ndarray) -> np.ndarray:
     """This server's share of table[(p - u) mod len(table)] for each value, given its share of the one-hot
     vector of u (n x K, K <= len(table)) and the public p: sum_k one_hot[k] table[(p - k) mod len]. Local."""
-    k = one_hot.shape[1]
-    index = (public.astype(np.int64)[:, None] - np.arange(k, dtype=np.int64)) & (table.size - 1)
-    return (one_hot * table[index]).sum(axis=1, dtype=U64)
+    size = table.size
+    # the table reversed, twice over: row s of its windows of one_hot's width is table[(-(s + k)) mod size]
+    # for k = 0, 1, ...; row (size - p) mod size is table[(p - k) mod size], contiguous (no index per entry)
+    windows = sliding_window_view(np.tile(table[(-np.arange(size)) % size], 2), one_hot.shape[1])
+    return (one_hot * windows[(size - public.astype(np.int64)) % size]).sum(axis=1, dtype=U64)
 
 
 def _product_of_three(srv, values, masks, crosses) -> np.ndarray:

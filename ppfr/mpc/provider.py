@@ -54,6 +54,7 @@ class Provider:
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
+        self.exp_tables = True         # with FSS comparisons, exp by tables where it fits: lut.use_exp_tables
 
     # -- what protocols ask for ---------------------------------------------------------------------------
     def triples(self, specs) -> Pending:

@@ -1,0 +1,97 @@
+"""exp by tables (ppfr/mpc/lut.py) side by side with today's protocols, in one run: rounds, bytes per server
+online, dealer bytes per server offline, in-process time.
+
+    python benchmarks/exp_tables.py [--reps 9]
+
+Three variants of each operation, each in a session of its own, measured in turn case by case:
+  bitwise      today's default (comparisons by the bitwise circuit, exp by the polynomial);
+  fss          today's few-rounds profile (comparisons by FSS, exp by the polynomial: lut.use_exp_tables off);
+  fss+tables   the few-rounds profile now (exp by tables where it fits, lut.TABLE_MAX_VALUES values a call).
+Times as in benchmarks/mpc_ops.py (median of the slower server; "online": each repetition's material
+drawn before its clock starts). The tournament (max, argmax) is measured on its own too, so that the rounds
+of softmax and confident_argmax besides it can be read off ("rounds_besides_tournament"): the tournament
+is being rebuilt elsewhere. The last line is one JSON object, kept in benchmarks/results/exp_tables.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from functools import partial
+
+import numpy as np
+
+from mpc_ops import measure, softmax_np
+from publish import publish
+
+from ppfr.models.reference import confidence_thresholds, label_and_band, softmax_rows
+from ppfr.mpc import functions as F, lut, protocols
+from ppfr.mpc.session import open_session
+
+THRESHOLDS = confidence_thresholds(0.5)
+VARIANTS = {"bitwise": ("bitwise", True), "fss": ("fss", False), "fss+tables": ("fss", True)}
+
+
+def exp_nonpositive(x):
+    return F.exp(x, upper=0.0, frac=23)
+
+
+def max_value(x):
+    return F.max_along(x, axis=-1)
+
+
+def argmax_index(x):
+    return F.argmax(x, axis=-1)[1]
+
+
+def label(x):
+    return F.confident_argmax(x, THRESHOLDS)[0]
+
+
+def label_np(x):
+    return label_and_band(softmax_rows(x), THRESHOLDS)[0]
+
+
+def cases(rng):
+    d1, d12, d64 = (-rng.uniform(0, 64, (rows, 158)) for rows in (1, 12, 64))
+    z1, z64 = rng.uniform(-30, 30, (1, 158)), rng.uniform(-30, 30, (64, 158))
+    return [
+        ("exp 1x158", exp_nonpositive, np.exp, (d1,), None),
+        ("exp 12x158", exp_nonpositive, np.exp, (d12,), None),
+        ("exp 64x158", exp_nonpositive, np.exp, (d64,), None),
+        ("max 1x158", max_value, lambda x: x.max(axis=-1), (z1,), None),
+        ("argmax 1x158", argmax_index, lambda x: x.argmax(axis=-1), (z1,), None),
+        ("softmax 1x158", F.softmax, softmax_np, (z1,), "max 1x158"),
+        ("softmax 64x158", F.softmax, softmax_np, (z64,), None),
+        ("confident_argmax 1x158", label, label_np, (z1 * 0.3,), "argmax 1x158"),
+    ]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=9)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    sessions = {}
+    for name, (method, tables) in VARIANTS.items():
+        sessions[name] = open_session("threads", comparisons=method)
+        sessions[name].run(lut.use_exp_tables, tables).result()
+    results: dict = {}
+    try:
+        for case, program, reference, inputs, tournament in cases(rng):
+            results[case] = {}
+            for name, session in sessions.items():
+                print(f"[{name}]", end=" ")
+                r = measure(session, case, program, reference, inputs, args.reps)
+                if tournament:
+                    r["rounds_besides_tournament"] = r["rounds"] - results[tournament][name]["rounds"]
+                results[case][name] = r
+    finally:
+        for session in sessions.values():
+            session.close()
+    publish({"benchmark": "exp_tables", "reps": args.reps, "parties": "threads",
+             "table_max_values": lut.TABLE_MAX_VALUES, "thresholds": list(THRESHOLDS), "ops": results,
+             "load_before_end": [round(v, 2) for v in os.getloadavg()]})
+
+
+if __name__ == "__main__":
+    main()
