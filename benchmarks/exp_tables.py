@@ -1,14 +1,14 @@
 """exp by tables (ppfr/mpc/lut.py) side by side with today's protocols, in one run: rounds, bytes per server
 online, dealer bytes per server offline, in-process time.
 
-    python benchmarks/exp_tables.py [--reps 9]
+    python benchmarks/exp_tables.py [--reps 15] [--blocks 3]
 
 Three variants of each operation, each in a session of its own, measured in turn case by case:
   bitwise      today's default (comparisons by the bitwise circuit, exp by the polynomial);
   fss          today's few-rounds profile (comparisons by FSS, exp by the polynomial: lut.use_exp_tables off);
   fss+tables   the few-rounds profile now (exp by tables where it fits, lut.TABLE_MAX_VALUES values a call).
 Times as in benchmarks/mpc_ops.py (median of the slower server; "online": each repetition's material
-drawn before its clock starts). The tournament (max, argmax) is measured on its own too, so that the rounds
+drawn before its clock starts), the variants taking turns in blocks of repetitions (measure_side_by_side). The tournament (max, argmax) is measured on its own too, so that the rounds
 of softmax and confident_argmax besides it can be read off ("rounds_besides_tournament"): the tournament
 is being rebuilt elsewhere. The last line is one JSON object, kept in benchmarks/results/exp_tables.json.
 """
@@ -20,7 +20,7 @@ from functools import partial
 
 import numpy as np
 
-from mpc_ops import measure, softmax_np
+from mpc_ops import softmax_np, time_mpc, time_numpy
 from publish import publish
 
 from ppfr.models.reference import confidence_thresholds, label_and_band, softmax_rows
@@ -66,9 +66,29 @@ def cases(rng):
     ]
 
 
+def measure_side_by_side(sessions, case, program, inputs, reps, blocks) -> dict:
+    """Each variant timed in `blocks` blocks of reps // blocks repetitions, the variants taking turns block
+    by block (so that the machine's load falls on all alike): medians over the blocks' medians. Rounds and
+    bytes: the last repetition's (a rare redone truncation adds a round)."""
+    times = {name: ([], []) for name in sessions}
+    stats = {}
+    names = list(sessions)
+    for block in range(blocks):
+        for name in names[block % len(names):] + names[:block % len(names)]:
+            mpc_s, stats[name] = time_mpc(sessions[name], case, program, inputs, max(1, reps // blocks))
+            online_s, _ = time_mpc(sessions[name], case, program, inputs, max(1, reps // blocks), online=True)
+            times[name][0].append(mpc_s)
+            times[name][1].append(online_s)
+    return {name: {"mpc_ms": round(float(np.median(times[name][0])) * 1e3, 3),
+                   "online_ms": round(float(np.median(times[name][1])) * 1e3, 3),
+                   "rounds": stats[name].rounds, "bytes_per_server": stats[name].bytes_sent,
+                   "offline_bytes_per_server": stats[name].offline_bytes} for name in names}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--blocks", type=int, default=3, help="turns the variants take, each of reps // blocks")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     sessions = {}
@@ -78,17 +98,19 @@ def main():
     results: dict = {}
     try:
         for case, program, reference, inputs, tournament in cases(rng):
-            results[case] = {}
-            for name, session in sessions.items():
-                print(f"[{name}]", end=" ")
-                r = measure(session, case, program, reference, inputs, args.reps)
+            results[case] = measure_side_by_side(sessions, case, program, inputs, args.reps, args.blocks)
+            numpy_ms = time_numpy(reference, inputs, 50) * 1e3
+            for name, r in results[case].items():
+                r["numpy_ms"] = round(numpy_ms, 4)
                 if tournament:
                     r["rounds_besides_tournament"] = r["rounds"] - results[tournament][name]["rounds"]
-                results[case][name] = r
+                print(f"{case:24s} {name:10s} {r['rounds']:3d} rounds {r['bytes_per_server'] / 1e3:8.1f} kB online "
+                      f"{r['offline_bytes_per_server'] / 1e3:9.1f} kB offline  mpc {r['mpc_ms']:7.2f} ms  "
+                      f"online {r['online_ms']:7.2f} ms", flush=True)
     finally:
         for session in sessions.values():
             session.close()
-    publish({"benchmark": "exp_tables", "reps": args.reps, "parties": "threads",
+    publish({"benchmark": "exp_tables", "reps": args.reps, "blocks": args.blocks, "parties": "threads",
              "table_max_values": lut.TABLE_MAX_VALUES, "thresholds": list(THRESHOLDS), "ops": results,
              "load_before_end": [round(v, 2) for v in os.getloadavg()]})
 
