@@ -114,24 +114,6 @@ def test_the_few_rounds_profile_runs_exp_by_tables_where_it_fits():
     assert rounds >= 12 and np.max(np.abs(got - np.exp(encoded(big)))) <= 1e-4  # its tested bound
 
 
-def signs_and_products_of(x, y):
-    from ppfr.mpc import sign_product
-
-    bits, products = sign_product.signs_and_products(x.server, x.share.ravel(), y.share.ravel()[:x.size // 2])
-    return x._new(np.concatenate([bits, products]), 0)
-
-
-def test_signs_and_products_in_one_round(session):
-    """[x < 0] for every x and [x < 0] y for the first half, exact for any ring values of x (0, -1 ulp, the
-    ends of the ring) and any y; one round."""
-    x = np.concatenate([[0, -1, 1, -(2**63), 2**63 - 1, 2**62, -(2**62)], rng.integers(-2**63, 2**63, 993)])
-    y = rng.integers(-2**40, 2**40, x.size)
-    got = evaluate(session, signs_and_products_of, x, y, fracs=[0, 0])
-    bits = (x < 0).astype(np.int64)
-    assert np.array_equal(got[:x.size], bits)
-    assert np.array_equal(got[x.size:], bits[:x.size // 2] * y[:x.size // 2])
-
-
 def test_one_face_label_takes_three_rounds_besides_the_tournament():
     x = rng.normal(size=(1, 158)) * 3
     label = partial(F.confident_argmax, thresholds=(0.5, 0.9))

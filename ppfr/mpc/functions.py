@@ -298,12 +298,22 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
         thresholds = np.array([2.0**k for k in bands[1:]])
-        at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=upper)
+        at_least = 1 - _below_thresholds(x, thresholds, bound=upper)
         steps = fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     error = (2.0**width - 1) / (2.0**width + 1)
     newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
     return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
+
+
+def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:
+    """[x < t_k] for each value and public threshold (shape (*x.shape, T)), given |x - t_k| <= bound. With FSS
+    comparisons, one opening and one key per value for all T (sign_product.signs_against), else T signs."""
+    if x.server.provider.comparisons != "fss":
+        return less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=bound)
+    width = comparison_width(x.frac, bound)
+    bits = sign_product.signs_against(x.server, x.share.ravel(), x.server.fixed.encode(thresholds, x.frac), width)
+    return x._new(bits.reshape(*x.shape, len(thresholds)), 0)
 
 
 def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_bits: int) -> SharedTensor:

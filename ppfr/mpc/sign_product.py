@@ -1,4 +1,12 @@
-"""Signs of shared values and the products of the first of them with other shared values, in one round.
+"""Signs of shared values, against many public constants at once or with products by other shared values,
+in one round (FSS, fss.py).
+
+Against many constants (signs_against): [x - t_k < 0] for public t_1 .. t_T needs one opening of
+c = x + r and ONE DCF key per value, evaluated at every c - t_k (= x - t_k + r): a key may be evaluated at
+any number of public points, and each server's view is still its key (pseudorandom) and c (uniform).
+So a threshold costs neither online bytes nor dealer bytes, only its evaluation (reciprocal's guess).
+
+With products:
 
 b = [x < 0] by FSS (fss.py) opens c = x + r and evaluates a DCF key; b * y would take one more round (a
 Beaver product) after it. But if y is masked by a dealer mask mu in the same round (e = y - mu opened
@@ -20,6 +28,28 @@ from . import fss
 
 U64 = np.uint64
 LOW = U64(2**63 - 1)
+
+
+def signs_against(srv, x: np.ndarray, publics: np.ndarray, width: int = 64, material=None) -> np.ndarray:
+    """Additive 0/1 shares of [x_i - t_k < 0], shape (x.size, T), for a flat shared uint64 x and public ring
+    integers t (T,), exact where every x_i - t_k lies in [-2^(width-1), 2^(width-1)). One round, width/8
+    bytes a value whatever T; fss.key_bytes(width, "add") offline a value. `material`: a Pending of
+    provider.fss_comparison(x.size, width, "add")."""
+    key = (srv.provider.fss_comparison(x.size, width, "add") if material is None else material).get()
+    masked = x + key.r
+    (c,) = srv.open(masked.astype(np.uint32) if width < 64 else masked)
+    shifted = (c.astype(U64)[:, None] - np.asarray(publics, dtype=U64)[None, :]).ravel()
+    if width < 64:
+        shifted &= U64(2**width - 1)
+    return fss.sign_from_opened(srv.index, _repeated(key, len(publics)), shifted, width).reshape(x.size, -1)
+
+
+def _repeated(key: fss.SignKey, times: int) -> fss.SignKey:
+    """The key of each value repeated `times` times over, value by value (to evaluate it at that many points)."""
+    d = key.dcf
+    rep = lambda a, axis=0: np.repeat(a, times, axis=axis)  # noqa: E731
+    return fss.SignKey(rep(key.r), rep(key.top), fss.DCFKey(rep(d.seed), rep(d.seed_cw, 1), rep(d.value_cw, 1),
+                                                          rep(d.right_t), rep(d.final_cw)))
 
 
 def signs_and_products(srv, x: np.ndarray, y: np.ndarray, material=None):
