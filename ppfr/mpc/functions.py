@@ -272,7 +272,8 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     Initial guess: the servers compare x with powers of two spaced `octaves_per_comparison` apart inside
     the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
     [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
-    Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
+    With FSS comparisons all the thresholds share one opening and one key a value (_below_thresholds: 1
+    round, 792 bytes offline a value whatever their number). Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
     y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), on
     masked values (2 rounds each, see _newton_reciprocal). Denser thresholds buy fewer steps: softmax,
     which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional
