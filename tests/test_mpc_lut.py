@@ -120,3 +120,25 @@ def test_one_face_label_takes_three_rounds_besides_the_tournament():
     _, rounds, _ = _rounds_and_offline(lambda t: label(t)[0], x)
     _, tournament, _ = _rounds_and_offline(lambda t: F.argmax(t, axis=-1)[1], x)
     assert rounds - tournament == 3
+
+
+def test_softmax_and_label_by_tables_are_right_where_truncations_are_redone(monkeypatch):
+    """With every masked truncation told |x| < 2^60, one in eight is redone (fresh masks from the spares):
+    the chain's products repair those positions (and the rows whose sums they break), and softmax and the
+    label stay right. Threads only: the patch lives in this process."""
+    from ppfr.mpc import FixedPoint
+    from ppfr.models.reference import label_and_band, softmax_rows
+
+    truncate_masked = protocols.truncate_masked
+    monkeypatch.setattr(protocols, "truncate_masked",
+                        lambda srv, xs, shifts, materials, bound_bits=None: truncate_masked(srv, xs, shifts, materials, 60))
+    x = rng.normal(size=(6, 158)) * np.linspace(0.5, 10, 6)[:, None]
+    with LocalSession(fixed=FixedPoint(bound_bits=60)) as s:
+        s.run(protocols.use_comparisons, "fss").result()
+        s.record_views()
+        got = evaluate(s, F.softmax, x)
+        labels = evaluate(s, lambda t: F.confident_argmax(t, (0.3, 0.9))[0], x)
+        redone = [m for d, p, m in s.views()["server0"] if d == "send" and p == "server1" and m[0] != "open"]
+    assert redone, "nothing was redone: the test tests nothing"
+    assert np.max(np.abs(got - softmax_rows(encoded(x)))) <= 1e-4
+    assert np.array_equal(labels, label_and_band(softmax_rows(encoded(x)), (0.3, 0.9))[0])

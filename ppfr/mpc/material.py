@@ -372,14 +372,16 @@ class MaskedChainRequest(Request):
     """n values per step, one entry per step, in order:
       ("mask", name)          a fresh mask a_name:                    shares of a_name
       ("trunc", name, shift)  r and r >> shift; a_name = -(r >> shift): shares of r and of r >> shift
-      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other"""
+      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other
+      ("sum", name, of, k)    a_name = the sums of a_of over runs of k values, each repeated k times (the
+                              mask of a sum of masked values, broadcast back): nothing to send"""
     n: int
     steps: tuple
     spares: "SparesRequest"
     kind = "masked"
 
     def draw(self, rng):
-        draws = sum({"mask": 2, "trunc": 3, "cross": 1}[step[0]] for step in self.steps)
+        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0}[step[0]] for step in self.steps)
         # one draw; server 0's rows are views of it, which the channel copies apart (channel.hand_over)
         fresh = iter(rng.uint64((draws, self.n)))
         masks, out0, out1 = {}, [], []
@@ -394,6 +396,10 @@ class MaskedChainRequest(Request):
                 masks[step[1]] = -high
                 r0, h0 = next(fresh), next(fresh)
                 s0, s1 = (r0, h0), (r - r0, high - h0)
+            elif step[0] == "sum":
+                runs = masks[step[2]].reshape(-1, step[3]).sum(axis=1, dtype=U64)
+                masks[step[1]] = np.repeat(runs, step[3])
+                s0 = s1 = np.zeros(0, dtype=U64)
             else:
                 s0 = next(fresh)
                 s1 = masks[step[1]] * masks[step[2]] - s0
@@ -510,10 +516,11 @@ def spare_count(n: int, bound_bits: int) -> int:
         k += 1 + k // 64
 
 
-def spares_for(segments, bound_bits: int, triples: bool = False) -> SparesRequest:
-    """The spares a request that truncates `segments` ((count, shift), ...) carries."""
+def spares_for(segments, bound_bits: int, triples: int = 0) -> SparesRequest:
+    """The spares a request that truncates `segments` ((count, shift), ...) carries; `triples`: spare
+    triples per redone truncation (a masked chain's: 1, or k where a sum spreads one over k values)."""
     by_shift: dict = {}
     for count, shift in segments:
         by_shift[shift] = by_shift.get(shift, 0) + count
     shifts = tuple((s, spare_count(n, bound_bits)) for s, n in sorted(by_shift.items()) if n)
-    return SparesRequest(shifts, spare_count(sum(by_shift.values()), bound_bits) if triples else 0)
+    return SparesRequest(shifts, spare_count(sum(by_shift.values()), bound_bits) * int(triples) if triples else 0)

@@ -96,10 +96,13 @@ class Provider:
         return self._ask(SelectionRequest(int(n), int(count)))
 
     def masked_chain(self, n: int, steps) -> Pending:
-        """For a chain of products on masked values (material.MaskedChainRequest): MaskedChain."""
+        """For a chain of products on masked values (material.MaskedChainRequest): MaskedChain. A redone
+        truncation breaks one value's mask, or k values' after a ("sum", ..., k) step: each takes a spare
+        triple to repair."""
         steps = tuple(steps)
         truncated = [(n, s[2]) for s in steps if s[0] == "trunc"]
-        return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=True)))
+        spread = max([int(s[3]) for s in steps if s[0] == "sum"], default=1)
+        return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=spread)))
 
     def spare_truncation(self, shifts: np.ndarray) -> TruncationPair:
         """Pairs for values whose truncation is redone, one per value (shifts: one per value), from the
