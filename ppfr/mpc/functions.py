@@ -8,6 +8,7 @@ which is why they are exact to about 1e-5 rather than to the 1e-3 that a 16-bit 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
@@ -299,16 +300,17 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
 
 
-def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float, y_frac: int):
+def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float, y_frac: int, below=None):
     """(y0 at y_frac bits, the bound e0 on |1 - x y0|): x compared with powers of two `width` octaves apart
-    in [lower, upper] (one comparison round), y0 the centre of 1/x's band, a public combination of the bits."""
+    in [lower, upper] (one comparison round), y0 the centre of 1/x's band, a public combination of the bits.
+    below(thresholds): the shares of [x < t_k] if the caller has a cheaper way (else _below_thresholds)."""
     lo, hi = math.log2(lower), math.log2(upper)
     bands = [lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))]  # band k: [2^k, 2^(k+w))
     guess = lambda k: 2.0 / (1 + 2.0**width) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
     y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
         thresholds = np.array([2.0**k for k in bands[1:]])
-        at_least = 1 - _below_thresholds(x, thresholds, bound=upper)
+        at_least = 1 - (_below_thresholds(x, thresholds, bound=upper) if below is None else below(thresholds))
         steps = x.server.fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     return y, (2.0**width - 1) / (2.0**width + 1)
@@ -381,8 +383,8 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
 
     Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
-    reciprocal's guess from thresholds 1/64 octave apart (one FSS round), which leaves one Newton step,
-    and the product, all on masked values of one chain (_softmax_by_tables): 8 rounds besides the
+    reciprocal's guess from thresholds 1/64 octave apart (no round of its own), which leaves one Newton
+    step, and the product, all on masked values of one chain (_softmax_by_tables): 7 rounds besides the
     maximum, against 22 with FSS and the polynomial, 29 bitwise.
     """
     with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
@@ -411,22 +413,25 @@ SOFTMAX_OCTAVES = 1 / 64  # the few-rounds softmax's thresholds: x y0 within 0.0
 
 
 def _softmax_by_tables(shifted: SharedTensor, frac: int) -> SharedTensor:
-    """softmax of rows already shifted by their maximum, in the few-rounds profile: 8 rounds. exp by tables
+    """softmax of rows already shifted by their maximum, in the few-rounds profile: 7 rounds. exp by tables
     untruncated (rounds 1-2); then on masked values (protocols.Masked), one MaskedChain for every value:
-    3. truncate e (46 -> 23 bits); s = its row sums, masked by the sums of the masks (the chain's "sum");
-    4. y0 from s against thresholds 1/64 octave apart (_reciprocal_guess, one FSS round);
-    5. open y0's mask (broadcast to the row's values); s y0 is local; 6. truncate it to q;
-    y0 q is local; 7. truncate y1 = y0 (2 - q) (one Newton step: |1 - s y1| <= 0.0054^2);
-    e y1 is local; 8. truncate it to p at `frac` bits. Each value's row repeats s, y0, q, y1."""
+    3. truncate e (46 -> 23 bits); s = its row sums, masked by the sums of the masks (the chain's "sum"),
+    so s against thresholds 1/64 octave apart is local (_chain_signs) and gives y0 (_reciprocal_guess);
+    4. open y0's mask (broadcast to the row's values); s y0 is local; 5. truncate it to q;
+    y0 q is local; 6. truncate y1 = y0 (2 - q) (one Newton step: |1 - s y1| <= 0.0054^2);
+    e y1 is local; 7. truncate it to p at `frac` bits. Each value's row repeats s, y0, q, y1."""
     srv, tf = shifted.server, lut.TABLE_FRAC
-    n = shifted.shape[-1]
-    chain = srv.provider.masked_chain(shifted.size, _softmax_steps(tf, frac, n))
+    n, bound = shifted.shape[-1], _softmax_sum_bound(shifted.shape[-1])
+    width = comparison_width(tf, bound)
+    chain = srv.provider.masked_chain(shifted.size, _softmax_steps(tf, frac, n, width))
+    spare = srv.provider.fss_comparison(shifted.size // n, width, "add")  # for rows a redone truncation spoils
     z = lut.exp_nonpositive(shifted, truncate=False)
     c = chain.get()
     (e,) = protocols.truncate_masked(srv, [z.share.ravel()], [tf], [c.trunc("e")], 2 * tf + 1)
     s = _row_sums(e, n)
-    y0, _ = _reciprocal_guess(shifted._new(s.share[::n].reshape(shifted.shape[:-1]), tf), 1.0,
-                              _softmax_sum_bound(n), SOFTMAX_OCTAVES, tf)
+    rows = shifted._new(s.share[::n].reshape(shifted.shape[:-1]), tf)
+    signs = partial(_chain_signs, rows, s, c.sign_key("s"), spare.get(), width)
+    y0, _ = _reciprocal_guess(rows, 1.0, bound, SOFTMAX_OCTAVES, tf, below=signs)
     (y0,) = protocols.open_masked(srv, [np.repeat(y0.share.ravel(), n)], [c.mask("y0")])
     (sy,) = protocols.masked_products(srv, [(s, y0)], [c.cross("s", "y0")])
     (q,) = protocols.truncate_masked(srv, [sy], [tf], [c.trunc("q")], 2 * tf + 1)
@@ -438,10 +443,26 @@ def _softmax_by_tables(shifted: SharedTensor, frac: int) -> SharedTensor:
     return shifted._new(p.share.reshape(shifted.shape), frac)
 
 
-def _softmax_steps(tf: int, frac: int, n: int) -> tuple:
+def _softmax_steps(tf: int, frac: int, n: int, width: int) -> tuple:
     """The dealer's material for _softmax_by_tables (material.MaskedChainRequest), in the order it is used."""
-    return (("trunc", "e", tf), ("sum", "s", "e", n), ("mask", "y0"), ("cross", "s", "y0"), ("trunc", "q", tf),
-            ("cross", "y0", "q"), ("trunc", "y1", tf), ("cross", "e", "y1"), ("trunc", "p", 2 * tf - frac))
+    return (("trunc", "e", tf), ("sum", "s", "e", n), ("sign", "s", width, n), ("mask", "y0"), ("cross", "s", "y0"),
+            ("trunc", "q", tf), ("cross", "y0", "q"), ("trunc", "y1", tf), ("cross", "e", "y1"),
+            ("trunc", "p", 2 * tf - frac))
+
+
+def _chain_signs(rows: SharedTensor, s: protocols.Masked, key, spare, width: int, thresholds) -> SharedTensor:
+    """[s < t_k] for each row's sum (`rows`: one value a row; s: the masked sums, repeated along each row)
+    and threshold, with no round: s = public + mask and the chain's key is for the mask -mask, so the key at
+    public - t_k is the sign of s - t_k (sign_product.signs_at). Rows that a redone truncation left
+    unmasked take one round ("retry", decided by what was opened) with `spare`, fresh keys for every row."""
+    srv, n = rows.server, s.share.size // max(1, rows.size)
+    t = srv.fixed.encode(thresholds, rows.frac)
+    bits = sign_product.signs_at(srv, key, s.public[::n], t, width)
+    spoilt = np.unique(s.broken // n)
+    if spoilt.size:
+        bits[spoilt] = sign_product.signs_against(srv, rows.share.ravel()[spoilt], t, width,
+                                                  sign_product.key_at(spare, spoilt), tag="retry")
+    return rows._new(bits.reshape(*rows.shape, len(thresholds)), 0)
 
 
 def _row_sums(e: protocols.Masked, n: int) -> protocols.Masked:

@@ -141,6 +141,10 @@ class MaskedChain(Material):
     def cross(self, a: str, b: str) -> np.ndarray:
         return self._at("cross", a, b)
 
+    def sign_key(self, name: str) -> SignKey:
+        """The sign keys of the ("sign", name, ...) step: for masks -a_name (fss.sign_from_opened)."""
+        return SignKey.from_wire(self._at("sign", name))
+
 
 @dataclass(frozen=True)
 class ExpTable(Material):
@@ -374,14 +378,16 @@ class MaskedChainRequest(Request):
       ("trunc", name, shift)  r and r >> shift; a_name = -(r >> shift): shares of r and of r >> shift
       ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other
       ("sum", name, of, k)    a_name = the sums of a_of over runs of k values, each repeated k times (the
-                              mask of a sum of masked values, broadcast back): nothing to send"""
+                              mask of a sum of masked values, broadcast back): nothing to send
+      ("sign", name, w, k)    for every k-th value, a w-bit sign key (fss, group "add") for the mask
+                              -a_name: at public - t it gives [x - t < 0] for x = public + a_name"""
     n: int
     steps: tuple
     spares: "SparesRequest"
     kind = "masked"
 
     def draw(self, rng):
-        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0}[step[0]] for step in self.steps)
+        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}[step[0]] for step in self.steps)
         # one draw; server 0's rows are views of it, which the channel copies apart (channel.hand_over)
         fresh = iter(rng.uint64((draws, self.n)))
         masks, out0, out1 = {}, [], []
@@ -400,6 +406,10 @@ class MaskedChainRequest(Request):
                 runs = masks[step[2]].reshape(-1, step[3]).sum(axis=1, dtype=U64)
                 masks[step[1]] = np.repeat(runs, step[3])
                 s0 = s1 = np.zeros(0, dtype=U64)
+            elif step[0] == "sign":
+                width = step[2]
+                k0, k1 = sign_keys_for_masks(rng, -masks[step[1]][::step[3]] & U64(2**width - 1), width, "add")
+                s0, s1 = k0.to_wire(), k1.to_wire()
             else:
                 s0 = next(fresh)
                 s1 = masks[step[1]] * masks[step[2]] - s0

@@ -30,26 +30,35 @@ U64 = np.uint64
 LOW = U64(2**63 - 1)
 
 
-def signs_against(srv, x: np.ndarray, publics: np.ndarray, width: int = 64, material=None) -> np.ndarray:
+def signs_against(srv, x: np.ndarray, publics: np.ndarray, width: int = 64, material=None,
+                  tag: str = "open") -> np.ndarray:
     """Additive 0/1 shares of [x_i - t_k < 0], shape (x.size, T), for a flat shared uint64 x and public ring
     integers t (T,), exact where every x_i - t_k lies in [-2^(width-1), 2^(width-1)). One round, width/8
     bytes a value whatever T; fss.key_bytes(width, "add") offline a value. `material`: a Pending of
-    provider.fss_comparison(x.size, width, "add")."""
-    key = (srv.provider.fss_comparison(x.size, width, "add") if material is None else material).get()
+    provider.fss_comparison(x.size, width, "add"), or a SignKey (a subset, key_at); tag: "retry" for a
+    round that stands in for one a redone truncation spoilt (privacy.py leaves those out of a view's shape)."""
+    key = material if isinstance(material, fss.SignKey) else (
+        srv.provider.fss_comparison(x.size, width, "add") if material is None else material).get()
     masked = x + key.r
-    (c,) = srv.open(masked.astype(np.uint32) if width < 64 else masked)
-    shifted = (c.astype(U64)[:, None] - np.asarray(publics, dtype=U64)[None, :]).ravel()
+    (c,) = srv.open(masked.astype(np.uint32) if width < 64 else masked, tag=tag)
+    return signs_at(srv, key, c.astype(U64), publics, width)
+
+
+def signs_at(srv, key: fss.SignKey, c: np.ndarray, publics: np.ndarray, width: int) -> np.ndarray:
+    """This server's additive 0/1 shares of [x_i - t_k < 0], shape (c.size, T), from the public c = x + r of
+    each value (r: the key's mask) and the public t: the key of each value evaluated at every c - t_k. Local."""
+    shifted = (c[:, None] - np.asarray(publics, dtype=U64)[None, :]).ravel()
     if width < 64:
         shifted &= U64(2**width - 1)
-    return fss.sign_from_opened(srv.index, _repeated(key, len(publics)), shifted, width).reshape(x.size, -1)
+    each = key_at(key, np.repeat(np.arange(c.size), len(publics)))
+    return fss.sign_from_opened(srv.index, each, shifted, width).reshape(c.size, -1)
 
 
-def _repeated(key: fss.SignKey, times: int) -> fss.SignKey:
-    """The key of each value repeated `times` times over, value by value (to evaluate it at that many points)."""
+def key_at(key: fss.SignKey, index: np.ndarray) -> fss.SignKey:
+    """The keys of the values `index` (repeats allowed: to evaluate a key at several points)."""
     d = key.dcf
-    rep = lambda a, axis=0: np.repeat(a, times, axis=axis)  # noqa: E731
-    return fss.SignKey(rep(key.r), rep(key.top), fss.DCFKey(rep(d.seed), rep(d.seed_cw, 1), rep(d.value_cw, 1),
-                                                          rep(d.right_t), rep(d.final_cw)))
+    return fss.SignKey(key.r[index], key.top[index], fss.DCFKey(d.seed[index], d.seed_cw[:, index],
+                                                              d.value_cw[:, index], d.right_t[index], d.final_cw[index]))
 
 
 def signs_and_products(srv, x: np.ndarray, y: np.ndarray, material=None):
