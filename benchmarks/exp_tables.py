@@ -10,7 +10,8 @@ Three variants of each operation, each in a session of its own, measured in turn
 Times as in benchmarks/mpc_ops.py (median of the slower server; "online": each repetition's material
 drawn before its clock starts), the variants taking turns in blocks of repetitions (measure_side_by_side). The tournament (max, argmax) is measured on its own too, so that the rounds
 of softmax and confident_argmax besides it can be read off ("rounds_besides_tournament"): the tournament
-is being rebuilt elsewhere. The last line is one JSON object, kept in benchmarks/results/exp_tables.json.
+is being rebuilt elsewhere. As benchmarks/fss.py, the time across a network is modelled as online time
++ rounds x RTT (1 ms, 40 ms). The last line is one JSON object, kept in benchmarks/results/exp_tables.json.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ppfr.mpc import functions as F, lut, protocols
 from ppfr.mpc.session import open_session
 
 THRESHOLDS = confidence_thresholds(0.5)
+RTTS_MS = (1.0, 40.0)  # as benchmarks/fss.py: online time + rounds x RTT, across a network
 VARIANTS = {"bitwise": ("bitwise", True), "fss": ("fss", False), "fss+tables": ("fss", True)}
 
 
@@ -102,6 +104,7 @@ def main():
             numpy_ms = time_numpy(reference, inputs, 50) * 1e3
             for name, r in results[case].items():
                 r["numpy_ms"] = round(numpy_ms, 4)
+                r.update({f"modelled_ms_at_rtt_{rtt:g}ms": round(r["online_ms"] + r["rounds"] * rtt, 3) for rtt in RTTS_MS})
                 if tournament:
                     r["rounds_besides_tournament"] = r["rounds"] - results[tournament][name]["rounds"]
                 print(f"{case:24s} {name:10s} {r['rounds']:3d} rounds {r['bytes_per_server'] / 1e3:8.1f} kB online "

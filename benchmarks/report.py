@@ -200,7 +200,7 @@ def exp_tables(res):
             besides = o.get("rounds_besides_tournament")
             cells.append(f"{name} {o['rounds']}" + (f" ({besides} besides the tournament)" if besides is not None else "")
                          + f" rounds, {size(o['bytes_per_server'])} online, {size(o['offline_bytes_per_server'])} "
-                         f"offline, online {num(o['online_ms'])} ms")
+                         f"offline, online {num(o['online_ms'])} ms (at 40 ms RTT {num(o['modelled_ms_at_rtt_40ms'], 0)})")
         return f"{case}: " + " / ".join(cells)
     cases = ("exp 1x158", "softmax 1x158", "confident_argmax 1x158", "exp 64x158")
     return ("exp by tables in the FSS profile vs today's protocols (per server, in-process)", "exp_tables", [r],
