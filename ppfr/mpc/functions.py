@@ -274,10 +274,11 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
     [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
     With FSS comparisons all the thresholds share one opening and one key a value (_below_thresholds: 1
-    round, 792 bytes offline a value whatever their number). Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
-    y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), on
-    masked values (2 rounds each, see _newton_reciprocal). Denser thresholds buy fewer steps: softmax,
-    which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional
+    round, 792 bytes offline a value whatever their number). Then x*y0 is within e0 = (2^w - 1) / (2^w + 1)
+    of 1 (0.6 for w = 2), and Newton-Raphson steps y <- y(2 - xy) square that error each time; as many
+    run as `tolerance` needs (5 for w = 2), on masked values (2 rounds each, see _newton_reciprocal).
+    Denser thresholds buy fewer steps: softmax, which inverts one value per row, uses w = 1/4 and 2 steps
+    (1/64 and 1 step in the few-rounds profile, _softmax_by_tables). The iteration runs at as many fractional
     bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
     with x.server.provider.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
@@ -533,10 +534,10 @@ def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limi
     e = lut.exp_nonpositive(shifted, truncate=False)
     s = e.sum(axis=-1).reinterpret(0)
     gaps = np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1)   # rows x thresholds
-    first_last = gaps.transpose(*range(1, gaps.ndim), 0)  # the first threshold's row of gaps first
+    first_last = gaps.transpose(gaps.ndim - 1, *range(gaps.ndim - 1))  # the first threshold's gaps first
     bits, below_times_index = sign_product.signs_and_products(shifted.server, first_last.share.ravel(),
                                                               (index + 1).share.ravel())
-    reaches = 1 - gaps._new(bits.reshape(first_last.shape)).transpose(gaps.ndim - 1, *range(gaps.ndim - 1))
+    reaches = 1 - gaps._new(bits.reshape(first_last.shape)).transpose(*range(1, gaps.ndim), 0)
     label = index - index._new(below_times_index.reshape(index.shape))
     return label, reaches.sum(axis=-1)
 
