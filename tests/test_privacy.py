@@ -113,3 +113,15 @@ def test_the_uniformity_test_can_fail():
     assert privacy.looks_like_data(data[:5])  # five values are enough
     uniform = np.random.default_rng(1).integers(0, 2**64, 100_000, dtype=np.uint64)
     assert not privacy.looks_like_data(uniform)
+
+
+def test_the_few_rounds_softmax_redoing_truncations_tells_nobody_anything(monkeypatch):
+    """Exp by tables and the chain of the few-rounds softmax with one masked truncation in eight redone
+    (their bound forced to 2^60): the rows whose masked sums that spoils compare again with spare keys, in
+    rounds tagged "retry"; every view still passes every check, and the dealer's is the same for two inputs."""
+    truncate_masked = protocols.truncate_masked
+    monkeypatch.setattr(protocols, "truncate_masked",
+                        lambda srv, xs, shifts, materials, bound_bits=None: truncate_masked(srv, xs, shifts, materials, 60))
+    runs = privacy.check_program(partial(fss_session, fixed=FixedPoint(bound_bits=60)), softmax,
+                                 (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
+    assert [o for o in runs[0]["server0"].openings if o.tag == "retry"], "nothing was redone"
