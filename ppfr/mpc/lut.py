@@ -9,7 +9,8 @@ instead of a DPF. With D the ring integer of d (f fractional bits) and a dealer 
 1. Open c = D + r mod 2^32 (one round, 4 bytes a value). With the low digits c_l = c mod 2^j,
    r_l = r mod 2^j and the high ones C_h = (c >> j) mod 2^m, R_h = (r >> j) mod 2^m,
        D = 2^j (C_h - R_h) + (c_l - r_l)   (mod 2^(j+m)),   c_l - r_l in (-2^j, 2^j) exactly,
-   no borrow to propagate: each digit is "public minus dealer-known". For D in [-(2^m - 1) 2^j, 0] the
+   no borrow to propagate: each digit is "public minus dealer-known", and since 2^(j+m) divides 2^32 no
+   wrap of D + r matters (unlike a truncation's, no retry). For D in [-(2^m - 1) 2^j, 0] the
    high digit h = (C_h - R_h) mod 2^m names one of 2^m values of (D - lo) / 2^j in [-(2^m - 1), 0].
    The dealer shares one-hot vectors of R_h (2^m entries) and of r_l (2^j); a server's share of
    T(p - u) = sum_k onehot_u[k] T(p - k) is a local dot product with a public rotated table. So
@@ -22,8 +23,13 @@ instead of a DPF. With D the ring integer of d (f fractional bits) and a dealer 
 3. Truncate from 2 TABLE_FRAC bits to the caller's (one round, 8 bytes) -- or not, for a caller that
    only compares sums of exponentials (functions.confident_argmax).
 
-Error: the tables are exact to half a unit at TABLE_FRAC = 23 bits, so exp(d) is within about 2^-23
-absolute (1.2e-7; tests/test_mpc_lut.py), and 0 where d < -15.98. Offline bytes a value and server:
+Privacy: c is uniform (r is, on Z_2^32), so are the openings of step 2 (fresh masks on Z_2^64) and each
+server's one-hot shares; a DCF key alone is pseudorandom (fss.py). Nothing the dealer is asked depends
+on data (n and the digits' bits).
+
+Error: the tables are exact to half a unit at TABLE_FRAC = 23 bits, so exp(d) is within 2.5e-7 absolute
+(tests/test_mpc_lut.py), and 0 where d < -15.98. Local work: two dot products of 2^10 a value, a 31-level
+DCF evaluation, a PRG expansion of one one-hot. Offline bytes a value and server:
 8 (2^m + 2^j) for the one-hots, of which each server gets one as a 16-byte seed of a PRG instead
 (server 0 the high one, server 1 the low one): 8 kB with j = m = 10; plus the DCF key (792 bytes),
 the mask (8) and the product's masks (56). That is fine for one face (158 values, 1.4 MB) and too much
