@@ -173,7 +173,7 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
     polynomial is evaluated outside its interval).
 
     In the few-rounds profile (comparisons "fss", see few_rounds), exp of values known to be <= 0
-    (upper <= 0) runs by tables instead (lut.exp_nonpositive): 3 rounds, within 2.4e-7 absolute, 0 below
+    (upper <= 0) runs by tables instead (lut.exp_nonpositive): 3 rounds, within 2.5e-7 absolute, 0 below
     -15.98 (where e^x < 1.2e-7), about 9 kB offline a value.
     """
     with x.server.provider.plan("exp", x.shape, x.frac, upper, frac):
