@@ -122,12 +122,10 @@ def test_one_face_label_takes_three_rounds_besides_the_tournament():
     assert rounds - tournament == 3
 
 
-@pytest.mark.parametrize("tables", [True, False], ids=["tables", "polynomial"])
-def test_softmax_and_label_by_tables_are_right_where_truncations_are_redone(tables, monkeypatch):
+def test_softmax_and_label_by_tables_are_right_where_truncations_are_redone(monkeypatch):
     """With every masked truncation told |x| < 2^60, one in eight is redone (fresh masks from the spares):
     the chain's products repair those positions (and the rows whose sums they break), and softmax and the
-    label stay right, with exp by tables or by the polynomial (whose chain carries the same softmax tail).
-    Threads only: the patch lives in this process."""
+    label stay right. Threads only: the patch lives in this process."""
     from ppfr.mpc import FixedPoint
     from ppfr.models.reference import label_and_band, softmax_rows
 
@@ -137,7 +135,6 @@ def test_softmax_and_label_by_tables_are_right_where_truncations_are_redone(tabl
     x = rng.normal(size=(6, 158)) * np.linspace(0.5, 10, 6)[:, None]
     with LocalSession(fixed=FixedPoint(bound_bits=60)) as s:
         s.run(protocols.use_comparisons, "fss").result()
-        s.run(lut.use_exp_tables, tables).result()
         s.record_views()
         got = evaluate(s, F.softmax, x)
         labels = evaluate(s, lambda t: F.confident_argmax(t, (0.3, 0.9))[0], x)

@@ -194,23 +194,13 @@ def few_rounds(x: SharedTensor) -> bool:
 
 
 def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
-    out_frac = x.server.fixed.frac_bits if frac is None else frac
-    z, _ = _exp_masked(x, upper, out_frac)
-    return x._new(z.share.reshape(x.shape), out_frac)
-
-
-EXP_OUTPUT = f"z{_EXP_HALVINGS}"  # the name of exp's result in its MaskedChain (masked by its last truncation)
-
-
-def _exp_masked(x: SharedTensor, upper: float, out_frac: int, more_steps: tuple = ()):
-    """exp as above, as (the masked result, flat; its MaskedChain): the chain may carry `more_steps` for
-    the caller's products with the result (its mask is EXP_OUTPUT's), in the same request."""
     srv, fixed = x.server, x.server.fixed
+    out_frac = fixed.frac_bits if frac is None else frac
     if upper > EXP_RANGE[1]:
         raise ValueError(f"exp is documented for inputs up to {EXP_RANGE[1]}, asked for {upper}")
     yf = x.frac + _EXP_HALVINGS
     squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits)
-    steps = _exp_steps(yf, squares) + tuple(more_steps)
+    steps = _exp_steps(yf, squares)
     m = srv.provider.masked_chain(x.size, steps).get()
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
     # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
@@ -236,7 +226,7 @@ def _exp_masked(x: SharedTensor, upper: float, out_frac: int, more_steps: tuple 
         (square,) = protocols.masked_products(srv, [(z, z)], [m.cross(f"z{k}", f"z{k}")])
         (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m.trunc(f"z{k + 1}")],
                                          2 * frac_in + value_bits + 1)
-    return z, m
+    return x._new(z.share.reshape(x.shape), out_frac)
 
 
 def _exp_steps(yf: int, squares) -> tuple:
@@ -396,9 +386,7 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
     reciprocal's guess from thresholds 1/64 octave apart (no round of its own), which leaves one Newton
     step, and the product, all on masked values of one chain (_softmax_by_tables): 7 rounds besides the
-    maximum, against 29 bitwise. With FSS comparisons where the tables do not fit (over
-    lut.TABLE_MAX_VALUES values, a training batch): the clamp, exp by the polynomial and the same tail on
-    its chain (_softmax_by_polynomial): 18 rounds besides the maximum (22 with lut.use_exp_tables off).
+    maximum, against 22 with FSS and the polynomial, 29 bitwise.
     """
     with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
         return _softmax(x, axis, clamp)
@@ -410,9 +398,6 @@ def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     m, _ = _tournament(x_last, -1, want_min=False, with_index=False, bound=SOFTMAX_BOUND)
     if few_rounds(x_last):
         p = _softmax_by_tables(x_last - m.reshape(*m.shape, 1), x.frac)
-    elif _few_rounds_tail(x):
-        shifted = x_last - m.reshape(*m.shape, 1)
-        p = _softmax_by_polynomial(_clamped(shifted) if clamp else shifted, x.frac)
     else:
         e = _exp_below_max(x_last, m, clamp)
         s = e.sum(axis=-1, keepdims=True)
@@ -423,13 +408,6 @@ def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     order = list(range(x.ndim - 1))
     order.insert(axis % x.ndim, x.ndim - 1)
     return p.transpose(*order)
-
-
-def _few_rounds_tail(x: SharedTensor) -> bool:
-    """Whether softmax's reciprocal and product ride on exp's chain (_softmax_by_polynomial): in the
-    few-rounds profile where the tables do not fit (off with lut.use_exp_tables, as before)."""
-    provider = x.server.provider
-    return provider.comparisons == "fss" and provider.exp_tables and x.server.fixed.frac_bits + 7 == lut.TABLE_FRAC
 
 
 SOFTMAX_OCTAVES = 1 / 64  # the few-rounds softmax's thresholds: x y0 within 0.0054 of 1, one Newton step
@@ -443,63 +421,33 @@ def _softmax_by_tables(shifted: SharedTensor, frac: int) -> SharedTensor:
     4. open y0's mask (broadcast to the row's values); s y0 is local; 5. truncate it to q;
     y0 q is local; 6. truncate y1 = y0 (2 - q) (one Newton step: |1 - s y1| <= 0.0054^2);
     e y1 is local; 7. truncate it to p at `frac` bits. Each value's row repeats s, y0, q, y1."""
-    srv, tf, n = shifted.server, lut.TABLE_FRAC, shifted.shape[-1]
-    tail, spare = _softmax_tail_steps("e", tf, frac, n), _ask_spare_signs(shifted)
-    chain = srv.provider.masked_chain(shifted.size, (("trunc", "e", tf),) + tail)
+    srv, tf = shifted.server, lut.TABLE_FRAC
+    n, bound = shifted.shape[-1], _softmax_sum_bound(shifted.shape[-1])
+    width = comparison_width(tf, bound)
+    chain = srv.provider.masked_chain(shifted.size, _softmax_steps(tf, frac, n, width))
+    spare = srv.provider.fss_comparison(shifted.size // n, width, "add")  # for rows a redone truncation spoils
     z = lut.exp_nonpositive(shifted, truncate=False)
     c = chain.get()
     (e,) = protocols.truncate_masked(srv, [z.share.ravel()], [tf], [c.trunc("e")], 2 * tf + 1)
-    return _softmax_tail(shifted, e, "e", c, spare, frac)
-
-
-def _softmax_by_polynomial(shifted: SharedTensor, frac: int) -> SharedTensor:
-    """softmax of rows shifted by their maximum (and clamped), with FSS comparisons where the tables do
-    not fit (a training batch): exp by the polynomial (12 rounds), its chain carrying the tail's steps
-    (_softmax_tail: 4 rounds, instead of 8 for the reciprocal and the product)."""
-    tf = lut.TABLE_FRAC  # = the session's fractional bits + 7, exp's output precision here (see _softmax)
-    spare = _ask_spare_signs(shifted)
-    e, c = _exp_masked(shifted, 0.0, tf, _softmax_tail_steps(EXP_OUTPUT, tf, frac, shifted.shape[-1]))
-    return _softmax_tail(shifted, e, EXP_OUTPUT, c, spare, frac)
-
-
-def _ask_spare_signs(shifted: SharedTensor):
-    """Fresh FSS keys for every row's sum, for the rows a redone truncation spoils (_chain_signs)."""
-    n = shifted.shape[-1]
-    return shifted.server.provider.fss_comparison(shifted.size // n, _softmax_sign_width(n), "add")
-
-
-def _softmax_sign_width(n: int) -> int:
-    return comparison_width(lut.TABLE_FRAC, _softmax_sum_bound(n))
-
-
-def _softmax_tail(shifted: SharedTensor, e: protocols.Masked, name: str, c, spare, frac: int) -> SharedTensor:
-    """From e = exp(shifted) masked (flat, at TABLE_FRAC = 23 bits, which keeps every product below 2^48;
-    its mask `name` in the chain c) to softmax,
-    4 rounds: s = e's row sums, masked by the sums of the masks (the chain's "sum"), so s against
-    thresholds 1/64 octave apart is local (_chain_signs) and gives y0 (_reciprocal_guess); 1. open y0's
-    mask (broadcast to the row's values); s y0 is local; 2. truncate it to q; y0 q is local; 3. truncate
-    y1 = y0 (2 - q) (one Newton step: |1 - s y1| <= 0.0054^2); e y1 is local; 4. truncate it to p."""
-    srv, tf, n = shifted.server, lut.TABLE_FRAC, shifted.shape[-1]
     s = _row_sums(e, n)
     rows = shifted._new(s.share[::n].reshape(shifted.shape[:-1]), tf)
-    signs = partial(_chain_signs, rows, s, c.sign_key("s"), spare.get(), _softmax_sign_width(n))
-    y0, _ = _reciprocal_guess(rows, 1.0, _softmax_sum_bound(n), SOFTMAX_OCTAVES, tf, below=signs)
+    signs = partial(_chain_signs, rows, s, c.sign_key("s"), spare.get(), width)
+    y0, _ = _reciprocal_guess(rows, 1.0, bound, SOFTMAX_OCTAVES, tf, below=signs)
     (y0,) = protocols.open_masked(srv, [np.repeat(y0.share.ravel(), n)], [c.mask("y0")])
     (sy,) = protocols.masked_products(srv, [(s, y0)], [c.cross("s", "y0")])
     (q,) = protocols.truncate_masked(srv, [sy], [tf], [c.trunc("q")], 2 * tf + 1)
     (yq,) = protocols.masked_products(srv, [(y0, q)], [c.cross("y0", "q")])
     two = U64(2) << U64(tf)  # 2 at tf bits, times y0 at tf: 2 y0 at 2 tf
     (y1,) = protocols.truncate_masked(srv, [y0.share * two - yq], [tf], [c.trunc("y1")], 2 * tf + 2)
-    (ey,) = protocols.masked_products(srv, [(e, y1)], [c.cross(name, "y1")])
+    (ey,) = protocols.masked_products(srv, [(e, y1)], [c.cross("e", "y1")])
     (p,) = protocols.truncate_masked(srv, [ey], [2 * tf - frac], [c.trunc("p")], 2 * tf + 1)
     return shifted._new(p.share.reshape(shifted.shape), frac)
 
 
-def _softmax_tail_steps(name: str, tf: int, frac: int, n: int) -> tuple:
-    """The dealer's material for _softmax_tail (material.MaskedChainRequest), after the steps that mask e
-    as `name`, in the order it is used."""
-    return (("sum", "s", name, n), ("sign", "s", _softmax_sign_width(n), n), ("mask", "y0"), ("cross", "s", "y0"),
-            ("trunc", "q", tf), ("cross", "y0", "q"), ("trunc", "y1", tf), ("cross", name, "y1"),
+def _softmax_steps(tf: int, frac: int, n: int, width: int) -> tuple:
+    """The dealer's material for _softmax_by_tables (material.MaskedChainRequest), in the order it is used."""
+    return (("trunc", "e", tf), ("sum", "s", "e", n), ("sign", "s", width, n), ("mask", "y0"), ("cross", "s", "y0"),
+            ("trunc", "q", tf), ("cross", "y0", "q"), ("trunc", "y1", tf), ("cross", "e", "y1"),
             ("trunc", "p", 2 * tf - frac))
 
 
@@ -537,18 +485,15 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> Shared
     frac = x_last.server.fixed.frac_bits + 7
     if few_rounds(shifted):
         return lut.exp_nonpositive(shifted, frac)
-    return _exp(_clamped(shifted) if clamp else shifted, 0.0, frac)
-
-
-def _clamped(shifted: SharedTensor) -> SharedTensor:
-    """max(shifted, -64): add (-64 - shifted) where shifted < -64 (one comparison, one selection round)."""
-    server = shifted.server
-    width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
-    comparison = protocols.ask_msb(server, shifted.size, width)
-    selection = server.provider.selection(shifted.size, 1)
-    below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
-    (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
-    return shifted + shifted._new(raise_by.reshape(shifted.shape))
+    if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
+        server = x_last.server
+        width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
+        comparison = protocols.ask_msb(server, shifted.size, width)
+        selection = server.provider.selection(shifted.size, 1)
+        below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
+        (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
+        shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
+    return _exp(shifted, 0.0, frac)
 
 
 def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedTensor]:
