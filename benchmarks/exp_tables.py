@@ -38,11 +38,11 @@ def exp_nonpositive(x):
 
 
 def max_value(x):
-    return F.max_along(x, axis=-1)
+    return F.max_along(x, axis=-1, bound=F.SOFTMAX_BOUND)  # the tournament softmax runs
 
 
 def argmax_index(x):
-    return F.argmax(x, axis=-1)[1]
+    return F.argmax(x, axis=-1, bound=F.SOFTMAX_BOUND)[1]  # the tournament confident_argmax runs
 
 
 def label(x):

@@ -17,10 +17,26 @@ here; a round in-process costs tens of microseconds, already in the online time)
 Medians over --reps (at most 3 above 10^4 values, whose keygen dominates the run). Parties in threads
 of one process (LocalSession): the servers share the interpreter lock. The last line is one JSON object,
 kept in benchmarks/results/fss.json.
+
+    python benchmarks/fss.py --tournaments [argmax:1x158,argmax:64x158,argmin:1x13233,argmin:1x100000] [--reps 5]
+
+Tournaments instead (max/argmax/argmin; op:ROWSxN, @BOUND for values known within +-BOUND, which
+lets the comparisons run on 32 bits), three ways in one run: "bitwise" (today's default: groups of 4
+or 2, bitwise comparisons), "fss_groups_of_4" (the same tournament with FSS comparisons, what
+`mpc.comparisons: fss` did before) and "fss_by_rank" (functions._tournament_by_rank: pairs in one
+round, groups in two, levels by rank_levels). Argmax of logits uniform in [-30, 30], argmin of distances
+uniform in [0, 4), one tie a row, the index checked against numpy. Per way: rounds, bytes each server
+sends the other (online) and receives from the dealer (offline); "total_ms", the slower server's time
+with the material asked on entry and drawn by the dealer meanwhile (one process: the dealer's CPU
+competes); "online_ms", the same with the material asked ahead (provider.prepare) and awaited before
+the clock starts (a dealer working offline, on a machine of its own); "dealer_ms", the dealer's time to
+draw one run's material alone; the process's peak memory so far. Medians over --reps (2 above 20,000
+values, 1 above 200,000). Published to benchmarks/results/fss_tournaments.json.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import numpy as np
@@ -28,6 +44,7 @@ import numpy as np
 from publish import publish
 
 from ppfr.mpc import LocalSession, fss, material, protocols
+from ppfr.mpc import functions as F
 from ppfr.mpc.channel import payload_bytes
 from ppfr.mpc.prg import SecureRandom
 
@@ -118,12 +135,112 @@ def measure(session, rng, dealer_rng, n: int, width: int, reps: int) -> dict:
     return out
 
 
+# -- tournaments: max/argmax/argmin, today's against the tournament by rank ---------------------------------
+# name: (comparison method, tournament); "circuit" is functions._tournament_by_circuit (groups of 4 or 2,
+# the default with bitwise comparisons, and what FSS comparisons used before the tournament by rank)
+TOURNAMENTS = {"bitwise": ("bitwise", "circuit"), "fss_groups_of_4": ("fss", "circuit"), "fss_by_rank": ("fss", "rank")}
+TOURNAMENT_CASES = "argmax:1x158,argmax:64x158,argmin:1x13233,argmin:1x100000"
+
+
+def _tournament(x, method: str, want_min: bool, bound):
+    if TOURNAMENTS[method][1] == "rank" or method == "bitwise":
+        return F._tournament(x, -1, want_min, True, bound)  # by rank with FSS comparisons, else the circuit
+    return F._tournament_by_circuit(x, want_min, True, F.comparison_width(x.frac, None if bound is None else 2 * bound))
+
+
+def _tournament_program(srv, method: str, want_min: bool, bound, reps: int, online: bool):
+    """On both servers: receive x, then reps + 1 tournaments from a common start (the first records the
+    plan and is dropped). online: each run's material asked ahead (provider.prepare) and awaited before
+    the clock starts; else asked on entry, drawn by the dealer while the servers compute. Returns the
+    times, the counts of the last run, its requests and its revealed index."""
+    protocols.use_comparisons(srv, TOURNAMENTS[method][0])
+    x = srv.receive()
+    step = ("benchmark tournament", method, x.shape, want_min, bound)
+    times, spent, index = [], None, None
+    for rep in range(reps + 1):
+        if online and rep:
+            srv.provider.prepare(*step)
+        with srv.provider.plan(*step):
+            if online:
+                srv.provider.await_material()
+            srv.exchange((), [], tag="sync")
+            before = srv.channel.stats.copy()
+            start = time.perf_counter()
+            _, index = _tournament(x, method, want_min, bound)
+            times.append(time.perf_counter() - start)
+            spent = srv.channel.stats - before
+    srv.reveal_to(index)
+    return times[1:], spent, srv.provider.requests_of(*step)
+
+
+def _run_tournament(session, x, method, want_min, bound, reps, online):
+    job = session.run(_tournament_program, method, want_min, bound, reps, online)
+    session.client.share(x)
+    index = session.client.reconstruct()
+    (t0, spent, requests), (t1, _, _) = job.result()
+    return float(np.median(np.maximum(t0, t1))), spent, requests, index
+
+
+def _dealer_seconds(requests, dealer_rng) -> float:
+    """The dealer's time to draw a run's material, alone (one request at a time, nothing kept)."""
+    start = time.perf_counter()
+    for request in requests:
+        request.draw(dealer_rng)
+    return time.perf_counter() - start
+
+
+def measure_tournament(rng, dealer_rng, op: str, rows: int, n: int, bound, reps: int) -> dict:
+    want_min = op == "argmin"
+    x = rng.uniform(0, 4, (rows, n)) if want_min else rng.uniform(-30, 30, (rows, n))  # distances, logits
+    x[:, n // 3] = x[:, n // 2]  # a tie
+    expected = np.rint(x * 2**16)
+    expected = expected.argmin(axis=-1) if want_min else expected.argmax(axis=-1)
+    out = {"op": op, "rows": rows, "n": n, "bound": bound}
+    for method in TOURNAMENTS:
+        with LocalSession() as session:
+            total_s, spent, requests, index = _run_tournament(session, x, method, want_min, bound, reps, False)
+            online_s, _, _, index_online = _run_tournament(session, x, method, want_min, bound, reps, True)
+        if not (np.array_equal(index, expected) and np.array_equal(index_online, expected)):
+            raise SystemExit(f"{method} gave a wrong {op} for {rows}x{n}")
+        levels = F.rank_levels(n, rows, F.comparison_width(16, None if bound is None else 2 * bound))
+        out[method] = {"rounds": spent.rounds, "online_bytes_per_server": spent.bytes_sent,
+                       "offline_bytes_per_server": spent.offline_bytes,
+                       "total_ms": round(total_s * 1e3, 2), "online_ms": round(online_s * 1e3, 2),
+                       "dealer_ms": round(_dealer_seconds(requests, dealer_rng) * 1e3, 2),
+                       "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                       **({"levels": list(levels)} if method == "fss_by_rank" else {})}
+        m = out[method]
+        print(f"{op} {rows}x{n} bound={bound} {method:16s} {m['rounds']:3d} rounds, "
+              f"{m['online_bytes_per_server'] / 1e3:9.1f} kB online, {m['offline_bytes_per_server'] / 1e6:8.2f} MB "
+              f"offline; total {m['total_ms']:9.1f} ms, online {m['online_ms']:9.1f} ms, dealer alone "
+              f"{m['dealer_ms']:9.1f} ms", flush=True)
+    return out
+
+
+def tournaments(cases: str, reps: int) -> None:
+    rng, dealer_rng = np.random.default_rng(0), SecureRandom()
+    results = []
+    for case in cases.split(","):
+        op, _, shape = case.partition(":")
+        shape, _, bound = shape.partition("@")
+        rows, n = (int(v) for v in shape.split("x"))
+        if op not in ("argmax", "argmin"):
+            raise SystemExit(f"a tournament case is argmax|argmin:ROWSxN[@BOUND], not {case!r}")
+        results.append(measure_tournament(rng, dealer_rng, op, rows, n, float(bound) if bound else None,
+                                          reps if rows * n <= 20_000 else min(reps, 2) if rows * n <= 200_000 else 1))
+    publish({"benchmark": "fss_tournaments", "round_cost": F.ROUND_COST, "cases": results}, name="fss_tournaments")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,158,10000,100000", help="comma-separated numbers of values")
     parser.add_argument("--widths", default="64,32", help="comparison widths (64: any ring value; 32: |x| < 2^31)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per case (at most 3 above 10^4 values)")
+    parser.add_argument("--tournaments", nargs="?", const=TOURNAMENT_CASES, default=None,
+                        help="instead: tournaments, op:ROWSxN[@BOUND] comma-separated (default " + TOURNAMENT_CASES + ")")
     args = parser.parse_args()
+    if args.tournaments:
+        return tournaments(args.tournaments, args.reps)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]
         widths = [int(w) for w in args.widths.split(",")]

@@ -181,7 +181,7 @@ def fss_comparisons(res):
                          f"{num(b['modelled_ms_at_rtt_40ms'], 0)} ms)")
     apps = [f"{name} {ops[name + ' [fss]']['rounds']} rounds vs {ops[name]['rounds']}, online "
             f"{num(ops[name + ' [fss]']['online_ms'])} vs {num(ops[name]['online_ms'])} ms"
-            for name in ("softmax 1x158 (one face)", "argmax 64x158")]
+            for name in ("softmax 1x158 (one face)",)]
     keys = r["key_bytes_per_value"]
     return ("comparisons by FSS (`mpc.comparisons: fss`) vs bitwise, in-process", "fss",
             [r, res["mpc_ops_comparisons"]],
@@ -206,6 +206,21 @@ def exp_tables(res):
     return ("exp by tables in the FSS profile vs today's protocols (per server, in-process)", "exp_tables", [r],
             "; ".join(side(c) for c in cases if c in ops)
             + f" (64x158 is over the tables' {r['table_max_values']:,} values a call: the polynomial)")
+
+
+def fss_tournaments(res):
+    r = res["fss_tournaments"]
+    parts = []
+    for c in r["cases"]:
+        rank, four, bitwise = c["fss_by_rank"], c["fss_groups_of_4"], c["bitwise"]
+        width = "" if c["bound"] is None else ", 32-bit"
+        parts.append(f"{c['op']} {c['rows']}×{c['n']:,}{width}: {rank['rounds']} rounds vs {four['rounds']} (FSS groups "
+                     f"of 4) vs {bitwise['rounds']} (bitwise), online {num(rank['online_ms'])} vs "
+                     f"{num(four['online_ms'])} vs {num(bitwise['online_ms'])} ms, keys {size(rank['offline_bytes_per_server'])}"
+                     f" vs {size(four['offline_bytes_per_server'])} a server, dealer {num(rank['dealer_ms'], 0)} vs "
+                     f"{num(four['dealer_ms'], 0)} ms")
+    return ("max/argmax/argmin with FSS comparisons: the tournament by rank vs groups of 4 vs bitwise, in-process",
+            "fss", [r], "; ".join(parts))
 
 
 def storage(res):
@@ -262,7 +277,8 @@ def network_services(res):
             "services", [r], "; ".join(parts) + f"; concurrent identify over TLS: {load}")
 
 
-ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, exp_tables, training, prediction, recognition,
+ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, exp_tables, training,
+        prediction, recognition,
         open_set, extraction, verification, identification, live, storage, input_limits, link_layers,
         network_services)
 

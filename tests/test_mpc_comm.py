@@ -112,3 +112,33 @@ def test_a_planned_step_can_wait_for_all_its_material_first(session):
     for first, second in marks:
         assert first > 0          # the first run asks as it goes
         assert second == 0        # the second had it all in hand
+
+
+def _rounds_of_products(srv, rounds: int):
+    """`rounds` Beaver products one after the other, each needing the one before: `rounds` rounds."""
+    x = srv.receive()
+    for _ in range(rounds):
+        x = x * x
+    return srv.channel.stats.rounds
+
+
+def test_a_network_with_latency_makes_each_round_wait_half_its_round_trip():
+    """LocalSession(latency=rtt) is the benchmarks' WAN: every message arrives rtt/2 after it is sent,
+    so k dependent rounds take at least k * rtt/2 (and the same session without latency is far quicker),
+    while bytes and rounds stay what they are."""
+    import time
+
+    from ppfr.mpc.session import LocalSession
+
+    rounds, rtt = 6, 0.2
+    timings, counts = {}, {}
+    for latency in (0.0, rtt):
+        with LocalSession(timeout=20, latency=latency) as session:
+            start = time.perf_counter()
+            job = session.run(_rounds_of_products, rounds)
+            session.client.share(np.full(4, 0.5))
+            counts[latency] = job.result()
+            timings[latency] = time.perf_counter() - start
+    assert counts[0.0] == counts[rtt]
+    assert timings[rtt] >= rounds * rtt / 2          # a product and its truncation: at least `rounds` rounds
+    assert timings[0.0] < rounds * rtt / 2 / 2

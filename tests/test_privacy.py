@@ -43,6 +43,20 @@ def argmax(x, y):
     return F.argmax(x, axis=-1)[1]
 
 
+def argmin_row(x, y):
+    """One row of 1,280 values: with FSS, a tournament by rank of pairs then groups of 10 and 64
+    (functions.rank_levels), so loss counts and narrow comparisons with payloads are opened."""
+    value, index = F.argmin(x.reshape(1, -1), axis=-1)
+    return value + index
+
+
+def argmin_every_level(x, y):
+    """One row of 1,280 values by rank through every kind of level: pairs by selection (public positions,
+    then shared), pairs with payloads, groups of 5 and of 32."""
+    value, index = F._tournament_by_rank(x.reshape(1, -1), True, True, 64, levels=(F.BY_SELECTION, 2, F.BY_SELECTION, 5, 32))
+    return value + index
+
+
 def exp(x, y):
     return F.exp(x - 2)
 
@@ -73,7 +87,7 @@ def fss_session(**kwargs):
 
 
 PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables]
-COMPARING = [compare, argmax, reciprocal, softmax, label]
+COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, label]
 SESSIONS = {
     "threads": LocalSession,
     # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)

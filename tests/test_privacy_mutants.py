@@ -12,7 +12,7 @@ import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
 from ppfr.mpc import fss, lut, material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, exp_by_tables, fss_session, label, softmax
+from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, softmax
 
 
 def two_products(x, y):
@@ -90,9 +90,40 @@ def comparison_without_mask(monkeypatch):
 def fss_comparison_without_mask(monkeypatch):
     """FSS keys for the mask r = 0 (the keys themselves still right): c = x is opened."""
     def zero_r(self, rng):
-        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group)
+        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group, self.payloads)
         return k0.to_wire(), k1.to_wire()
     monkeypatch.setattr(material.FSSComparisonRequest, "draw", zero_r)
+
+
+def fss_loss_counts_unmasked(monkeypatch):
+    """The by-rank tournament's loss counts opened without a mask (narrow keys for r = 0; the keys still
+    right): each server sees every member's rank in its group."""
+    draw = material.FSSComparisonRequest.draw
+
+    def zero_r(self, rng):
+        if self.width > 16:
+            return draw(self, rng)
+        k0, k1 = fss.sign_keys_for_masks(rng, np.zeros(self.n, dtype=np.uint64), self.width, self.group, self.payloads)
+        return k0.to_wire(), k1.to_wire()
+    monkeypatch.setattr(material.FSSComparisonRequest, "draw", zero_r)
+
+
+def fss_payloads_unmasked(monkeypatch):
+    """Comparison keys with payloads whose payload masks b are 0 (s b = 0, s v = f s still right): the
+    servers open the values they select, v - 0."""
+    keys_for_masks = fss.sign_keys_for_masks
+
+    def zero_b(rng, r, width, group="add", payloads=0):
+        k0, k1 = keys_for_masks(rng, r, width, group, payloads)
+        z0, z1 = np.zeros_like(k0.masks), np.zeros_like(k1.masks)
+        keys = fss.dcf_keygen(rng, r & np.uint64(2 ** (width - 1) - 1),
+                              np.concatenate([(1 - 2 * (r >> np.uint64(width - 1)))[:, None],
+                                              np.zeros((r.size, payloads), dtype=np.uint64)], axis=1), width - 1)
+        top = (r >> np.uint64(width - 1))[:, None] * np.concatenate(
+            [np.ones((r.size, 1), dtype=np.uint64), np.zeros((r.size, payloads), dtype=np.uint64)], axis=1)
+        t0 = rng.uint64(top.shape)
+        return (fss.SignKey(k0.r, t0, z0, keys[0]), fss.SignKey(k1.r, top - t0, z1, keys[1])) if payloads else (k0, k1)
+    monkeypatch.setattr(fss, "sign_keys_for_masks", zero_b)
 
 
 def truncation_with_fixed_mask(monkeypatch):
@@ -166,18 +197,6 @@ def exp_table_mask_reused(monkeypatch):
     _exp_tables_with_masks(monkeypatch, lambda r: np.full_like(r, r[0]))
 
 
-def label_payload_without_mask(monkeypatch):
-    """The label's product with the comparison (sign_product.py) with its payload mask mu = 0 (its DCF
-    key then right for beta = 0): e = index + 1 is opened."""
-    def draw(self, rng):
-        k0, k1 = fss.sign_keygen(rng, self.n, 64, "add")
-        r = k0.r[:self.m] + k1.r[:self.m]
-        d0, d1 = fss.dcf_keygen(rng, r & np.uint64(2**63 - 1), np.zeros(self.m, dtype=np.uint64), 63, "add")
-        zero = np.zeros(self.m, dtype=np.uint64)
-        return (k0.to_wire(), zero, zero, d0.to_wire()), (k1.to_wire(), zero, zero, d1.to_wire())
-    monkeypatch.setattr(material.SignProductsRequest, "draw", draw)
-
-
 def offset_removed(monkeypatch):
     monkeypatch.setattr(F, "hide_offset", lambda x, axis=-1: x)
 
@@ -190,6 +209,8 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (bits_without_t, LocalSession, softmax),
     (comparison_without_mask, LocalSession, softmax),
     (fss_comparison_without_mask, fss_session, softmax),
+    (fss_loss_counts_unmasked, fss_session, argmin_row),
+    (fss_payloads_unmasked, fss_session, argmin_row),
     (truncation_with_fixed_mask, LocalSession, scale_twice),
     (prg_fixed_key, LocalSession, two_products),
     (client_sends_plaintext, LocalSession, two_products),
@@ -198,7 +219,6 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (exp_table_without_mask, LocalSession, exp_by_tables),
     (exp_table_without_low_digit, LocalSession, exp_by_tables),
     (exp_table_mask_reused, LocalSession, exp_by_tables),
-    (label_payload_without_mask, fss_session, label),
 ]
 
 

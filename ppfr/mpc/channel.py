@@ -13,6 +13,11 @@ of a message rather than its payload, and are not counted. Messages to or from t
 counted apart as `offline_bytes`. A communication round is counted when a party sends an online message
 after having received one since its previous send: a simultaneous exchange of shares is one round.
 
+Latency. `InProcessNetwork(latency=rtt)` delivers every message no earlier than rtt / 2 seconds after
+it was sent, as a link with that round-trip time and unlimited bandwidth would (netem is not available
+here): each round of a protocol then costs rtt / 2 more, and the dealer's material, asked ahead, arrives
+late only where the servers would wait for it anyway. The benchmarks use it for WAN figures.
+
 Views. With `channel.view` set to a list, the channel records everything its party sends and receives
 (("send", to, message) and ("recv", sender, message), as delivered): the party's view of the protocol,
 which the privacy tests examine (tests/privacy.py).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -159,14 +165,16 @@ class InProcessNetwork:
     """Queues between parties that live in one process (one thread each). The network (the session's)
     holds every queue; each party's endpoint only its own."""
 
-    def __init__(self, parties=PARTIES, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, parties=PARTIES, timeout: float = DEFAULT_TIMEOUT, latency: float = 0.0):
+        if latency < 0:
+            raise ValueError(f"a latency is a round-trip time in seconds, >= 0, not {latency}")
         self.parties = tuple(parties)
         self.timeout = timeout
         self._queues = {(a, b): queue.SimpleQueue() for a in self.parties for b in self.parties if a != b}
         self._lock = threading.Lock()
         self._closed = False
         self._endpoints = {name: _InProcessChannel(
-            name, timeout,
+            name, timeout, latency / 2,
             outgoing={b: q for (a, b), q in self._queues.items() if a == name},
             incoming={a: q for (a, b), q in self._queues.items() if b == name}) for name in self.parties}
 
@@ -183,9 +191,10 @@ class InProcessNetwork:
 
 
 class _InProcessChannel(Channel):
-    def __init__(self, name: str, timeout: float, outgoing: dict, incoming: dict):
+    def __init__(self, name: str, timeout: float, one_way: float, outgoing: dict, incoming: dict):
         super().__init__(name)
         self._timeout = timeout
+        self._one_way = one_way  # seconds between a send and the earliest delivery (module doc: Latency)
         self._outgoing, self._incoming = outgoing, incoming
         self._closed: _Closed | None = None
 
@@ -195,7 +204,8 @@ class _InProcessChannel(Channel):
         if self._closed is not None:
             raise ProtocolAborted(f"{self.name} cannot send to {to}: {self._closed.reason}")
         message, size = hand_over(message, copy)
-        self._outgoing[to].put((message, size))
+        due = time.monotonic() + self._one_way if self._one_way else 0.0
+        self._outgoing[to].put((message, size, due))
         return message, size
 
     def _get(self, sender):
@@ -209,7 +219,11 @@ class _InProcessChannel(Channel):
         if isinstance(message, _Closed):
             inbox.put(message)  # keep waking later receives
             raise ProtocolAborted(f"{self.name} stopped waiting for {sender}: {message.reason}")
-        return message  # (message, size) as _put queued it
+        message, size, due = message  # as _put queued it
+        wait = due - time.monotonic()
+        if wait > 0:  # still on the wire
+            time.sleep(wait)
+        return message, size
 
     def close(self, reason: str = "the session closed") -> None:
         """Stop this party: whoever waits for it wakes with `reason`, and it sends no more."""

@@ -43,9 +43,12 @@ class Dealer:
             except (ValueError, TypeError, DealerMismatch) as e:
                 self.channel.close(f"the dealer refused a request: {e}")
                 return
-            for server, share in zip(SERVERS, shares):
-                # fresh arrays the dealer keeps no reference to: handed over, not copied
-                self.channel.send(server, ("material", ticket, kind, values, share), copy=False)
+            try:
+                for server, share in zip(SERVERS, shares):
+                    # fresh arrays the dealer keeps no reference to: handed over, not copied
+                    self.channel.send(server, ("material", ticket, kind, values, share), copy=False)
+            except ProtocolAborted:  # closed meanwhile (e.g. material asked ahead that nobody waits for)
+                return
             self.requests_served += 1
 
     @staticmethod

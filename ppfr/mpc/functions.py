@@ -7,12 +7,13 @@ which is why they are exact to about 1e-5 rather than to the 1e-3 that a 16-bit 
 """
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 
 import numpy as np
 
-from . import lut, protocols, sign_product
+from . import lut, protocols, thresholds as many
 from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
@@ -71,25 +72,44 @@ FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the compari
 
 
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
-    """Tournament along `axis`. Small levels play in groups of four: one comparison of all six pairs of
-    every group (4 rounds), one round of 3-input ANDs for the one-hot winner, one round that applies it to
-    the values (and indices) — 6 rounds a level, ceil(log4 n) levels, 24 rounds for 158 values. Large
-    levels, where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round).
-    With values known within +-bound, the comparisons of differences may run on 32 bits (less_than_zero)."""
+    """Tournament along `axis`. With bitwise comparisons (the default), small levels play in groups of
+    four: one comparison of all six pairs of every group (4 rounds), one round of 3-input ANDs for the
+    one-hot winner, one round that applies it to the values (and indices) — 6 rounds a level,
+    ceil(log4 n) levels, 24 rounds for 158 values. Large levels, where arithmetic rather than rounds is
+    the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
+    1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
+    a row of 158, 6 for 64 rows, 8 for 13,233 values, 21 for 10^6. With values known within +-bound, the comparisons of
+    differences may run on 32 bits (less_than_zero). Exact: ties go to the first position."""
     with x.server.provider.plan("tournament", x.shape, axis, want_min, with_index, bound):
         return _tournament(x, axis, want_min, with_index, bound)
 
 
+def prepare_tournament(server, shape: tuple, axis: int = -1, want_min: bool = False, with_index: bool = True,
+                       bound: float | None = None) -> bool:
+    """Ask the dealer now for the material of the next max_along/argmax/argmin of this shape (which must
+    have run once: its requests are recorded), e.g. the next query's comparison keys while this query
+    runs, so that the keys are drawn off the critical path. Both servers call it at the same point;
+    False if nothing could be asked yet. (provider.prepare)"""
+    return server.provider.prepare("tournament", tuple(shape), axis, want_min, with_index, bound)
+
+
 def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     x = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
-    n = x.shape[-1]
-    if n == 0:
+    if x.shape[-1] == 0:
         raise ValueError("max/min of an empty axis")
+    width = comparison_width(x.frac, None if bound is None else 2 * bound)  # differences of two values
+    if x.server.provider.comparisons == "fss":
+        return _tournament_by_rank(x, want_min, with_index, width)
+    return _tournament_by_circuit(x, want_min, with_index, width)
+
+
+def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, width: int):
+    """The tournament of GROUPS along the last axis (see _tournament_planned)."""
+    n = x.shape[-1]
     index = None
     if with_index:  # public positions to start with; shared once the first selections are made
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
     server = x.server
-    width = comparison_width(x.frac, None if bound is None else 2 * bound)  # differences of two values
     while x.shape[-1] > 1:
         k = 4 if x.size <= FOURS_MAX_VALUES or x.shape[-1] <= 4 else 2
         group = GROUPS[k]
@@ -124,11 +144,15 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bo
 
 def _grouped(t: SharedTensor, k: int, pad: int) -> SharedTensor:
     """(..., kg - pad) -> (..., g, k), padding the last group with copies of its first member."""
-    share = t.share
+    return t._new(_pad_groups(t.share, k, pad))
+
+
+def _pad_groups(a: np.ndarray, k: int, pad: int) -> np.ndarray:
+    """_grouped on an array (a share, or public positions)."""
     if pad:
-        start = (share.shape[-1] // k) * k
-        share = np.concatenate([share, np.repeat(share[..., start:start + 1], pad, axis=-1)], axis=-1)
-    return t._new(share.reshape(*share.shape[:-1], share.shape[-1] // k, k))
+        start = (a.shape[-1] // k) * k
+        a = np.concatenate([a, np.repeat(a[..., start:start + 1], pad, axis=-1)], axis=-1)
+    return a.reshape(*a.shape[:-1], a.shape[-1] // k, k)
 
 
 def _stack_first(tensors):
@@ -136,8 +160,162 @@ def _stack_first(tensors):
     return tensors[0]._new(np.stack([t.share for t in tensors]))
 
 
+# The tournament with FSS comparisons (use_comparisons("fss")) plays each level in groups of k, by rank:
+# - k = 2, one round: s = [v1 beats v0] and s (v1 - v0) (and s (i1 - i0)) from one comparison key with
+#   payloads (protocols.msb_select); the winner is v0 + s (v1 - v0).
+# - k >= 3, two rounds: every pair's sign at once, m_ij = [v_i loses to v_j] for i < j, ties to the
+#   earlier member; member i's loss count L_i = sum_{j>i} m_ij + sum_{j<i} (1 - m_ji) is local, and
+#   since (value, position) orders the group totally the counts are 0 .. k-1, one each: the winner is
+#   the one with L_i = 0. Then one comparison w_i = [L_i - 1 < 0] on 8 or 16 bits (COUNT_WIDTHS: the
+#   shares of L_i - 1 reduced modulo 2^w, local and exact since reduction is a ring homomorphism, and
+#   the sign of L_i - 1 in [-1, k - 2], inside [-2^(w-1), 2^(w-1)), is bit w - 1 of it modulo 2^w) with
+#   the members' values (and shared indices) as payloads gives w_i v_i in the same round: the winner is
+#   sum_i w_i v_i. Public positions (the first level) need no payload: sum_i w_i i is local.
+# The pair signs are exact where the differences fit the width (comparison_width), so the order and the
+# counts are exact: ties go to the first position, like numpy's argmax/argmin.
+# - k = -2 (BY_SELECTION), two rounds: pairs by the lightest keys, XOR-output without payloads (one AES
+#   block a level, 1,056 bytes on 64 bits, against 2,616 with two payloads), then a selection round
+#   (protocols.select): for the largest levels, where the keys rather than the rounds are the cost.
+# rank_levels picks the k of each level for the fewest rounds * ROUND_COST + comparisons.
+# A round is worth ROUND_COST comparisons (of 31 levels; ~1 us each online, a few for the dealer): a round
+# trip of about 10 ms, between data centres, where FSS comparisons are the choice (inside one process or
+# a LAN, bitwise comparisons are faster). 1,000 would plan for a 1 ms link: more levels BY_SELECTION.
+ROUND_COST = 10_000
+BY_SELECTION = -2
+SELECTION_WEIGHT = 0.4  # a pair's cost by XOR key and selection against one with payloads (dealer + servers)
+MAX_GROUP = 2**15   # counts of larger groups would not fit COUNT_WIDTHS
+COUNT_WIDTHS = (8, 16)
+
+
+def _count_width(k: int) -> int:
+    """The narrowest width whose signed range holds the counts minus one, -1 .. k - 2."""
+    return next(w for w in COUNT_WIDTHS if k - 2 < 2 ** (w - 1))
+
+
+@functools.lru_cache(maxsize=256)
+def rank_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
+    """The group sizes of the levels of a by-rank tournament of n values (in each of `rows` rows):
+    the plan of least rounds * ROUND_COST + comparisons (a comparison weighted by its depth, width - 1
+    levels, relative to a 32-bit one), over pairs (1 round, n/2 comparisons) and groups of k <= MAX_GROUP
+    (2 rounds, g k(k-1)/2 + g k narrow comparisons), and pairs BY_SELECTION (2 rounds, n/2 comparisons at
+    SELECTION_WEIGHT). Public: it depends on the sizes only."""
+    weight, count_weight = rows * (width - 1) / 31, rows * 7 / 31
+    best = {1: (0.0, ())}
+    for m in sorted({-(-n // d) for d in range(1, n + 1)} if n <= 4096 else _quotients(n)):
+        if m == 1:
+            continue
+        pairs = -(-m // 2)
+        choice = min((ROUND_COST + pairs * weight + best[pairs][0], (2,) + best[pairs][1]),
+                     (2 * ROUND_COST + pairs * weight * SELECTION_WEIGHT + best[pairs][0],
+                      (BY_SELECTION,) + best[pairs][1]))
+        for k in range(3, min(m, MAX_GROUP) + 1):
+            g = -(-m // k)
+            local = 2 * ROUND_COST + g * (k * (k - 1) // 2 * weight + k * count_weight)
+            if local >= choice[0]:
+                break  # the cost of a level only grows with k
+            if local + best[g][0] < choice[0]:
+                choice = (local + best[g][0], (k,) + best[g][1])
+        best[m] = choice
+    return best[n][1]
+
+
+def _quotients(n: int) -> list:
+    """Every ceil(n / d), d >= 1: the sizes a tournament of n values can reach (2 sqrt(n) of them)."""
+    out, d = set(), 1
+    while d <= n:
+        q = -(-n // d)
+        out.add(q)
+        d = -(-n // (q - 1)) if q > 1 else n + 1
+    return sorted(out)
+
+
+def _tournament_by_rank(x: SharedTensor, want_min: bool, with_index: bool, width: int, levels=None):
+    """The tournament along the last axis by rank (above): 1 round a level of pairs, 2 a level of groups.
+    `levels`: the group sizes, rank_levels' unless given (the tests play every size)."""
+    n = x.shape[-1]
+    index = np.broadcast_to(np.arange(n, dtype=U64), x.shape) if with_index else None  # public, then shared
+    for level in rank_levels(n, x.size // n, width) if levels is None else levels:
+        k = abs(level)
+        pad = -x.shape[-1] % k
+        x = _grouped(x, k, pad)
+        if with_index:
+            index = _grouped(index, k, pad) if isinstance(index, SharedTensor) else _pad_groups(index, k, pad)
+        play = {2: _pair_level, BY_SELECTION: _pair_level_by_selection}.get(level, _group_level)
+        x, index = play(x, index, want_min, width)
+    if x.shape[-1] != 1:
+        raise ValueError(f"tournament levels {levels} leave {x.shape[-1]} values of {n}")
+    if with_index and not isinstance(index, SharedTensor):  # n = 1: position 0, known to all
+        index = x._new(np.zeros(x.shape, dtype=U64), 0) + index
+    return x[..., 0], (index[..., 0] if with_index else None)
+
+
+def _pair_level(x: SharedTensor, index, want_min: bool, width: int):
+    """Groups of two (..., g, 2) -> winners (..., g): one round. index: public positions, shared ones or None."""
+    v0, v1 = x[..., 0], x[..., 1]
+    beaten = (v1 - v0) if want_min else (v0 - v1)  # s = [v1 beats v0]: v1 < v0 for min, v0 < v1 for max
+    payloads = [(v1 - v0).share]
+    if isinstance(index, SharedTensor):
+        payloads.append((index[..., 1] - index[..., 0]).share)
+    s, chosen = protocols.msb_select(x.server, beaten.share, payloads, width)
+    winner = v0 + v0._new(chosen[0])
+    if isinstance(index, SharedTensor):
+        return winner, index[..., 0] + index._new(chosen[1])
+    if index is None:
+        return winner, None
+    return winner, x._new(s * (index[..., 1] - index[..., 0]), 0) + index[..., 0]
+
+
+def _pair_level_by_selection(x: SharedTensor, index, want_min: bool, width: int):
+    """_pair_level in two rounds with lighter keys: s as an XOR bit (protocols.msb_bits), then
+    s (v1 - v0) (and s (i1 - i0)) by a selection round (protocols.select)."""
+    server, (v0, v1) = x.server, (x[..., 0], x[..., 1])
+    beaten = (v1 - v0) if want_min else (v0 - v1)
+    if index is not None and not isinstance(index, SharedTensor):  # public positions: shares of them
+        index = x._new(np.zeros(index.shape, dtype=U64), 0) + index
+    values = [(v1 - v0).share] + ([] if index is None else [(index[..., 1] - index[..., 0]).share])
+    comparison = protocols.ask_msb(server, beaten.size, width)
+    selection = server.provider.selection(beaten.size, len(values))
+    bits = protocols.msb_bits(server, beaten.share, comparison, width)
+    chosen = [c.reshape(v0.shape) for c in protocols.select(server, bits, values, selection)]
+    return v0 + v0._new(chosen[0]), (None if index is None else index[..., 0] + index._new(chosen[1]))
+
+
+def _group_level(x: SharedTensor, index, want_min: bool, width: int):
+    """Groups of k >= 3 (..., g, k) -> winners (..., g): two rounds (the pairs' signs; the winner's
+    selection by its loss count)."""
+    server, k = x.server, x.shape[-1]
+    first, second = np.triu_indices(k, 1)  # the pairs (i, j), i < j
+    count_width = _count_width(k)
+    shared_index = isinstance(index, SharedTensor)
+    payloads = [x.share] + ([index.share] if shared_index else [])
+    signs = protocols.ask_msb(server, x.size // k * first.size, width, "add")
+    selection = server.provider.fss_comparison(x.size, count_width, "add", len(payloads))
+    diff = x.share[..., first] - x.share[..., second]  # v_i - v_j: [v_i < v_j] for max, [v_j < v_i] for min
+    lost = protocols.msb(server, -diff if want_min else diff, width, signs)  # m_ij = [i loses to j]
+    counts = _sum_over(lost, first, k) - _sum_over(lost, second, k)
+    if server.index == 0:  # + the number of j < i (each 1 - m_ji contributes its 1), - 1
+        counts += np.arange(k, dtype=U64) - ONE
+    won, chosen = protocols.msb_select(server, counts, payloads, count_width, selection)
+    winner = x._new(chosen[0].sum(axis=-1, dtype=U64))
+    if shared_index:
+        return winner, index._new(chosen[1].sum(axis=-1, dtype=U64))
+    if index is None:
+        return winner, None
+    return winner, x._new((won * index).sum(axis=-1, dtype=U64), 0)
+
+
+def _sum_over(values: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
+    """(..., P) -> (..., k): for each member, the sum of the values of the pairs it is `owner` of."""
+    order = np.argsort(owner, kind="stable")
+    counts = np.bincount(owner, minlength=k)
+    out = np.zeros((*values.shape[:-1], k), dtype=U64)
+    held = counts > 0
+    out[..., held] = np.add.reduceat(values[..., order], (np.cumsum(counts) - counts)[held], axis=-1)
+    return out
+
+
 def max_along(x: SharedTensor, axis: int = -1, bound: float | None = None) -> SharedTensor:
-    """Maximum along an axis, by the tournament above (24 rounds for a row of 158). Exact. A `bound` on
+    """Maximum along an axis, by the tournament above (24 rounds for a row of 158, 4 with FSS). Exact. A `bound` on
     the magnitude of the values (if known) makes the comparisons cheaper; values beyond it give garbage."""
     return _tournament_planned(x, axis, want_min=False, with_index=False, bound=bound)[0]
 
@@ -319,11 +497,11 @@ def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float,
 
 def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:
     """[x < t_k] for each value and public threshold (shape (*x.shape, T)), given |x - t_k| <= bound. With FSS
-    comparisons, one opening and one key per value for all T (sign_product.signs_against), else T signs."""
+    comparisons, one opening and one key per value for all T (thresholds.signs_against), else T signs."""
     if x.server.provider.comparisons != "fss":
         return less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=bound)
     width = comparison_width(x.frac, bound)
-    bits = sign_product.signs_against(x.server, x.share.ravel(), x.server.fixed.encode(thresholds, x.frac), width)
+    bits = many.signs_against(x.server, x.share.ravel(), x.server.fixed.encode(thresholds, x.frac), width)
     return x._new(bits.reshape(*x.shape, len(thresholds)), 0)
 
 
@@ -454,15 +632,15 @@ def _softmax_steps(tf: int, frac: int, n: int, width: int) -> tuple:
 def _chain_signs(rows: SharedTensor, s: protocols.Masked, key, spare, width: int, thresholds) -> SharedTensor:
     """[s < t_k] for each row's sum (`rows`: one value a row; s: the masked sums, repeated along each row)
     and threshold, with no round: s = public + mask and the chain's key is for the mask -mask, so the key at
-    public - t_k is the sign of s - t_k (sign_product.signs_at). Rows that a redone truncation left
+    public - t_k is the sign of s - t_k (thresholds.signs_at). Rows that a redone truncation left
     unmasked take one round ("retry", decided by what was opened) with `spare`, fresh keys for every row."""
     srv, n = rows.server, s.share.size // max(1, rows.size)
     t = srv.fixed.encode(thresholds, rows.frac)
-    bits = sign_product.signs_at(srv, key, s.public[::n], t, width)
+    bits = many.signs_at(srv, key, s.public[::n], t, width)
     spoilt = np.unique(s.broken // n)
     if spoilt.size:
-        bits[spoilt] = sign_product.signs_against(srv, rows.share.ravel()[spoilt], t, width,
-                                                  sign_product.key_at(spare, spoilt), tag="retry")
+        bits[spoilt] = many.signs_against(srv, rows.share.ravel()[spoilt], t, width,
+                                                  many.key_at(spare, spoilt), tag="retry")
     return rows._new(bits.reshape(*rows.shape, len(thresholds)), 0)
 
 
@@ -530,16 +708,16 @@ def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limi
     """confident_argmax after the tournament, in the few-rounds profile: exp by tables untruncated (2
     rounds), then one round for all the comparisons s <= 1/t at s's 46 fractional bits (its ring elements
     as integers, below 2^54, against the limits at the same scale, below 2^61) and the label's product:
-    with b = [limit_0 - s < 0] (not known), label + 1 = (index + 1) - b (index + 1) (sign_product.py)."""
+    with b = [limit_0 - s < 0] (not known), label + 1 = (index + 1) - b (index + 1), b (index + 1) from
+    the comparison's key with a payload (protocols.msb_select; every threshold carries index + 1, the
+    first one's product is used)."""
     e = lut.exp_nonpositive(shifted, truncate=False)
     s = e.sum(axis=-1).reinterpret(0)
     gaps = np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1)   # rows x thresholds
-    first_last = gaps.transpose(gaps.ndim - 1, *range(gaps.ndim - 1))  # the first threshold's gaps first
-    bits, below_times_index = sign_product.signs_and_products(shifted.server, first_last.share.ravel(),
-                                                              (index + 1).share.ravel())
-    reaches = 1 - gaps._new(bits.reshape(first_last.shape)).transpose(*range(1, gaps.ndim), 0)
-    label = index - index._new(below_times_index.reshape(index.shape))
-    return label, reaches.sum(axis=-1)
+    payload = np.broadcast_to((index + 1).share[..., None], gaps.shape)
+    bits, (times_index,) = protocols.msb_select(shifted.server, gaps.share, [payload])
+    label = index - index._new(times_index[..., 0])
+    return label, (1 - gaps._new(bits)).sum(axis=-1)
 
 
 def _softmax_sum_bound(n: int) -> float:

@@ -18,7 +18,7 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
-from .fss import DCFKey, SignKey, dcf_keygen, sign_keygen, sign_keys_for_masks
+from .fss import SignKey, sign_keygen, sign_keys_for_masks
 from .prg import SecureRandom
 
 U64 = np.uint64
@@ -175,25 +175,6 @@ class ExpTable(Material):
         return expand_share(self.low, (self.key.r.size, 2**self.low_bits))
 
 
-@dataclass(frozen=True)
-class SignProducts(Material):
-    """For the signs of n values and the products of the first m with other values (sign_product.py):
-    a 64-bit sign key (group "add") for a mask r; shares of the payload masks mu (m) and of mu r_top; a DCF
-    key on the same r mod 2^63 with beta = mu (1 - 2 r_top)."""
-    key: SignKey
-    mu: np.ndarray
-    mu_top: np.ndarray
-    payload: DCFKey
-
-    @classmethod
-    def from_wire(cls, plain):
-        key, mu, mu_top, payload = plain
-        return cls(SignKey.from_wire(key), mu, mu_top, DCFKey.from_wire(payload))
-
-    def to_wire(self):
-        return self.key.to_wire(), self.mu, self.mu_top, self.payload.to_wire()
-
-
 def expand_share(share: np.ndarray, shape: tuple) -> np.ndarray:
     """A share sent whole, or the one a 16-byte seed stands for (AES-CTR keyed by the seed, prg.py)."""
     if share.shape == tuple(shape):
@@ -316,14 +297,16 @@ class ComparisonRequest(Request):
 class FSSComparisonRequest(Request):
     """For the sign of n values of `width` bits in one round, by function secret sharing (fss.py): a
     mask and a distributed comparison key per value, the output shares additive 0/1 ("add") or XOR
-    bits ("xor"); fss.key_bytes(width, group) per value and server."""
+    bits ("xor"); with `payloads` (group "add"), also a mask per payload value and the key's products
+    with it (fss.select_by_sign); fss.key_bytes(width, group, payloads) per value and server."""
     n: int
     width: int = 64
     group: str = "xor"
+    payloads: int = 0
     kind = "fss_comparison"
 
     def draw(self, rng):
-        k0, k1 = sign_keygen(rng, self.n, self.width, self.group)
+        k0, k1 = sign_keygen(rng, self.n, self.width, self.group, self.payloads)
         return k0.to_wire(), k1.to_wire()
 
 
@@ -453,23 +436,6 @@ def _one_hot_shares(rng, u: np.ndarray, size: int):
     return seed, one_hot - expand_share(seed, one_hot.shape)
 
 
-@dataclass(frozen=True)
-class SignProductsRequest(Request):
-    """For signs of n values and products of the first m of them with shared values, in one round."""
-    n: int
-    m: int
-    kind = "sign_products"
-
-    def draw(self, rng):
-        k0, k1 = sign_keygen(rng, self.n, 64, "add")
-        r = k0.r[:self.m] + k1.r[:self.m]
-        top = r >> U64(63)
-        mu = rng.uint64((self.m,))
-        d0, d1 = dcf_keygen(rng, r & U64(2**63 - 1), mu * (U64(1) - U64(2) * top), 63, "add")
-        (mu0, mu1), (t0, t1) = additive(rng, mu), additive(rng, mu * top)
-        return (k0.to_wire(), mu0, t0, d0.to_wire()), (k1.to_wire(), mu1, t1, d1.to_wire())
-
-
 MATERIAL_OF = {
     TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
     SquaresRequest: lambda plain: [SquarePair.from_wire(p) for p in plain],
@@ -481,7 +447,6 @@ MATERIAL_OF = {
     SelectionRequest: SelectionMaterial.from_wire,
     MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),
     ExpTableRequest: ExpTable.from_wire,
-    SignProductsRequest: SignProducts.from_wire,
 }
 REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 

@@ -358,15 +358,29 @@ def msb_bits(srv, x, material=None, width: int = 64):
     return unpack_lane_bits(bits, n, width).reshape(shape)
 
 
-def msb(srv, x, width: int = 64):
+def msb(srv, x, width: int = 64, material=None):
     """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert; with FSS comparisons
-    (use_comparisons), one round: keys of output group "add" give additive shares directly."""
+    (use_comparisons), one round: keys of output group "add" give additive shares directly (`material`:
+    a Pending of them, asked ahead by ask_msb(srv, x.size, width, "add"))."""
     if srv.provider.comparisons == "fss":
-        return fss.less_than_zero(srv, x, ask_msb(srv, x.size, width, "add").get(), width)
+        return fss.less_than_zero(srv, x, (material or ask_msb(srv, x.size, width, "add")).get(), width)
     comparison = ask_msb(srv, x.size, width)
     conversion = srv.provider.selection(x.size, 0)
     bits = msb_bits(srv, x, comparison, width)
     return _open_bits(srv, bits.ravel(), conversion.get(), [])[0].reshape(x.shape)
+
+
+def msb_select(srv, x, payloads, width: int = 64, material=None):
+    """Additive shares (0 or 1) of s = [x < 0] and of s v for each shared vector v (of x's size), in ONE
+    round: with FSS comparisons only (use_comparisons("fss")), by fss.select_by_sign, which opens
+    x + r and v - b together and gets s and s b from one key. width/8 + 8 len(payloads) bytes a value
+    each way; x must satisfy -2^(width-1) <= x < 2^(width-1). `material`: a Pending of the key
+    (srv.provider.fss_comparison(x.size, width, "add", len(payloads))). Returns (s, [s v, ...])."""
+    if srv.provider.comparisons != "fss":
+        raise ValueError("msb_select needs FSS comparisons (protocols.use_comparisons)")
+    if material is None:
+        material = srv.provider.fss_comparison(x.size, width, "add", len(payloads))
+    return fss.select_by_sign(srv, x, payloads, material.get(), width)
 
 
 def select(srv, bits, values, material=None):

@@ -10,7 +10,8 @@ width)` — and get a `Pending` whose `get()` is the material. The provider owns
    the servers compute.
 3. Planning. A step whose requests depend only on its shapes (softmax, exp, a tournament) runs inside
    `plan(step, *shapes)`: the first time, the provider records what it asks for; afterwards it sends it
-   all on entry and matches each request against what was sent.
+   all on entry and matches each request against what was sent. `prepare(step, *shapes)` sends it
+   before the step is entered (the next query's material while this one runs: the offline phase).
 4. Spares. A truncation is redone, rarely, when its opening could have wrapped. Requests that truncate
    carry spare pairs (material.spare_count, sized by the request alone); the provider keeps them and a
    redone truncation takes them (`spare_truncation`, `spare_triple`) without a word to the dealer. So what
@@ -24,7 +25,7 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
-from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, SignProductsRequest, MATERIAL_OF, MaskedChainRequest,
+from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        WithSpares, request_from_wire, spares_for)
 
@@ -51,10 +52,16 @@ class Provider:
         self._plans: dict = {}         # (step, shapes) -> the requests the step made
         self._recording: list | None = None
         self._prefetched: deque | None = None
+        self._prepared: dict = {}      # (step, shapes) -> runs of Pendings asked ahead (prepare)
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
         self.exp_tables = True         # with FSS comparisons, exp by tables where it fits: lut.use_exp_tables
+
+    @property
+    def requests_sent(self) -> int:
+        """How many requests this server has sent the dealer (one ticket each)."""
+        return self._next_ticket
 
     # -- what protocols ask for ---------------------------------------------------------------------------
     def triples(self, specs) -> Pending:
@@ -74,18 +81,14 @@ class Provider:
         """For the sign of n values of `width` bits: ComparisonMaterial."""
         return self._ask(ComparisonRequest(int(n), tuple(radices), int(width)))
 
-    def fss_comparison(self, n: int, width: int = 64, group: str = "xor") -> Pending:
-        """For the sign of n values of `width` bits in one round, by function secret sharing: fss.SignKey."""
-        return self._ask(FSSComparisonRequest(int(n), int(width), group))
+    def fss_comparison(self, n: int, width: int = 64, group: str = "xor", payloads: int = 0) -> Pending:
+        """For the sign of n values of `width` bits in one round, by function secret sharing, and with
+        `payloads` for its products with that many shared vectors in the same round: fss.SignKey."""
+        return self._ask(FSSComparisonRequest(int(n), int(width), group, int(payloads)))
 
     def exp_table(self, n: int, low_bits: int, high_bits: int) -> Pending:
         """For exp by tables on n values (lut.exp_nonpositive): ExpTable."""
         return self._ask(ExpTableRequest(int(n), int(low_bits), int(high_bits)))
-
-    def sign_products(self, n: int, m: int) -> Pending:
-        """For the signs of n values and the products of the first m with shared values, in one round
-        (sign_product.signs_and_products): SignProducts."""
-        return self._ask(SignProductsRequest(int(n), int(m)))
 
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""
@@ -127,8 +130,11 @@ class Provider:
             yield  # already inside a planned step
             return
         key = (step, shapes)
-        recorded = self._plans.get(key)
-        if recorded is None:
+        if self._prepared.get(key):  # asked for ahead (prepare): on its way or here already
+            self._prefetched = self._prepared[key].popleft()
+        elif key in self._plans:
+            self._prefetched = deque(self._send(request) for request in self._plans[key])
+        else:
             self._recording = []
             try:
                 yield
@@ -136,13 +142,28 @@ class Provider:
             finally:
                 self._recording = None
             return
-        self._prefetched = deque(self._send(request) for request in recorded)
         try:
             yield
             for pending in self._prefetched:  # both servers drain what went unused, in the same order
                 pending.get()
         finally:
             self._prefetched = None
+
+    def prepare(self, step: str, *shapes) -> bool:
+        """Ask now for the material of the next run of a planned step (one already recorded): the offline
+        phase of that run, e.g. the next query's keys while this one runs. Both servers call it at the
+        same point of their program; the next plan(step, *shapes) takes it instead of asking. False (and
+        nothing asked) if the step has not run yet."""
+        recorded = self._plans.get((step, shapes))
+        if recorded is None or self._recording is not None:
+            return False
+        self._prepared.setdefault((step, shapes), deque()).append(deque(self._send(r) for r in recorded))
+        return True
+
+    def requests_of(self, step: str, *shapes) -> tuple:
+        """What a planned step asks the dealer for (recorded on its first run; empty before): shapes and
+        counts only, e.g. to time the dealer's share of the step on its own."""
+        return tuple(self._plans.get((step, shapes), ()))
 
     def await_material(self) -> None:
         """Inside a planned step, wait until all that it asked for ahead has arrived: what follows is the

@@ -111,10 +111,13 @@ def _outcome(threads, results, errors):
 
 
 class LocalSession(Session):
-    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT):
+    """latency: a round-trip time (seconds) that every message between the parties waits out, as over
+    a WAN (channel.InProcessNetwork): for benchmarks."""
+
+    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT, latency: float = 0.0):
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
-        self.network = InProcessNetwork(timeout=timeout)
+        self.network = InProcessNetwork(timeout=timeout, latency=latency)
         self.client = Client(self.network.channel("client"), self.fixed, self.session_id)
         self.servers = [Server(i, self.network.channel(f"server{i}"), self.fixed, self.session_id) for i in (0, 1)]
         self.dealer = Dealer(self.network.channel("dealer"))
