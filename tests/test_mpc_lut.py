@@ -10,6 +10,7 @@ import pytest
 from mpc_util import encoded, evaluate
 from ppfr.mpc import LocalSession, functions as F, lut, material, protocols
 from ppfr.mpc.fss import key_bytes
+from ppfr.mpc.session import SESSIONS, open_session
 
 rng = np.random.default_rng(11)
 ULP = 2.0**-16
@@ -144,3 +145,19 @@ def test_softmax_and_label_by_tables_are_right_where_truncations_are_redone(monk
     assert redone, "nothing was redone: the test tests nothing"
     assert np.max(np.abs(got - softmax_rows(encoded(x)))) <= 1e-4
     assert np.array_equal(labels, label_and_band(softmax_rows(encoded(x)), (0.3, 0.9))[0])
+
+
+@pytest.mark.parametrize("kind", sorted(SESSIONS))
+def test_softmax_by_tables_within_1e4_of_float64(kind):
+    """The few-rounds softmax (exp by tables, the chain's tail) on a dozen rows of every kind: uniform in
+    [-30, 30], peaked, flat, with logits far below the maximum and a winner far above, within 1e-4."""
+    x = rng.uniform(-30, 30, (12, 158))
+    x[2, 5], x[3] = 30.0, -30.0
+    x[4:8, :40] = rng.uniform(-900, -100, (4, 40))
+    x[6:8, 77] = 400.0
+    x[8:] = rng.uniform(-3, 3, (4, 158))
+    with open_session(kind, comparisons="fss") as s:
+        got = evaluate(s, F.softmax, x)
+    from ppfr.models.reference import softmax_rows
+
+    assert np.max(np.abs(got - softmax_rows(encoded(x)))) <= 1e-4
