@@ -205,6 +205,25 @@ def fss_comparisons(res):
             f"{keys['add 64']:,} (additive) bytes a value and server, 64 bits")
 
 
+def exp_tables(res):
+    r = res["exp_tables"]
+    ops = r["ops"]
+
+    def side(case, parts=("bitwise", "fss", "fss+tables")):
+        cells = []
+        for name in parts:
+            o = ops[case][name]
+            besides = o.get("rounds_besides_tournament")
+            cells.append(f"{name} {o['rounds']}" + (f" ({besides} besides the tournament)" if besides is not None else "")
+                         + f" rounds, {size(o['bytes_per_server'])} online, {size(o['offline_bytes_per_server'])} "
+                         f"offline, online {num(o['online_ms'])} ms (at 40 ms RTT {num(o['modelled_ms_at_rtt_40ms'], 0)})")
+        return f"{case}: " + " / ".join(cells)
+    cases = ("exp 1x158", "softmax 1x158", "confident_argmax 1x158", "exp 64x158")
+    return ("exp by tables in the FSS profile vs today's protocols (per server, in-process)", "exp_tables", [r],
+            "; ".join(side(c) for c in cases if c in ops)
+            + f" (64x158 is over the tables' {r['table_max_values']:,} values a call: the polynomial)")
+
+
 def fss_tournaments(res):
     r = res["fss_tournaments"]
     parts = []
@@ -274,7 +293,8 @@ def network_services(res):
             "services", [r], "; ".join(parts) + f"; concurrent identify over TLS: {load}")
 
 
-ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, training, prediction, recognition,
+ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, exp_tables, training,
+        prediction, recognition,
         open_set, extraction, verification, identification, live, storage, input_limits, link_layers,
         network_services)
 

@@ -15,7 +15,7 @@ from the client, and the dealer material it got. The properties (README, "Threat
 
 "Looks like data" is tested on the top byte: a uniform ring element has a top byte of 0x00 or 0xFF with
 probability 2/256, while a fixed-point value, a bit, an index or the difference of two such values has one
-almost always. A count is refused when its binomial tail is below 2^-30 (a Chernoff bound), so a
+almost always; and on the low byte, which a mask without low bits leaves to the data (one value too common). A count is refused when its binomial tail is below 2^-30 (a Chernoff bound), so a
 leak of a handful of elements is caught while the whole suite's false alarms stay below 1e-6.
 """
 from __future__ import annotations
@@ -120,13 +120,20 @@ def _top_byte_small(values: np.ndarray) -> np.ndarray:
     return (top == 0) | (top == 255)
 
 
-def _too_many(count: int, n: int, p: float) -> bool:
+def _too_many(count: int, n: int, p: float, log_reject: float = LOG_REJECT) -> bool:
     """Is `count` of n events of probability p implausibly many (binomial tail below 2^-30)?"""
     if n == 0 or count <= n * p:
         return False
     q = count / n
     kl = q * math.log(q / p) + ((1 - q) * math.log((1 - q) / (1 - p)) if q < 1 else 0.0)
-    return n * kl > LOG_REJECT
+    return n * kl > log_reject
+
+
+def _low_bytes_repeat(values: np.ndarray) -> bool:
+    """Does one low byte come up implausibly often (the tail of the commonest of 256, by a union bound)?
+    A mask whose low bits are missing leaves them to the data: constant inputs, constant low bytes."""
+    counts = np.bincount((values & np.array(255, dtype=values.dtype)).astype(np.int64), minlength=256)
+    return _too_many(int(counts.max()), values.size, 1 / 256, LOG_REJECT + math.log(256))
 
 
 def looks_like_data(values: np.ndarray, op: str = "+") -> bool:
@@ -137,7 +144,7 @@ def looks_like_data(values: np.ndarray, op: str = "+") -> bool:
     if op == "bits":
         ones = int(values.sum())
         return _too_many(ones, values.size, 0.5) or _too_many(values.size - ones, values.size, 0.5)
-    if _too_many(int(_top_byte_small(values).sum()), values.size, SMALL_P):
+    if _too_many(int(_top_byte_small(values).sum()), values.size, SMALL_P) or _low_bytes_repeat(values):
         return True
     return values.size >= 10 * 256 and _top_bytes_uneven(values)
 

@@ -10,6 +10,7 @@ import pytest
 from mpc_util import encoded, evaluate
 from ppfr.mpc import functions as F
 from ppfr.mpc import protocols
+from ppfr.mpc.tensor import stack
 from ppfr.mpc.session import SESSIONS, open_session
 
 rng = np.random.default_rng(7)
@@ -193,3 +194,30 @@ def test_softmax_is_safe_for_rows_spanning_far_more_than_64(session):
     x[np.arange(20), rng.integers(40, 158, 20)] = 400.0  # and a winner far above
     got = evaluate(session, F.softmax, x)
     assert np.max(np.abs(got - _softmax(x))) <= 1e-3
+
+
+THRESHOLDS = (0.3, 0.6, 0.9, 0.99)
+
+
+def labels_and_bands(t):
+    label, band = F.confident_argmax(t, THRESHOLDS)
+    return stack([label, band], axis=-1)
+
+
+def test_confident_argmax_equals_float64_away_from_the_thresholds(session):
+    """Label and band of rows whose top probability ranges over all bands (by the rows' spread), some with
+    logits far below the maximum (the clamp, or the tables' comparison): those of float64 wherever the top
+    probability is not within 1e-4 relative of a threshold (exp's error; 3e-5 by tables, which FSS
+    sessions use here)."""
+    from ppfr.models.reference import label_and_band, softmax_rows
+
+    x = rng.normal(size=(48, 158)) * np.linspace(0.1, 12, 48)[:, None]
+    x[:8, :30] = rng.uniform(-900, -100, (8, 30))
+    x = np.clip(x, -8000, 8000)
+    # a dozen faces a call: within the tables' 2,048 values, so that FSS sessions run them by tables
+    got = np.concatenate([evaluate(session, labels_and_bands, x[i:i + 12]) for i in range(0, len(x), 12)])
+    p = softmax_rows(encoded(x))
+    label, band = label_and_band(p, THRESHOLDS)
+    near = np.any(np.abs(p.max(axis=1, keepdims=True) / np.array(THRESHOLDS) - 1) < 1e-4, axis=1)
+    assert len(set(band[~near])) == len(THRESHOLDS) + 1  # every band is tested
+    assert np.array_equal(got[~near, 0], label[~near]) and np.array_equal(got[~near, 1], band[~near])

@@ -12,6 +12,7 @@ import pytest
 import privacy
 from ppfr.mpc import FixedPoint, LocalSession, ProcessSession, protocols
 from ppfr.mpc import functions as F
+from ppfr.mpc import lut
 
 RNG = np.random.default_rng(7)
 CONSTANT = np.ones((32, 40))
@@ -68,6 +69,16 @@ def softmax(x, y):
     return F.softmax(x)
 
 
+def exp_by_tables(x, y):
+    """exp of x - 8 <= 0 by tables (lut.py): one opening for both lookups and the clamp's comparison."""
+    return lut.exp_nonpositive(x - 8)
+
+
+def label(x, y):
+    """Recognition's default reveal (label and band); with FSS comparisons, by exp tables untruncated."""
+    return F.confident_argmax(x, (0.5, 0.9))
+
+
 def fss_session(**kwargs):
     """A LocalSession whose servers compare by function secret sharing (protocols.use_comparisons)."""
     session = LocalSession(**kwargs)
@@ -75,8 +86,8 @@ def fss_session(**kwargs):
     return session
 
 
-PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax]
-COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax]
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables]
+COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, label]
 SESSIONS = {
     "threads": LocalSession,
     # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)
@@ -116,3 +127,15 @@ def test_the_uniformity_test_can_fail():
     assert privacy.looks_like_data(data[:5])  # five values are enough
     uniform = np.random.default_rng(1).integers(0, 2**64, 100_000, dtype=np.uint64)
     assert not privacy.looks_like_data(uniform)
+
+
+def test_the_few_rounds_softmax_redoing_truncations_tells_nobody_anything(monkeypatch):
+    """Exp by tables and the chain of the few-rounds softmax with one masked truncation in eight redone
+    (their bound forced to 2^60): the rows whose masked sums that spoils compare again with spare keys, in
+    rounds tagged "retry"; every view still passes every check, and the dealer's is the same for two inputs."""
+    truncate_masked = protocols.truncate_masked
+    monkeypatch.setattr(protocols, "truncate_masked",
+                        lambda srv, xs, shifts, materials, bound_bits=None: truncate_masked(srv, xs, shifts, materials, 60))
+    runs = privacy.check_program(partial(fss_session, fixed=FixedPoint(bound_bits=60)), softmax,
+                                 (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
+    assert [o for o in runs[0]["server0"].openings if o.tag == "retry"], "nothing was redone"

@@ -11,8 +11,8 @@ import pytest
 import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
-from ppfr.mpc import fss, material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, argmin_row, fss_session, softmax
+from ppfr.mpc import fss, lut, material, party, prg, protocols, provider
+from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, softmax
 
 
 def two_products(x, y):
@@ -174,6 +174,29 @@ def dealer_hears_of_retries(monkeypatch):
     monkeypatch.setattr(provider.Provider, "spare_truncation", ask_dealer)
 
 
+def _exp_tables_with_masks(monkeypatch, masks):
+    """Exp-table material drawn for the masks masks(r) instead of r (keys, one-hots and all still right)."""
+    def draw(self, rng):
+        return self.draw_for_masks(rng, masks(rng.uint64((self.n,)) & np.uint64(2**32 - 1)))
+    monkeypatch.setattr(material.ExpTableRequest, "draw", draw)
+
+
+def exp_table_without_mask(monkeypatch):
+    """Exp tables whose mask r is 0: c = D, the exponent itself, is opened."""
+    _exp_tables_with_masks(monkeypatch, np.zeros_like)
+
+
+def exp_table_without_low_digit(monkeypatch):
+    """Exp tables whose mask has no low digit (r mod 2^j = 0, so the low one-hot is always the first
+    entry): the low bits of D are opened, the high ones still masked."""
+    _exp_tables_with_masks(monkeypatch, lambda r: r & ~np.uint64(2**lut.digits(16)[0] - 1))
+
+
+def exp_table_mask_reused(monkeypatch):
+    """One mask r for every value of a request: c_i - c_k = D_i - D_k, the differences opened."""
+    _exp_tables_with_masks(monkeypatch, lambda r: np.full_like(r, r[0]))
+
+
 def offset_removed(monkeypatch):
     monkeypatch.setattr(F, "hide_offset", lambda x, axis=-1: x)
 
@@ -193,6 +216,9 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (client_sends_plaintext, LocalSession, two_products),
     (dealer_gives_whole_mask, LocalSession, two_products),
     (dealer_hears_of_retries, RETRIES, scale_twice),
+    (exp_table_without_mask, LocalSession, exp_by_tables),
+    (exp_table_without_low_digit, LocalSession, exp_by_tables),
+    (exp_table_mask_reused, LocalSession, exp_by_tables),
 ]
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import functools
 import math
+from functools import partial
 
 import numpy as np
 
-from . import protocols
+from . import lut, protocols, thresholds as many
 from .tensor import SharedTensor, multiply_many
 
 U64 = np.uint64
@@ -348,9 +349,26 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
     what matters). `upper` is the largest input the caller expects; the default schedule is valid for
     all of [-64, 10]. Below -64 the result is not guaranteed (it is then below e^-64 in truth and the
     polynomial is evaluated outside its interval).
+
+    In the few-rounds profile (comparisons "fss", see few_rounds), exp of values known to be <= 0
+    (upper <= 0) runs by tables instead (lut.exp_nonpositive): 3 rounds, within 2.5e-7 absolute, 0 below
+    -15.98 (where e^x < 1.2e-7), about 9 kB offline a value.
     """
     with x.server.provider.plan("exp", x.shape, x.frac, upper, frac):
+        if upper <= 0 and few_rounds(x):
+            return lut.exp_nonpositive(x, frac)
         return _exp(x, upper, frac)
+
+
+def few_rounds(x: SharedTensor) -> bool:
+    """Whether exp of x (and what builds on it) runs by tables: in the few-rounds profile, the servers'
+    comparisons by FSS (protocols.use_comparisons "fss", for links where a round trip costs more than
+    arithmetic and offline bytes), for up to lut.TABLE_MAX_VALUES values with 7 to 16 fractional bits.
+    Bigger calls (a training batch) keep the polynomial: the tables' offline bytes grow with the values.
+    lut.use_exp_tables(srv, False) turns the tables off (side-by-side measurements)."""
+    provider = x.server.provider
+    return (provider.comparisons == "fss" and provider.exp_tables and x.size <= lut.TABLE_MAX_VALUES
+            and lut.LOW_SPAN < x.frac <= 16)
 
 
 def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
@@ -433,10 +451,12 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     Initial guess: the servers compare x with powers of two spaced `octaves_per_comparison` apart inside
     the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
     [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
-    Then x*y0 is within e0 = (2^w - 1) / (2^w + 1) of 1 (0.6 for w = 2), and Newton-Raphson steps
-    y <- y(2 - xy) square that error each time; as many run as `tolerance` needs (5 for w = 2), on
-    masked values (2 rounds each, see _newton_reciprocal). Denser thresholds buy fewer steps: softmax,
-    which inverts one value per row, uses w = 1/4 and 2 steps. The iteration runs at as many fractional
+    With FSS comparisons all the thresholds share one opening and one key a value (_below_thresholds: 1
+    round, 792 bytes offline a value whatever their number). Then x*y0 is within e0 = (2^w - 1) / (2^w + 1)
+    of 1 (0.6 for w = 2), and Newton-Raphson steps y <- y(2 - xy) square that error each time; as many
+    run as `tolerance` needs (5 for w = 2), on masked values (2 rounds each, see _newton_reciprocal).
+    Denser thresholds buy fewer steps: softmax, which inverts one value per row, uses w = 1/4 and 2 steps
+    (1/64 and 1 step in the few-rounds profile, _softmax_by_tables). The iteration runs at as many fractional
     bits as the truncation bound allows for 1/lower, then is rounded to `frac`.
     """
     with x.server.provider.plan("reciprocal", x.shape, x.frac, lower, upper, frac, octaves_per_comparison, tolerance):
@@ -450,21 +470,39 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
         raise ValueError(f"reciprocal needs 0 < lower < upper, got [{lower}, {upper}]")
     if x.frac == 0:  # an integer tensor: give it fractional bits (a local shift), x y needs a truncation
         x = x.with_frac(fixed.frac_bits)
-    lo, hi = math.log2(lower), math.log2(upper)
+    lo = math.log2(lower)
     # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
+    y, error = _reciprocal_guess(x, lower, upper, width, y_frac)
+    newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
+    return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
+
+
+def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float, y_frac: int, below=None):
+    """(y0 at y_frac bits, the bound e0 on |1 - x y0|): x compared with powers of two `width` octaves apart
+    in [lower, upper] (one comparison round), y0 the centre of 1/x's band, a public combination of the bits.
+    below(thresholds): the shares of [x < t_k] if the caller has a cheaper way (else _below_thresholds)."""
+    lo, hi = math.log2(lower), math.log2(upper)
     bands = [lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))]  # band k: [2^k, 2^(k+w))
     guess = lambda k: 2.0 / (1 + 2.0**width) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
     y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
         thresholds = np.array([2.0**k for k in bands[1:]])
-        at_least = 1 - less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=upper)
-        steps = fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
+        at_least = 1 - (_below_thresholds(x, thresholds, bound=upper) if below is None else below(thresholds))
+        steps = x.server.fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
-    error = (2.0**width - 1) / (2.0**width + 1)
-    newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
-    return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
+    return y, (2.0**width - 1) / (2.0**width + 1)
+
+
+def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:
+    """[x < t_k] for each value and public threshold (shape (*x.shape, T)), given |x - t_k| <= bound. With FSS
+    comparisons, one opening and one key per value for all T (thresholds.signs_against), else T signs."""
+    if x.server.provider.comparisons != "fss":
+        return less_than_zero(x.reshape(*x.shape, 1) - thresholds, bound=bound)
+    width = comparison_width(x.frac, bound)
+    bits = many.signs_against(x.server, x.share.ravel(), x.server.fixed.encode(thresholds, x.frac), width)
+    return x._new(bits.reshape(*x.shape, len(thresholds)), 0)
 
 
 def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_bits: int) -> SharedTensor:
@@ -522,6 +560,11 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     changes nothing at this precision (e^-64 rounds to 0) and makes any logits within the bound safe
     (beyond it the 32-bit comparisons of the maximum and the clamp are wrong). Without it, rows
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
+
+    Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
+    reciprocal's guess from thresholds 1/64 octave apart (no round of its own), which leaves one Newton
+    step, and the product, all on masked values of one chain (_softmax_by_tables): 7 rounds besides the
+    maximum, against 22 with FSS and the polynomial, 29 bitwise.
     """
     with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
         return _softmax(x, axis, clamp)
@@ -531,21 +574,95 @@ def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     x_last = x.transpose(*[d for d in range(x.ndim) if d != axis % x.ndim], axis % x.ndim)
     n = x_last.shape[-1]
     m, _ = _tournament(x_last, -1, want_min=False, with_index=False, bound=SOFTMAX_BOUND)
-    e = _exp_below_max(x_last, m, clamp)
-    s = e.sum(axis=-1, keepdims=True)
-    # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
-    r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=e.frac, octaves_per_comparison=0.25, tolerance=1e-4)
-    (p,) = multiply_many([(e, r)], frac=x.frac)
+    if few_rounds(x_last):
+        p = _softmax_by_tables(x_last - m.reshape(*m.shape, 1), x.frac)
+    else:
+        e = _exp_below_max(x_last, m, clamp)
+        s = e.sum(axis=-1, keepdims=True)
+        # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
+        r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=e.frac, octaves_per_comparison=0.25,
+                       tolerance=1e-4)
+        (p,) = multiply_many([(e, r)], frac=x.frac)
     order = list(range(x.ndim - 1))
     order.insert(axis % x.ndim, x.ndim - 1)
     return p.transpose(*order)
 
 
+SOFTMAX_OCTAVES = 1 / 64  # the few-rounds softmax's thresholds: x y0 within 0.0054 of 1, one Newton step
+
+
+def _softmax_by_tables(shifted: SharedTensor, frac: int) -> SharedTensor:
+    """softmax of rows already shifted by their maximum, in the few-rounds profile: 7 rounds. exp by tables
+    untruncated (rounds 1-2); then on masked values (protocols.Masked), one MaskedChain for every value:
+    3. truncate e (46 -> 23 bits); s = its row sums, masked by the sums of the masks (the chain's "sum"),
+    so s against thresholds 1/64 octave apart is local (_chain_signs) and gives y0 (_reciprocal_guess);
+    4. open y0's mask (broadcast to the row's values); s y0 is local; 5. truncate it to q;
+    y0 q is local; 6. truncate y1 = y0 (2 - q) (one Newton step: |1 - s y1| <= 0.0054^2);
+    e y1 is local; 7. truncate it to p at `frac` bits. Each value's row repeats s, y0, q, y1."""
+    srv, tf = shifted.server, lut.TABLE_FRAC
+    n, bound = shifted.shape[-1], _softmax_sum_bound(shifted.shape[-1])
+    width = comparison_width(tf, bound)
+    chain = srv.provider.masked_chain(shifted.size, _softmax_steps(tf, frac, n, width))
+    spare = srv.provider.fss_comparison(shifted.size // n, width, "add")  # for rows a redone truncation spoils
+    z = lut.exp_nonpositive(shifted, truncate=False)
+    c = chain.get()
+    (e,) = protocols.truncate_masked(srv, [z.share.ravel()], [tf], [c.trunc("e")], 2 * tf + 1)
+    s = _row_sums(e, n)
+    rows = shifted._new(s.share[::n].reshape(shifted.shape[:-1]), tf)
+    signs = partial(_chain_signs, rows, s, c.sign_key("s"), spare.get(), width)
+    y0, _ = _reciprocal_guess(rows, 1.0, bound, SOFTMAX_OCTAVES, tf, below=signs)
+    (y0,) = protocols.open_masked(srv, [np.repeat(y0.share.ravel(), n)], [c.mask("y0")])
+    (sy,) = protocols.masked_products(srv, [(s, y0)], [c.cross("s", "y0")])
+    (q,) = protocols.truncate_masked(srv, [sy], [tf], [c.trunc("q")], 2 * tf + 1)
+    (yq,) = protocols.masked_products(srv, [(y0, q)], [c.cross("y0", "q")])
+    two = U64(2) << U64(tf)  # 2 at tf bits, times y0 at tf: 2 y0 at 2 tf
+    (y1,) = protocols.truncate_masked(srv, [y0.share * two - yq], [tf], [c.trunc("y1")], 2 * tf + 2)
+    (ey,) = protocols.masked_products(srv, [(e, y1)], [c.cross("e", "y1")])
+    (p,) = protocols.truncate_masked(srv, [ey], [2 * tf - frac], [c.trunc("p")], 2 * tf + 1)
+    return shifted._new(p.share.reshape(shifted.shape), frac)
+
+
+def _softmax_steps(tf: int, frac: int, n: int, width: int) -> tuple:
+    """The dealer's material for _softmax_by_tables (material.MaskedChainRequest), in the order it is used."""
+    return (("trunc", "e", tf), ("sum", "s", "e", n), ("sign", "s", width, n), ("mask", "y0"), ("cross", "s", "y0"),
+            ("trunc", "q", tf), ("cross", "y0", "q"), ("trunc", "y1", tf), ("cross", "e", "y1"),
+            ("trunc", "p", 2 * tf - frac))
+
+
+def _chain_signs(rows: SharedTensor, s: protocols.Masked, key, spare, width: int, thresholds) -> SharedTensor:
+    """[s < t_k] for each row's sum (`rows`: one value a row; s: the masked sums, repeated along each row)
+    and threshold, with no round: s = public + mask and the chain's key is for the mask -mask, so the key at
+    public - t_k is the sign of s - t_k (thresholds.signs_at). Rows that a redone truncation left
+    unmasked take one round ("retry", decided by what was opened) with `spare`, fresh keys for every row."""
+    srv, n = rows.server, s.share.size // max(1, rows.size)
+    t = srv.fixed.encode(thresholds, rows.frac)
+    bits = many.signs_at(srv, key, s.public[::n], t, width)
+    spoilt = np.unique(s.broken // n)
+    if spoilt.size:
+        bits[spoilt] = many.signs_against(srv, rows.share.ravel()[spoilt], t, width,
+                                                  many.key_at(spare, spoilt), tag="retry")
+    return rows._new(bits.reshape(*rows.shape, len(thresholds)), 0)
+
+
+def _row_sums(e: protocols.Masked, n: int) -> protocols.Masked:
+    """The sums of a masked e over runs of n values, repeated n times: masked by the sums of e's masks
+    (which the dealer knows: the chain's "sum" step), broken wherever a value of the run is."""
+    def sums(a):
+        return np.repeat(a.reshape(-1, n).sum(axis=1, dtype=U64), n)
+    rows = np.unique(e.broken // n)
+    broken = (rows[:, None] * n + np.arange(n)).ravel() if rows.size else e.broken
+    return protocols.Masked(sums(e.share), sums(e.public), sums(e.mask), broken)
+
+
 def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> SharedTensor:
     """exp(x - m) along the last axis, m the rows' maximum, in (0, 1] at 7 more fractional bits. exp is
     only guaranteed on [-64, 0]: with `clamp`, x - m is first raised to -64 where it is lower (one
-    comparison and one selection round), which changes nothing at this precision (e^-64 rounds to 0)."""
+    comparison and one selection round), which changes nothing at this precision (e^-64 rounds to 0).
+    In the few-rounds profile, by tables (lut.exp_nonpositive), whose comparison makes any clamp moot."""
     shifted = x_last - m.reshape(*m.shape, 1)
+    frac = x_last.server.fixed.frac_bits + 7
+    if few_rounds(shifted):
+        return lut.exp_nonpositive(shifted, frac)
     if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
         server = x_last.server
         width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
@@ -554,7 +671,7 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> Shared
         below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
         (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
         shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
-    return exp(shifted, upper=0.0, frac=x_last.server.fixed.frac_bits + 7)
+    return _exp(shifted, 0.0, frac)
 
 
 def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedTensor]:
@@ -567,18 +684,40 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
     Rounds: the tournament (24 for 158 classes), the clamp (5), exp (12), the comparisons (5) and one
     product (label = known * (index + 1) - 1). A decision can differ from float64 only where p is within
-    exp's 1e-4 relative error of a threshold."""
+    exp's 1e-4 relative error of a threshold.
+
+    Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
+    comparisons and the label's product in one (_confident_argmax_by_tables): 3 rounds besides the
+    tournament's, and a decision differs only where p is within 3e-5 relative of a threshold."""
     thresholds = sorted(float(t) for t in thresholds)
     if not thresholds or not 0 < thresholds[0] <= thresholds[-1] <= 1:
         raise ValueError(f"thresholds are probabilities in (0, 1], got {thresholds}")
     with x.server.provider.plan("confident_argmax", x.shape, x.frac, tuple(thresholds)):
         m, index = _tournament(x, -1, want_min=False, with_index=True, bound=SOFTMAX_BOUND)
-        s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
         limits = 1.0 / np.array(thresholds)
+        if few_rounds(x) and thresholds[0] >= 2.0**-15:
+            return _confident_argmax_by_tables(x - m.reshape(*m.shape, 1), index, limits)
+        s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
         reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
         known = reaches[..., 0]
         (label,) = multiply_many([(known, index + 1)])
         return label - 1, reaches.sum(axis=-1)
+
+
+def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limits: np.ndarray):
+    """confident_argmax after the tournament, in the few-rounds profile: exp by tables untruncated (2
+    rounds), then one round for all the comparisons s <= 1/t at s's 46 fractional bits (its ring elements
+    as integers, below 2^54, against the limits at the same scale, below 2^61) and the label's product:
+    with b = [limit_0 - s < 0] (not known), label + 1 = (index + 1) - b (index + 1), b (index + 1) from
+    the comparison's key with a payload (protocols.msb_select; every threshold carries index + 1, the
+    first one's product is used)."""
+    e = lut.exp_nonpositive(shifted, truncate=False)
+    s = e.sum(axis=-1).reinterpret(0)
+    gaps = np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1)   # rows x thresholds
+    payload = np.broadcast_to((index + 1).share[..., None], gaps.shape)
+    bits, (times_index,) = protocols.msb_select(shifted.server, gaps.share, [payload])
+    label = index - index._new(times_index[..., 0])
+    return label, (1 - gaps._new(bits)).sum(axis=-1)
 
 
 def _softmax_sum_bound(n: int) -> float:

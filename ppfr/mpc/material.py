@@ -19,7 +19,8 @@ from dataclasses import astuple, dataclass, fields
 import numpy as np
 
 from .fixedpoint import ring_matmul
-from .fss import SignKey, sign_keygen
+from .fss import SignKey, sign_keygen, sign_keys_for_masks
+from .prg import SecureRandom
 
 U64 = np.uint64
 SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
@@ -140,6 +141,46 @@ class MaskedChain(Material):
 
     def cross(self, a: str, b: str) -> np.ndarray:
         return self._at("cross", a, b)
+
+    def sign_key(self, name: str) -> SignKey:
+        """The sign keys of the ("sign", name, ...) step: for masks -a_name (fss.sign_from_opened)."""
+        return SignKey.from_wire(self._at("sign", name))
+
+
+@dataclass(frozen=True)
+class ExpTable(Material):
+    """For exp by tables (lut.exp_nonpositive) on n values: a 32-bit sign key whose mask r is also the
+    lookup's; this server's shares of the one-hot vectors of (r >> j) mod 2^m and of r mod 2^j, each
+    either whole (n x 2^m, n x 2^j) or as the 16-byte seed of a PRG that expands to it; and for the
+    product of three, the masks (3 x n) and their products ab, ac, bc, abc (4 x n)."""
+    low_bits: int
+    high_bits: int
+    key: SignKey
+    high: np.ndarray
+    low: np.ndarray
+    masks: np.ndarray
+    crosses: np.ndarray
+
+    @classmethod
+    def from_wire(cls, plain):
+        j, m, key, high, low, masks, crosses = plain
+        return cls(j, m, SignKey.from_wire(key), high, low, masks, crosses)
+
+    def to_wire(self):
+        return self.low_bits, self.high_bits, self.key.to_wire(), self.high, self.low, self.masks, self.crosses
+
+    def high_one_hot(self) -> np.ndarray:
+        return expand_share(self.high, (self.key.r.size, 2**self.high_bits))
+
+    def low_one_hot(self) -> np.ndarray:
+        return expand_share(self.low, (self.key.r.size, 2**self.low_bits))
+
+
+def expand_share(share: np.ndarray, shape: tuple) -> np.ndarray:
+    """A share sent whole, or the one a 16-byte seed stands for (AES-CTR keyed by the seed, prg.py)."""
+    if share.shape == tuple(shape):
+        return share
+    return SecureRandom(share.tobytes()).uint64(shape)
 
 
 @dataclass(frozen=True)
@@ -345,14 +386,18 @@ class MaskedChainRequest(Request):
     """n values per step, one entry per step, in order:
       ("mask", name)          a fresh mask a_name:                    shares of a_name
       ("trunc", name, shift)  r and r >> shift; a_name = -(r >> shift): shares of r and of r >> shift
-      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other"""
+      ("cross", name, other)  the product of two masks drawn above:    shares of a_name * a_other
+      ("sum", name, of, k)    a_name = the sums of a_of over runs of k values, each repeated k times (the
+                              mask of a sum of masked values, broadcast back): nothing to send
+      ("sign", name, w, k)    for every k-th value, a w-bit sign key (fss, group "add") for the mask
+                              -a_name: at public - t it gives [x - t < 0] for x = public + a_name"""
     n: int
     steps: tuple
     spares: "SparesRequest"
     kind = "masked"
 
     def draw(self, rng):
-        draws = sum({"mask": 2, "trunc": 3, "cross": 1}[step[0]] for step in self.steps)
+        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}[step[0]] for step in self.steps)
         # one draw; server 0's rows are views of it, which the channel copies apart (channel.hand_over)
         fresh = iter(rng.uint64((draws, self.n)))
         masks, out0, out1 = {}, [], []
@@ -367,6 +412,14 @@ class MaskedChainRequest(Request):
                 masks[step[1]] = -high
                 r0, h0 = next(fresh), next(fresh)
                 s0, s1 = (r0, h0), (r - r0, high - h0)
+            elif step[0] == "sum":
+                runs = masks[step[2]].reshape(-1, step[3]).sum(axis=1, dtype=U64)
+                masks[step[1]] = np.repeat(runs, step[3])
+                s0 = s1 = np.zeros(0, dtype=U64)
+            elif step[0] == "sign":
+                width = step[2]
+                k0, k1 = sign_keys_for_masks(rng, -masks[step[1]][::step[3]] & U64(2**width - 1), width, "add")
+                s0, s1 = k0.to_wire(), k1.to_wire()
             else:
                 s0 = next(fresh)
                 s1 = masks[step[1]] * masks[step[2]] - s0
@@ -402,6 +455,40 @@ class UpdateThenProductRequest(Request):
         return (((r0, h0), *[s0 for s0, _ in rest]), spare0), (((r1, h1), *[s1 for _, s1 in rest]), spare1)
 
 
+@dataclass(frozen=True)
+class ExpTableRequest(Request):
+    """For exp by tables on n values (lut.py), digits of `low_bits` and `high_bits`: a mask r of 32 bits
+    with its sign key (fss, group "add"), one-hot vectors of its digits (server 0 gets the high one as a
+    seed, server 1 the low one), and the masks of a product of three."""
+    n: int
+    low_bits: int
+    high_bits: int
+    kind = "exp_table"
+
+    def draw(self, rng):
+        return self.draw_for_masks(rng, rng.uint64((self.n,)) & U64(2**32 - 1))
+
+    def draw_for_masks(self, rng, r: np.ndarray):
+        """draw with the masks r (< 2^32) chosen, which the tests use to reach every boundary of a digit."""
+        n, j, m = self.n, self.low_bits, self.high_bits
+        k0, k1 = sign_keys_for_masks(rng, r, 32, "add")
+        high0, high1 = _one_hot_shares(rng, (r >> U64(j)) & U64(2**m - 1), 2**m)
+        low1, low0 = _one_hot_shares(rng, r & U64(2**j - 1), 2**j)
+        masks = rng.uint64((3, n))
+        a, b, c = masks
+        (m0, m1), (x0, x1) = additive(rng, masks), additive(rng, np.stack([a * b, a * c, b * c, a * b * c]))
+        return (j, m, k0.to_wire(), high0, low0, m0, x0), (j, m, k1.to_wire(), high1, low1, m1, x1)
+
+
+def _one_hot_shares(rng, u: np.ndarray, size: int):
+    """Additive shares of the one-hot vectors of u (n x size): (the seeded server's, the other's), the
+    first as a 16-byte seed whose PRG expansion is that share."""
+    one_hot = np.zeros((u.size, size), dtype=U64)
+    one_hot[np.arange(u.size), u.astype(np.int64)] = 1
+    seed = rng.uint64((2,))
+    return seed, one_hot - expand_share(seed, one_hot.shape)
+
+
 MATERIAL_OF = {
     TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
     SquaresRequest: lambda plain: [SquarePair.from_wire(p) for p in plain],
@@ -414,6 +501,7 @@ MATERIAL_OF = {
     MaskedChainRequest: lambda plain: WithSpares(MaskedChain.from_wire(plain[0]), Spares.from_wire(plain[1])),
     UpdateThenProductRequest: lambda plain: WithSpares(UpdateThenProduct.from_wire(plain[0]),
                                                        Spares.from_wire(plain[1])),
+    ExpTableRequest: ExpTable.from_wire,
 }
 REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 
@@ -458,10 +546,11 @@ def spare_count(n: int, bound_bits: int) -> int:
         k += 1 + k // 64
 
 
-def spares_for(segments, bound_bits: int, triples: bool = False) -> SparesRequest:
-    """The spares a request that truncates `segments` ((count, shift), ...) carries."""
+def spares_for(segments, bound_bits: int, triples: int = 0) -> SparesRequest:
+    """The spares a request that truncates `segments` ((count, shift), ...) carries; `triples`: spare
+    triples per redone truncation (a masked chain's: 1, or k where a sum spreads one over k values)."""
     by_shift: dict = {}
     for count, shift in segments:
         by_shift[shift] = by_shift.get(shift, 0) + count
     shifts = tuple((s, spare_count(n, bound_bits)) for s, n in sorted(by_shift.items()) if n)
-    return SparesRequest(shifts, spare_count(sum(by_shift.values()), bound_bits) if triples else 0)
+    return SparesRequest(shifts, spare_count(sum(by_shift.values()), bound_bits) * int(triples) if triples else 0)

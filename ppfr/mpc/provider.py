@@ -25,7 +25,7 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
-from .material import (AndRequest, ComparisonRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
+from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        UpdateThenProductRequest, WithSpares, request_from_wire, spares_for)
 
@@ -56,6 +56,7 @@ class Provider:
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
+        self.exp_tables = True         # with FSS comparisons, exp by tables where it fits: lut.use_exp_tables
 
     @property
     def requests_sent(self) -> int:
@@ -85,6 +86,10 @@ class Provider:
         `payloads` for its products with that many shared vectors in the same round: fss.SignKey."""
         return self._ask(FSSComparisonRequest(int(n), int(width), group, int(payloads)))
 
+    def exp_table(self, n: int, low_bits: int, high_bits: int) -> Pending:
+        """For exp by tables on n values (lut.exp_nonpositive): ExpTable."""
+        return self._ask(ExpTableRequest(int(n), int(low_bits), int(high_bits)))
+
     def ands(self, n: int, variables: int, monomials) -> Pending:
         """For ANDs of literals of XOR-shared words in one round: AndMaterial."""
         return self._ask(AndRequest(int(n), int(variables), tuple(tuple(m) for m in monomials)))
@@ -94,10 +99,13 @@ class Provider:
         return self._ask(SelectionRequest(int(n), int(count)))
 
     def masked_chain(self, n: int, steps) -> Pending:
-        """For a chain of products on masked values (material.MaskedChainRequest): MaskedChain."""
+        """For a chain of products on masked values (material.MaskedChainRequest): MaskedChain. A redone
+        truncation breaks one value's mask, or k values' after a ("sum", ..., k) step: each takes a spare
+        triple to repair."""
         steps = tuple(steps)
         truncated = [(n, s[2]) for s in steps if s[0] == "trunc"]
-        return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=True)))
+        spread = max([int(s[3]) for s in steps if s[0] == "sum"], default=1)
+        return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=spread)))
 
     def update_then_product(self, count: int, shift: int, left: tuple, right: tuple) -> Pending:
         """To truncate an update U of a matrix W (its first values) and, in the same round, open the masks
