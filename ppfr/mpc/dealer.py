@@ -28,13 +28,17 @@ class Dealer:
         self.channel = channel
         self.rng = rng or SecureRandom()
         self.requests_served = 0
+        self.stopped_because: str | None = None  # why the network closed under the dealer, if it did
 
     def serve(self) -> None:
-        """Answer the servers' requests until the network closes."""
+        """Answer the servers' requests until the network closes (stopped_because then says why: a
+        deployment passes it on, so that the parties hear which peer was lost, not only that the dealer
+        left)."""
         while True:
             try:
                 asks = [self.channel.recv(server) for server in SERVERS]
-            except ProtocolAborted:
+            except ProtocolAborted as e:
+                self.stopped_because = str(e)
                 return
             try:
                 ticket, kind, values = self._matching(*asks)
@@ -47,7 +51,8 @@ class Dealer:
                 for server, share in zip(SERVERS, shares):
                     # fresh arrays the dealer keeps no reference to: handed over, not copied
                     self.channel.send(server, ("material", ticket, kind, values, share), copy=False)
-            except ProtocolAborted:  # closed meanwhile (e.g. material asked ahead that nobody waits for)
+            except ProtocolAborted as e:  # closed meanwhile (e.g. material asked ahead that nobody waits for)
+                self.stopped_because = str(e)
                 return
             self.requests_served += 1
 

@@ -337,6 +337,9 @@ class DealerService(_Service):
                 dealer.serve()
             except Exception as e:  # noqa: BLE001 - a bad request: end the session, say why
                 outcome = f"failed: {type(e).__name__}: {e}"
+            else:
+                if dealer.stopped_because:  # e.g. a server fell silent: the other server and the client hear it
+                    outcome = f"closed ({dealer.stopped_because})"
             channel.close(f"dealer: {outcome}")
             self._untrack(session)
         log.info("session %s client=%s requests=%d seconds=%.2f outcome=%s", session, client,
