@@ -363,12 +363,12 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -
 def few_rounds(x: SharedTensor) -> bool:
     """Whether exp of x (and what builds on it) runs by tables: in the few-rounds profile, the servers'
     comparisons by FSS (protocols.use_comparisons "fss", for links where a round trip costs more than
-    arithmetic and offline bytes), for up to lut.TABLE_MAX_VALUES values with 7 to 16 fractional bits.
-    Bigger calls (a training batch) keep the polynomial: the tables' offline bytes grow with the values.
-    lut.use_exp_tables(srv, False) turns the tables off (side-by-side measurements)."""
+    arithmetic and offline bytes), for calls of up to provider.exp_tables values (lut.TABLE_MAX_VALUES,
+    2,048, unless lut.use_exp_tables or config mpc.exp_table_values says otherwise) with 7 to 16
+    fractional bits. Bigger calls (a training batch, by default) keep the polynomial: the tables' offline
+    bytes grow with the values. lut.use_exp_tables(srv, False) turns the tables off."""
     provider = x.server.provider
-    return (provider.comparisons == "fss" and provider.exp_tables and x.size <= lut.TABLE_MAX_VALUES
-            and lut.LOW_SPAN < x.frac <= 16)
+    return (provider.comparisons == "fss" and x.size <= provider.exp_tables and lut.LOW_SPAN < x.frac <= 16)
 
 
 def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:

@@ -53,10 +53,14 @@ TABLE_MAX_VALUES = 2048  # values a call may look up (8 kB offline each): one fa
 WIDTH = 32               # the opening and the comparison run modulo 2^32
 
 
-def use_exp_tables(srv, on: bool = True) -> None:
+def use_exp_tables(srv, on: bool = True, max_values: int = TABLE_MAX_VALUES) -> None:
     """A program for both servers: whether the few-rounds profile (FSS comparisons) runs exp by tables
-    where it fits (the default) or the polynomial as before, for side-by-side measurements."""
-    srv.provider.exp_tables = bool(on)
+    for calls of up to `max_values` values (config mpc.exp_table_values; TABLE_MAX_VALUES, the default,
+    covers a dozen faces; 10,112 a training batch, at ~9 kB a value offline) or the polynomial as before
+    (on=False, for side-by-side measurements)."""
+    if max_values < 0:
+        raise ValueError(f"exp_table_values is a number of values, >= 0, not {max_values}")
+    srv.provider.exp_tables = int(max_values) if on else 0
 
 
 def digits(frac: int) -> tuple[int, int]:
@@ -88,8 +92,9 @@ def tables(frac: int) -> tuple[np.ndarray, np.ndarray]:
 def ask(srv, n: int, frac: int):
     """Ask ahead for the material of exp_nonpositive on n values with `frac` fractional bits."""
     j, m = digits(frac)
-    if n > TABLE_MAX_VALUES:
-        raise ValueError(f"exp by tables looks up at most {TABLE_MAX_VALUES} values a call, not {n}")
+    if n > srv.provider.exp_tables:
+        raise ValueError(f"exp by tables looks up at most {srv.provider.exp_tables} values a call here "
+                         f"(lut.use_exp_tables), not {n}")
     return srv.provider.exp_table(n, j, m)
 
 

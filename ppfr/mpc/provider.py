@@ -25,6 +25,7 @@ from collections import deque
 import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
+from .lut import TABLE_MAX_VALUES
 from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
                        SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        UpdateThenProductRequest, WithSpares, request_from_wire, spares_for)
@@ -56,7 +57,8 @@ class Provider:
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
-        self.exp_tables = True         # with FSS comparisons, exp by tables where it fits: lut.use_exp_tables
+        self.exp_tables = TABLE_MAX_VALUES  # with FSS comparisons, exp by tables for calls of up to so many
+                                            # values (lut.use_exp_tables)
 
     @property
     def requests_sent(self) -> int:

@@ -327,18 +327,21 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
                  timeout: float | None = None, comparisons: str | None = None) -> Session:
     """A session with the servers and the dealer in threads of this process, in processes of their own,
     or (a parties file, *.yaml) as network services (ppfr.net.remote), comparing by `comparisons`
-    (protocols.use_comparisons: "bitwise" or "fss"), each party giving up after `timeout` seconds
+    (protocols.use_comparisons: "bitwise" or "fss"; with fss, exp by tables for calls of up to the config's
+    mpc.exp_table_values values, lut.use_exp_tables), each party giving up after `timeout` seconds
     without a message it waits for. `parties` None takes $PPFR_PARTIES (what a command's --parties FILE
     sets), else the config's `mpc.parties`; the others None the config's `mpc.comparisons` and
     `mpc.timeout`."""
     from ppfr.config import section
 
+    from .lut import TABLE_MAX_VALUES, use_exp_tables
     from .protocols import COMPARISONS, use_comparisons
 
     config = section("mpc")
     if parties is None:
         parties = os.environ.get(PARTIES_ENV) or config.get("parties", DEFAULT_PARTIES)
     comparisons = config.get("comparisons", COMPARISONS[0]) if comparisons is None else comparisons
+    table_values = int(config.get("exp_table_values", TABLE_MAX_VALUES))
     timeout = float(config.get("timeout", DEFAULT_TIMEOUT)) if timeout is None else timeout
     remote = str(parties).endswith((".yaml", ".yml"))  # a parties file: the servers and dealer are services
     if not remote and parties not in SESSIONS:
@@ -353,4 +356,6 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
         session = SESSIONS[parties](fixed=fixed, timeout=timeout)
     if comparisons != COMPARISONS[0]:
         session.run(use_comparisons, comparisons).result()
+    if table_values != TABLE_MAX_VALUES:
+        session.run(use_exp_tables, True, table_values).result()
     return session
