@@ -75,7 +75,7 @@ def test_identify_all_nearest_match_agree_with_float64(tmp_path, people, compari
     tolerance = float(np.sqrt((nearest[k] + nearest[k + 1]) / 2))
     assert gaps[k] > 1e-3
     with open_session("threads", comparisons=comparisons) as session, \
-            enrolled(tmp_path, names, vecs, pool_size=4, batch=3, session=session) as g:  # small pool: refilled mid-way
+            enrolled(tmp_path, names, vecs, batch=3, session=session) as g:  # a last batch of another size
         every = g.identify(queries, reveal="all", tolerance=tolerance, top=2)
         near = g.identify(queries, reveal="nearest", tolerance=tolerance)
         match = g.identify(queries, reveal="match", tolerance=tolerance)
@@ -104,7 +104,7 @@ def test_a_query_opens_only_its_own_rows_once_the_gallery_is_masked(tmp_path, pe
     """The gallery's n x d mask is opened once per pool; a query then costs each server m x d ring
     elements towards the other server (and its share of the answer towards the client)."""
     names, vecs = people
-    with enrolled(tmp_path, names, vecs, pool_size=10) as g:
+    with enrolled(tmp_path, names, vecs) as g:
         g.identify(vecs[:2], reveal="all")                      # opens the masked gallery
         server0 = g.parties.session.network.channel("server0").stats
         before = server0.copy()

@@ -81,7 +81,7 @@ def _load_model(srv, w_shape, b_shape):
 def test_gallery_views(tmp_path, reveal):
     def identify(gallery, queries, root):
         def work(session):
-            with Gallery(root, session=session, pool_size=8) as g:
+            with Gallery(root, session=session) as g:
                 g.enroll_many([f"p{i % 5}" for i in range(len(gallery))], gallery)
                 return g.identify(queries, reveal=reveal)
         return work

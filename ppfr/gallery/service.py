@@ -35,12 +35,10 @@ _cfg = section("gallery")
 FRAC_BITS = int(_cfg.get("frac_bits", 20))     # exact products at 40 bits; resolution 1e-6
 TOLERANCE = float(_cfg.get("tolerance", 0.6))  # dlib's convention, on the Euclidean distance
 REVEAL = str(_cfg.get("reveal", "nearest"))
-POOL = int(_cfg.get("mask_pool", 256))         # queries served per opening of the masked gallery
 BATCH = int(_cfg.get("batch", 16))             # queries per MPC run
-# With |x| <= 64 every squared distance is below 2^14, i.e. 2^54 ring units at 40 fractional bits:
-# far from the 2^63 where the ring would wrap (dlib embeddings have norms about 1). The same bound
-# allows at most 24 fractional bits (2^14 * 2^48 < 2^63).
-MAX_NORM = 64.0
+# Norms are limited by store.max_norm: 64 for a 64-bit ring, where every squared distance is below 2^14,
+# i.e. 2^54 ring units at 40 fractional bits, far from the 2^63 where the ring would wrap (the same bound
+# allows at most 24 fractional bits: 2^14 * 2^48 < 2^63); 1.99 at 13 bits, 3.98 at 12 (a 32-bit ring).
 FRAC_RANGE = (8, 24)
 
 
@@ -55,9 +53,10 @@ def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
         raise ValueError(f"expected vectors of length {dim or 'd'}, got an array of shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("an embedding holds NaN or infinity")
-    norms = np.linalg.norm(x, axis=1)
-    if norms.size and norms.max() > MAX_NORM:
-        raise ValueError(f"an embedding has norm {norms.max():.3g}; the gallery takes norms up to {MAX_NORM:g}")
+    norms, limit = np.linalg.norm(x, axis=1), store.max_norm(frac)
+    if norms.size and norms.max() > limit:
+        raise ValueError(f"an embedding has norm {norms.max():.3g}; a gallery at {frac} fractional bits takes "
+                         f"norms up to {limit:.3g}")
     raw = FixedPoint(frac_bits=frac, bound_bits=max(48, frac + 8)).encode(x, frac)
     return x, (raw * raw).sum(axis=1, dtype=np.uint64).view(np.int64)   # wraps mod 2^64, exact
 
@@ -135,10 +134,9 @@ class Gallery:
     """A secret-shared gallery at `root` (created by the first enrolment)."""
 
     def __init__(self, root, *, session: Session | None = None, frac_bits: int = FRAC_BITS,
-                 pool_size: int = POOL, batch: int = BATCH):
+                 batch: int = BATCH):
         self.root = root
         self.frac_bits = frac_bits
-        self.pool_size = pool_size
         self.batch = batch
         self.parties = _Parties(session)
         self._cached = None
@@ -283,11 +281,21 @@ class Gallery:
             client.share(x, frac=rec.frac_bits)
             client.share(norms, frac=0)
             if reveal == "nearest":
-                return client.reconstruct(), client.reconstruct()
+                return decode_distances(client.reconstruct_raw(), rec.frac_bits), client.reconstruct()
+            if reveal == "all":
+                return decode_distances(client.reconstruct_raw(), rec.frac_bits)
             return client.reconstruct()
 
-        out, _ = self.parties.run(P.query, reveal, self.pool_size, tolerance ** 2, exclude, client=ask)
+        out, _ = self.parties.run(P.query, reveal, tolerance ** 2, exclude, client=ask)
         return out
+
+
+def decode_distances(result, frac_bits: int) -> np.ndarray:
+    """Squared distances from their ring elements (raw, frac): in a 32-bit ring, modulo 2^32."""
+    raw, frac = result
+    if store.ring_bits(frac_bits) == 32:
+        raw = raw.astype(np.uint32).view(np.int32).astype(np.int64).view(np.uint64)
+    return FixedPoint().decode(raw, frac)
 
 
 def _answers(raw, reveal, names, tolerance, top) -> list[Identification]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
 from .material import (AndRequest, ComparisonRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
-                       SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
+                       RowMaskRequest, RowProductsRequest, SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
                        WithSpares, request_from_wire, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
@@ -90,6 +90,14 @@ class Provider:
         steps = tuple(steps)
         truncated = [(n, s[2]) for s in steps if s[0] == "trunc"]
         return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=True)))
+
+    def row_mask(self, mask: str, start: int, rows: int, cols: int, bits: int) -> Pending:
+        """Rows [start, start + rows) of the dealer's row mask `mask` (start 0: a new mask): RowMask."""
+        return self._ask(RowMaskRequest(str(mask), int(start), int(rows), int(cols), int(bits)))
+
+    def row_products(self, mask: str, rows: int, queries: int, cols: int, bits: int) -> Pending:
+        """For `queries` rows times the first `rows` rows of row mask `mask`, transposed: RowProducts."""
+        return self._ask(RowProductsRequest(str(mask), int(rows), int(queries), int(cols), int(bits)))
 
     def spare_truncation(self, shifts: np.ndarray) -> TruncationPair:
         """Pairs for values whose truncation is redone, one per value (shifts: one per value), from the
