@@ -18,7 +18,7 @@ from dataclasses import astuple, dataclass, fields
 
 import numpy as np
 
-from ppfr.rows import GrowingRows
+from .rows import GrowingRows
 
 from .fss import SignKey, sign_keygen
 

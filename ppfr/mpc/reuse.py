@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppfr.rows import GrowingRows
+from .rows import GrowingRows
 
 from .material import RING_DTYPES, ring_words
 from .prg import SecureRandom
