@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppfr.mpc.rows import GrowingRows
+
 from .digest import canonical, half_digest, row_digests
 from .errors import StorageError
 from .faults import checkpoint
@@ -70,6 +72,7 @@ class Half:
     binding: str | None          # binds it to the client's record and the other half; None while pending
     seqs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))   # each row's block
     digests: list = field(repr=False, default_factory=list)                               # row digests
+    buffer: GrowingRows | None = field(repr=False, default=None)   # holds `rows` with room to append in place
 
     @property
     def kind(self) -> str:
@@ -175,10 +178,10 @@ class PartyStore:
             keep = np.setdiff1d(np.arange(len(old)), gone)
             self._rewrite_blocks(kind, object_id, version, old, seqs, gone)
             new_seqs = self._append_blocks(kind, object_id, version, new)
-            rows = np.concatenate([old[keep], new]) if len(old) else new
-            half = Half(make_header(kind, object_id, version, self.party, rows, meta), rows, "", None,
+            buffer = _appended(parent if not (replace or gone.size) else None, old[keep] if gone.size else old, new)
+            half = Half(make_header(kind, object_id, version, self.party, buffer.rows, meta), buffer.rows, "", None,
                         np.concatenate([seqs[keep], new_seqs]),
-                        [digests[i] for i in keep] + row_digests(new))
+                        [digests[i] for i in keep] + row_digests(new), buffer)
             half.sha256 = half_digest(half.header, half.digests)
             self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, NULL)",
                              (kind, object_id, version, json.dumps(half.header), half.sha256))
@@ -272,23 +275,25 @@ class PartyStore:
         wrong = {k: header.get(k) for k, v in expected.items() if header.get(k) != v}
         if wrong:
             raise StorageError(f"{where}: its header says {wrong}")
-        blocks = self._db.execute(f"SELECT seq, count, data FROM rows WHERE {_VISIBLE} ORDER BY seq",
-                                  (kind, object_id, version, version)).fetchall()
-        bad = next((b for b in blocks if len(b[2]) != 8 * width * b[1]), None)   # sizes checked, never allocated
+        query = f"SELECT seq, count, {{}} FROM rows WHERE {_VISIBLE} ORDER BY seq"
+        blocks = self._db.execute(query.format("length(data)"), (kind, object_id, version, version)).fetchall()
+        bad = next((b for b in blocks if b[2] != 8 * width * b[1]), None)   # sizes checked before any allocation
         total = sum(b[1] for b in blocks)
         if bad is not None or total != rows_claimed:
             raise StorageError(f"{where} is damaged: its header claims {rows_claimed} rows of {width} shares, "
-                               f"the store holds {total}" + (f" (block {bad[0]} has {len(bad[2])} bytes for "
+                               f"the store holds {total}" + (f" (block {bad[0]} has {bad[2]} bytes for "
                                                              f"{bad[1]} rows)" if bad is not None else ""))
-        data = bytearray(b"".join(b[2] for b in blocks))
-        view, size = memoryview(data), 8 * width
-        digests = [hashlib.sha256(view[i:i + size]).digest() for i in range(0, len(data), size)]  # = row_digests
-        if half_digest(header, digests) != sha256:
+        # read block by block into one buffer (with room to append): a million rows never sit in memory twice
+        buffer, digests = GrowingRows(width, np.uint64, total + spare_rows(total)), []
+        for seq, count, data in self._db.execute(query.format("data"), (kind, object_id, version, version)):
+            if len(data) != 8 * width * count or len(buffer) + count > total:
+                raise StorageError(f"{where} changed while it was read: read it again")
+            digests += row_digests(buffer.append(np.frombuffer(data, np.uint64).reshape(count, width))[-count:])
+        if len(buffer) != total or half_digest(header, digests) != sha256:
             raise StorageError(f"{where} has been modified: its shares or header do not match the digest "
                                "written with them")
-        rows = np.frombuffer(data, dtype=np.uint64).reshape(total, width)
         seqs = np.repeat(np.array([b[0] for b in blocks], np.int64), [b[1] for b in blocks])
-        return Half(header, rows, sha256, binding, seqs, digests)
+        return Half(header, buffer.rows, sha256, binding, seqs, digests, buffer)
 
     def _missing(self, kind, object_id, version, head) -> str:
         if head is None:
@@ -320,6 +325,26 @@ class PartyStore:
                                f"(server {self.party}'s data)") from None
         except OSError as e:
             raise StorageError(f"cannot use server {self.party}'s store {self.path}: {e.strerror or e}") from None
+
+
+def spare_rows(rows: int) -> int:
+    """Room left for appends when a half is read: a sixteenth more, so that an enrolment into a large
+    gallery appends in place instead of copying it (GrowingRows)."""
+    return rows // 16 + BLOCK_ROWS
+
+
+def _appended(parent: Half | None, old: np.ndarray, new: np.ndarray) -> GrowingRows:
+    """A buffer holding old then new: the parent's own, appended in place, when `old` is all of its
+    rows and nothing has been appended after them; else a new one."""
+    buffer = parent.buffer if parent is not None else None
+    if buffer is not None and len(buffer) == len(parent.rows) and len(old) == len(parent.rows):
+        buffer.append(new)
+        return buffer
+    out = GrowingRows(old.shape[1] if len(old) else new.shape[1], np.uint64, len(old) + len(new) + spare_rows(len(old)))
+    for rows in (old, new):
+        if len(rows):
+            out.append(rows)
+    return out
 
 
 def _parts(parent: Half | None, replace: bool):
