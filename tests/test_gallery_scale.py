@@ -66,7 +66,7 @@ def test_identify_every_mode_equals_float64(tmp_path, session, gallery_data, fra
     k = int(np.argmax(np.diff(best)))
     tolerance = float(np.sqrt((best[k] + best[k + 1]) / 2))
     with Gallery(tmp_path, frac_bits=frac, session=session, batch=7) as g:
-        g.enroll_many(names, vecs)
+        g.enroll_many(names, vecs, chunk_rows=64)              # shared in four messages, one change
         every = g.identify(probes, reveal="all", tolerance=tolerance)
         near = g.identify(probes, reveal="nearest", tolerance=tolerance)
         match = g.identify(probes, reveal="match", tolerance=tolerance)
@@ -106,7 +106,7 @@ def test_enrolment_into_a_masked_gallery_opens_only_the_new_rows(tmp_path, sessi
         g.enroll_many(names[:200], vecs[:200])
         g.identify(probes[:1])                                 # masks the 200 rows: 200 x 128 x 4 bytes
         before = online_to_peer(session)
-        g.enroll_many(names[200:], vecs[200:])                 # 40 new rows
+        g.enroll_many(names[200:], vecs[200:], chunk_rows=16)  # 40 new rows, in three messages
         enrolled = online_to_peer(session) - before
         after = g.identify(probes, reveal="nearest")
         queried = online_to_peer(session) - before - enrolled

@@ -56,20 +56,23 @@ def open_gallery(srv, root, object_id: str, version: int, dim: int, frac: int) -
     return _hold(srv, half)
 
 
-def append_rows(srv, root, version: int, object_id: str) -> dict:
-    """Receive new rows (shares of embeddings and of their squared norms) and write pending version
-    `version`: the held rows followed by the new ones, appended in one transaction. A gallery held masked
-    for queries opens the new rows only (MaskedRows.append)."""
+def append_rows(srv, root, version: int, object_id: str, chunks: int = 1) -> dict:
+    """Receive new rows in `chunks` parts (shares of embeddings, then of their squared norms, per part)
+    and write pending version `version`: the held rows followed by the new ones, appended in one
+    transaction. A gallery held masked for queries opens the new rows only (MaskedRows.append)."""
     state = srv.state[STATE]
     half, meta = state["half"], state["half"].header["meta"]
-    rows, norms = srv.receive(), srv.receive()
-    if rows.frac != meta["frac_bits"] or rows.ndim != 2 or rows.shape[1] != meta["dim"]:
-        raise store.GalleryError(f"new rows {rows.shape} at {rows.frac} bits do not fit the gallery")
-    new = store.pack_rows(rows.share, norms.share, meta["frac_bits"])
+    masked, packed = state.get("masked"), []
+    for _ in range(chunks):
+        rows, norms = srv.receive(), srv.receive()
+        if rows.frac != meta["frac_bits"] or rows.ndim != 2 or rows.shape[1] != meta["dim"]:
+            raise store.GalleryError(f"new rows {rows.shape} at {rows.frac} bits do not fit the gallery")
+        packed.append(store.pack_rows(rows.share, norms.share, meta["frac_bits"]))
+        if masked is not None:
+            masked.append(rows.share)
+    new = np.concatenate(packed) if len(packed) > 1 else packed[0]
+    del packed
     written = write_half(srv, root, store.KIND, object_id, version, meta, parent=half, add=new)
-    masked = state.get("masked")
-    if masked is not None:
-        masked.append(rows.share)
     return _hold(srv, written, masked)
 
 
