@@ -25,6 +25,7 @@ import numpy as np
 
 from ppfr.mpc import functions as F
 from ppfr.mpc.reuse import MaskedRows
+from ppfr.mpc.rows import GrowingRows
 from ppfr.storage import Half, load_half, write_half
 from ppfr.storage.server import agree
 
@@ -56,23 +57,22 @@ def open_gallery(srv, root, object_id: str, version: int, dim: int, frac: int) -
     return _hold(srv, half)
 
 
-def append_rows(srv, root, version: int, object_id: str, chunks: int = 1) -> dict:
-    """Receive new rows in `chunks` parts (shares of embeddings, then of their squared norms, per part)
-    and write pending version `version`: the held rows followed by the new ones, appended in one
+def append_rows(srv, root, version: int, object_id: str, chunks: int = 1, total: int | None = None) -> dict:
+    """Receive `total` new rows in `chunks` parts (shares of embeddings, then of their squared norms, per
+    part) and write pending version `version`: the held rows followed by the new ones, appended in one
     transaction. A gallery held masked for queries opens the new rows only (MaskedRows.append)."""
     state = srv.state[STATE]
     half, meta = state["half"], state["half"].header["meta"]
-    masked, packed = state.get("masked"), []
+    masked = state.get("masked")
+    new = GrowingRows(store.row_width(meta["dim"], meta["frac_bits"]), U64, total or 0)
     for _ in range(chunks):
         rows, norms = srv.receive(), srv.receive()
         if rows.frac != meta["frac_bits"] or rows.ndim != 2 or rows.shape[1] != meta["dim"]:
             raise store.GalleryError(f"new rows {rows.shape} at {rows.frac} bits do not fit the gallery")
-        packed.append(store.pack_rows(rows.share, norms.share, meta["frac_bits"]))
+        new.append(store.pack_rows(rows.share, norms.share, meta["frac_bits"]))
         if masked is not None:
             masked.append(rows.share)
-    new = np.concatenate(packed) if len(packed) > 1 else packed[0]
-    del packed
-    written = write_half(srv, root, store.KIND, object_id, version, meta, parent=half, add=new)
+    written = write_half(srv, root, store.KIND, object_id, version, meta, parent=half, add=new.rows)
     return _hold(srv, written, masked)
 
 

@@ -238,7 +238,8 @@ class Gallery:
                     client.share(x[lo:lo + chunk_rows], frac=rec.frac_bits)
                     client.share(norms[lo:lo + chunk_rows], frac=0)
 
-            _, reports = self.parties.run(P.append_rows, self.root, new.version, new.id, len(starts), client=send)
+            _, reports = self.parties.run(P.append_rows, self.root, new.version, new.id, len(starts), len(x),
+                                         client=send)
             return self._commit(new, reports)
 
     def remove(self, name: str) -> int:

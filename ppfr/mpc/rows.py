@@ -22,6 +22,13 @@ class GrowingRows:
         out.append(rows)
         return out
 
+    @classmethod
+    def adopting(cls, rows: np.ndarray) -> "GrowingRows":
+        """A buffer that is `rows` itself (no copy, no spare room: the first append makes room)."""
+        out = cls(rows.shape[1], rows.dtype)
+        out._buffer, out.count = rows, len(rows)
+        return out
+
     @property
     def rows(self) -> np.ndarray:
         """The rows so far (a view)."""

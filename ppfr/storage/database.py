@@ -153,7 +153,9 @@ class PartyStore:
               add=None, remove=(), replace: bool = False) -> Half:
         """Write pending version `version` = head + 1 in one transaction: the rows of `parent` (the
         head, as loaded) without the rows at positions `remove`, then `add`; with replace=True, only `add`.
-        A pending version left by an earlier, uncommitted change is discarded first."""
+        A pending version left by an earlier, uncommitted change is discarded first. The new half's rows
+        are `add` itself when nothing precedes them (the caller hands them over), else one buffer that
+        later appends fill in place (GrowingRows)."""
         with self._lock, self._errors(), self._transaction():
             head = self._head(kind, object_id)
             if head is None and version == 1:
@@ -340,7 +342,9 @@ def _appended(parent: Half | None, old: np.ndarray, new: np.ndarray) -> GrowingR
     if buffer is not None and len(buffer) == len(parent.rows) and len(old) == len(parent.rows):
         buffer.append(new)
         return buffer
-    out = GrowingRows(old.shape[1] if len(old) else new.shape[1], np.uint64, len(old) + len(new) + spare_rows(len(old)))
+    if not len(old):   # the new rows as they are: a first enrolment of a million rows is not copied again
+        return GrowingRows.adopting(new)
+    out = GrowingRows(old.shape[1], np.uint64, len(old) + len(new) + spare_rows(len(old)))
     for rows in (old, new):
         if len(rows):
             out.append(rows)
