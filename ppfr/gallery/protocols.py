@@ -100,7 +100,8 @@ def masked_gallery(srv) -> MaskedRows:
     """The held gallery as MaskedRows, built (every row opened masked, once) on first use."""
     state = srv.state[STATE]
     if state["masked"] is None:
-        state["masked"] = MaskedRows(srv, STATE, state["emb"].shape[1], state["bits"])
+        rows = len(state["emb"])   # room for them and a few enrolments more
+        state["masked"] = MaskedRows(srv, STATE, state["emb"].shape[1], state["bits"], rows + rows // 64 + 1024)
         state["masked"].append(state["emb"])
     return state["masked"]
 

@@ -387,6 +387,7 @@ class RowMaskRequest(Request):
     rows: int
     cols: int
     bits: int
+    capacity: int = 0      # rows to make room for when a new mask starts (public: the gallery's size)
     kind = "row_mask"
     uses_memory = True
 
@@ -400,7 +401,7 @@ class RowMaskRequest(Request):
         seeds = [rng.uint64((2,)) for _ in range(2)]
         shares = [ring_words(SecureRandom(s.tobytes()), (self.rows, self.cols), self.bits) for s in seeds]
         if self.start == 0:
-            held = memory[self.mask] = GrowingRows(self.cols, RING_DTYPES[self.bits], self.rows)
+            held = memory[self.mask] = GrowingRows(self.cols, RING_DTYPES[self.bits], max(self.rows, self.capacity))
         held.append(shares[0] + shares[1])
         return (seeds[0],), (seeds[1],)
 

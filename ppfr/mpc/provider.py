@@ -91,9 +91,10 @@ class Provider:
         truncated = [(n, s[2]) for s in steps if s[0] == "trunc"]
         return self._ask(MaskedChainRequest(int(n), steps, spares_for(truncated, self.bound_bits, triples=True)))
 
-    def row_mask(self, mask: str, start: int, rows: int, cols: int, bits: int) -> Pending:
-        """Rows [start, start + rows) of the dealer's row mask `mask` (start 0: a new mask): RowMask."""
-        return self._ask(RowMaskRequest(str(mask), int(start), int(rows), int(cols), int(bits)))
+    def row_mask(self, mask: str, start: int, rows: int, cols: int, bits: int, capacity: int = 0) -> Pending:
+        """Rows [start, start + rows) of the dealer's row mask `mask` (start 0: a new mask, with room for
+        `capacity` rows): RowMask."""
+        return self._ask(RowMaskRequest(str(mask), int(start), int(rows), int(cols), int(bits), int(capacity)))
 
     def row_products(self, mask: str, rows: int, queries: int, cols: int, bits: int) -> Pending:
         """For `queries` rows times the first `rows` rows of row mask `mask`, transposed: RowProducts."""

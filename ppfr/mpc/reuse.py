@@ -82,17 +82,20 @@ class MaskedRows:
     """
     CHUNK_ROWS = 1 << 16
 
-    def __init__(self, server, name: str, cols: int, bits: int):
+    def __init__(self, server, name: str, cols: int, bits: int, capacity: int = 0):
+        """capacity: rows to make room for at once (a gallery's size and some), so that appending them
+        never holds two copies of a growing matrix."""
         if bits not in RING_DTYPES:
             raise ValueError(f"masked rows live in a ring of 32 or 64 bits, not {bits}")
         self.server, self.name, self.cols, self.bits = server, name, int(cols), int(bits)
         self.dtype = RING_DTYPES[bits]
+        self.capacity = int(capacity)
         self.reset()
 
     def reset(self) -> None:
         """Forget every row: the next append starts a new mask."""
-        self.public = GrowingRows(self.cols, self.dtype)   # F = G - B, known to both servers
-        self.own = GrowingRows(self.cols, self.dtype)      # F + B_0 on server 0, B_1 on server 1
+        self.public = GrowingRows(self.cols, self.dtype, self.capacity)   # F = G - B, known to both servers
+        self.own = GrowingRows(self.cols, self.dtype, self.capacity)      # F + B_0 on server 0, B_1 on server 1
 
     def __len__(self) -> int:
         return len(self.public)
@@ -103,7 +106,8 @@ class MaskedRows:
             raise ValueError(f"rows of shape {rows.shape} do not fit {self.cols} columns")
         for lo in range(0, len(rows), self.CHUNK_ROWS):
             chunk = rows[lo:lo + self.CHUNK_ROWS].astype(self.dtype)
-            [seed] = self.server.provider.row_mask(self.name, len(self), len(chunk), self.cols, self.bits).get().to_wire()
+            [seed] = self.server.provider.row_mask(self.name, len(self), len(chunk), self.cols, self.bits,
+                                                   self.capacity).get().to_wire()
             mask = ring_words(SecureRandom(seed.tobytes()), chunk.shape, self.bits)
             (f,) = self.server.open(chunk - mask)
             self.public.append(f)
