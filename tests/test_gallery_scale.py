@@ -169,3 +169,27 @@ def _masked_product(srv, bits):
     rows.append(first.share)
     rows.append(more.share)
     return rows.products(q.share)
+
+
+def test_switching_comparison_methods_in_a_session_draws_no_material_for_the_other(tmp_path, gallery_data):
+    """A planned step (the argmin's tournament) is recorded per comparison method, so alternating methods
+    query by query (benchmarks/identify_scaling.py) costs each query what a session of one method costs."""
+    names, vecs, probes = gallery_data
+    mixed = _offline_per_query(tmp_path / "mixed", names, vecs, probes, ("bitwise", "fss") * 2)
+    for method in ("bitwise", "fss"):
+        alone = _offline_per_query(tmp_path / method, names, vecs, probes, (method,) * 2)
+        assert mixed[method][-1] == alone[method][-1], (method, mixed, alone)
+
+
+def _offline_per_query(root, names, vecs, probes, methods) -> dict:
+    from ppfr.mpc import LocalSession, protocols
+
+    spent = {}
+    with LocalSession() as session, Gallery(root, frac_bits=NARROW, session=session, batch=1) as g:
+        g.enroll_many(names, vecs)
+        for method in methods:
+            session.run(protocols.use_comparisons, method).result()
+            before = session.stats()["server0"].copy()
+            g.identify(probes[:1])
+            spent.setdefault(method, []).append((session.stats()["server0"] - before).offline_bytes)
+    return spent

@@ -122,7 +122,7 @@ class Provider:
         if self._recording is not None or self._prefetched is not None:
             yield  # already inside a planned step
             return
-        key = (step, shapes)
+        key = (step, self.comparisons, shapes)   # what a step asks for depends on the comparison method too
         recorded = self._plans.get(key)
         if recorded is None:
             self._recording = []
