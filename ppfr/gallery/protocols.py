@@ -73,23 +73,33 @@ def append_rows(srv, root, version: int, object_id: str, chunks: int = 1, total:
         if masked is not None:
             masked.append(rows.share)
     written = write_half(srv, root, store.KIND, object_id, version, meta, parent=half, add=new.rows)
-    return _hold(srv, written, masked)
+    if masked is None:
+        return _hold(srv, written)
+    return _hold(srv, written, masked, np.concatenate([state["norms"], store.unpack_rows(new.rows, meta["dim"],
+                                                                                         meta["frac_bits"])[1]]))
 
 
 def remove_rows(srv, root, rows, version: int, object_id: str) -> dict:
     """Write pending version `version` without the given rows (public row numbers: a server learns which
-    rows go, not whose they are). The next query masks the gallery anew."""
+    rows go, not whose they are). The next query masks the gallery anew (so a half held without its
+    rows, masked, is read back)."""
     half = srv.state[STATE]["half"]
-    return _hold(srv, write_half(srv, root, store.KIND, object_id, version, half.header["meta"], parent=half,
-                                 remove=rows))
+    written = write_half(srv, root, store.KIND, object_id, version, half.header["meta"], parent=half, remove=rows)
+    return _hold(srv, written if written.rows is not None else load_half(srv, root, store.KIND, object_id, version))
 
 
-def _hold(srv, half, masked: MaskedRows | None = None) -> dict:
-    """Keep `half` for the queries of this session, so the next use need not read it back (with the
-    masked form of exactly its rows, if there is one). (If the client does not commit a version just
-    written, its record names another version, and that is read anew.)"""
+def _hold(srv, half, masked: MaskedRows | None = None, norms=None) -> dict:
+    """Keep `half` for the queries of this session, so the next use need not read it back: with its rows,
+    or, once masked, without them (the masked form and the norms are all that queries need). (If the
+    client does not commit a version just written, its record names another version, and that is read
+    anew.)"""
+    old = srv.state.get(STATE)
+    if old is not None and old["ahead"] is not None:
+        old["ahead"].get()       # material asked for ahead of a query that will not come: both take it alike
     meta = half.header["meta"]
-    emb, norms = store.unpack_rows(half.rows, meta["dim"], meta["frac_bits"])
+    emb = None
+    if half.rows is not None:
+        emb, norms = store.unpack_rows(half.rows, meta["dim"], meta["frac_bits"])
     srv.state[STATE] = {"half": half, "emb": emb, "norms": norms, "frac": meta["frac_bits"],
                         "bits": store.ring_bits(meta["frac_bits"]), "masked": masked, "ahead": None}
     return half.report()
@@ -103,6 +113,8 @@ def masked_gallery(srv) -> MaskedRows:
         rows = len(state["emb"])   # room for them and a few enrolments more
         state["masked"] = MaskedRows(srv, STATE, state["emb"].shape[1], state["bits"], rows + rows // 64 + 1024)
         state["masked"].append(state["emb"])
+        # the stored rows are no longer needed in memory: a million of them are 520 MB
+        state.update(half=state["half"].without_rows(), emb=None, norms=state["norms"].copy())
     return state["masked"]
 
 
@@ -155,7 +167,7 @@ def query(srv, mode: str, tolerance_sq: float, exclude=None) -> None:
     state = srv.state[STATE]
     frac = state["frac"]
     q, q_norms = srv.receive(), srv.receive()
-    if q.frac != frac or q.ndim != 2 or q.shape[1] != state["emb"].shape[1]:
+    if q.frac != frac or q.ndim != 2 or q.shape[1] != state["half"].header["meta"]["dim"]:
         raise store.GalleryError(f"queries {q.shape} at {q.frac} bits do not fit the gallery")
     dist = srv.local(squared_distances(srv, q.share, q_norms.share, exclude), 2 * frac)
     if mode not in REVEAL_MODES:

@@ -67,7 +67,7 @@ class Half:
     """One server's half of one version of an object, as read (and verified) or as just written."""
 
     header: dict                 # kind, id, version, party, rows, width, meta
-    rows: np.ndarray             # (rows, width) uint64 shares
+    rows: np.ndarray | None      # (rows, width) uint64 shares; None once released (without_rows)
     sha256: str                  # the half digest (header and rows)
     binding: str | None          # binds it to the client's record and the other half; None while pending
     seqs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))   # each row's block
@@ -86,6 +86,12 @@ class Half:
     def version(self) -> int:
         return self.header["version"]
 
+    def without_rows(self) -> "Half":
+        """This half without its rows in memory (a caller that keeps them in another form, such as a
+        masked gallery): it can still be reported, agreed on and written after. An append to it gives
+        a half without rows too; a removal reads the blocks it rewrites from the store."""
+        return Half(self.header, None, self.sha256, self.binding, self.seqs, self.digests)
+
     def report(self) -> dict:
         """What a server tells the client about its half (public metadata and digests, no shares)."""
         return {"header": self.header, "sha256": self.sha256, "binding": self.binding}
@@ -97,9 +103,11 @@ class Half:
         return cls(header, np.zeros((0, width), np.uint64), half_digest(header, []), None)
 
 
-def make_header(kind: str, object_id: str, version: int, party: int, rows: np.ndarray, meta: dict) -> dict:
+def make_header(kind: str, object_id: str, version: int, party: int, rows, meta: dict) -> dict:
+    """rows: the rows, or their shape (count, width)."""
+    count, width = rows.shape if isinstance(rows, np.ndarray) else rows
     return {"kind": kind, "id": object_id, "version": int(version), "party": int(party),
-            "rows": int(rows.shape[0]), "width": int(rows.shape[1]), "meta": meta}
+            "rows": int(count), "width": int(width), "meta": meta}
 
 
 class PartyStore:
@@ -167,22 +175,25 @@ class PartyStore:
                                    "client changed it, or the client's record is not the latest")
             self._discard_pending(kind, object_id, head)
             old, seqs, digests = _parts(parent, replace)
+            count, width = len(seqs), (parent.header["width"] if parent is not None and not replace else 0)
             gone = np.unique(np.asarray(remove, dtype=np.int64))
-            if gone.size and (gone[0] < 0 or gone[-1] >= len(old)):
+            if gone.size and (gone[0] < 0 or gone[-1] >= count):
                 raise StorageError(f"{self.path}: rows {gone.tolist()} are not all rows of {kind} {object_id} "
-                                   f"version {head} ({len(old)} rows)")
-            new = np.zeros((0, old.shape[1]), np.uint64) if add is None else np.ascontiguousarray(add, np.uint64)
-            if new.ndim != 2 or (len(old) and new.shape[1] != old.shape[1]):
+                                   f"version {head} ({count} rows)")
+            new = np.zeros((0, width), np.uint64) if add is None else np.ascontiguousarray(add, np.uint64)
+            if new.ndim != 2 or (count and new.shape[1] != width):
                 raise StorageError(f"{self.path}: rows of shape {new.shape} do not fit {kind} {object_id}")
             if replace:
                 self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}",
                                  (version, kind, object_id, head, head))
-            keep = np.setdiff1d(np.arange(len(old)), gone)
+            keep = np.setdiff1d(np.arange(count), gone)
             self._rewrite_blocks(kind, object_id, version, old, seqs, gone)
             new_seqs = self._append_blocks(kind, object_id, version, new)
-            buffer = _appended(parent if not (replace or gone.size) else None, old[keep] if gone.size else old, new)
-            half = Half(make_header(kind, object_id, version, self.party, buffer.rows, meta), buffer.rows, "", None,
-                        np.concatenate([seqs[keep], new_seqs]),
+            shape = (len(keep) + len(new), new.shape[1] if not count else width)
+            buffer = None if old is None else \
+                _appended(parent if not (replace or gone.size) else None, old[keep] if gone.size else old, new)
+            half = Half(make_header(kind, object_id, version, self.party, shape, meta),
+                        None if buffer is None else buffer.rows, "", None, np.concatenate([seqs[keep], new_seqs]),
                         [digests[i] for i in keep] + row_digests(new), buffer)
             half.sha256 = half_digest(half.header, half.digests)
             self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, NULL)",
@@ -238,15 +249,23 @@ class PartyStore:
     def _rewrite_blocks(self, kind, object_id, version, old, seqs, gone) -> None:
         """Mark the blocks holding rows at positions `gone` removed in `version`, and store the rows each
         keeps as a block of the same key (so the order stays) added in `version`."""
-        dropped = np.zeros(len(old), bool)
+        dropped = np.zeros(len(seqs), bool)
         dropped[gone] = True
         for block in np.unique(seqs[gone]).tolist():
+            in_block = np.flatnonzero(seqs == block)
+            rows = old[in_block] if old is not None else self._block_rows(kind, object_id, block, len(in_block))
             self._db.execute("UPDATE rows SET removed = ? WHERE kind = ? AND id = ? AND seq = ? AND removed IS NULL",
                              (version, kind, object_id, block))
-            kept = np.flatnonzero((seqs == block) & ~dropped)
-            if kept.size:
+            kept = ~dropped[in_block]
+            if kept.any():
                 self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, NULL, ?, ?)",
-                                 (kind, object_id, block, version, int(kept.size), old[kept].tobytes()))
+                                 (kind, object_id, block, version, int(kept.sum()), rows[kept].tobytes()))
+
+    def _block_rows(self, kind, object_id, block, count) -> np.ndarray:
+        """The rows of a block of the head, read back (for a parent half held without its rows)."""
+        (data,) = self._db.execute("SELECT data FROM rows WHERE kind = ? AND id = ? AND seq = ? AND removed IS NULL",
+                                   (kind, object_id, block)).fetchone()
+        return np.frombuffer(data, np.uint64).reshape(count, -1)
 
     def _append_blocks(self, kind, object_id, version, new) -> np.ndarray:
         """Store `new` as blocks after every existing one; returns each new row's block key."""
@@ -352,9 +371,10 @@ def _appended(parent: Half | None, old: np.ndarray, new: np.ndarray) -> GrowingR
 
 
 def _parts(parent: Half | None, replace: bool):
-    """(rows, row keys, row digests) of what a new version starts from."""
+    """(rows or None when the parent is held without them, row keys, row digests) of what a new version
+    starts from."""
     if parent is None or replace:
-        width = parent.rows.shape[1] if parent is not None else 0
+        width = parent.header["width"] if parent is not None else 0
         return np.zeros((0, width), np.uint64), np.zeros(0, np.int64), []
     return parent.rows, parent.seqs, parent.digests
 
