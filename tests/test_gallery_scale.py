@@ -193,3 +193,12 @@ def _offline_per_query(root, names, vecs, probes, methods) -> dict:
             g.identify(probes[:1])
             spent.setdefault(method, []).append((session.stats()["server0"] - before).offline_bytes)
     return spent
+
+
+def test_a_tolerance_beyond_every_distance_a_narrow_gallery_holds(tmp_path, session, gallery_data):
+    """match with a tolerance whose square exceeds the 32-bit ring's range: everyone is within it."""
+    names, vecs, probes = gallery_data
+    with Gallery(tmp_path, frac_bits=NARROW, session=session) as g:
+        g.enroll_many(names[:20], vecs[:20])
+        got = g.identify(-probes[:3], reveal="match", tolerance=5.0)
+    assert [h.entry for h in got] == list(sq_dist(encoded(-probes[:3]), encoded(vecs[:20])).argmin(1))

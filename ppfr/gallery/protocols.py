@@ -163,15 +163,15 @@ def query(srv, mode: str, tolerance_sq: float, exclude=None) -> None:
         match:    per query, row + 1 of the nearest entry if its squared distance <= tolerance_sq, else 0.
     exclude (evaluation only): per query a row to leave out, or -1; the servers learn these rows.
     With a 32-bit ring, distances are compared by 32-bit comparisons (module docstring) and reach the
-    client modulo 2^32 (store.decode_distances)."""
+    client modulo 2^32 (service.decode_distances)."""
+    if mode not in REVEAL_MODES:
+        raise ValueError(f"unknown reveal mode {mode!r}; choose one of {', '.join(REVEAL_MODES)}")
     state = srv.state[STATE]
     frac = state["frac"]
     q, q_norms = srv.receive(), srv.receive()
     if q.frac != frac or q.ndim != 2 or q.shape[1] != state["half"].header["meta"]["dim"]:
         raise store.GalleryError(f"queries {q.shape} at {q.frac} bits do not fit the gallery")
     dist = srv.local(squared_distances(srv, q.share, q_norms.share, exclude), 2 * frac)
-    if mode not in REVEAL_MODES:
-        raise ValueError(f"unknown reveal mode {mode!r}; choose one of {', '.join(REVEAL_MODES)}")
     if mode == "all":
         srv.reveal_to(_in_ring(dist, state))
         return
@@ -194,10 +194,12 @@ def _nearest(dist, state):
 
 
 def _above(value, threshold: float, state):
-    """Shares of [value > threshold] (32-bit comparisons with a 32-bit ring: |threshold - d| < limit)."""
+    """Shares of [value > threshold]. With a 32-bit ring by a 32-bit comparison: a threshold beyond every
+    real squared distance (limit / 2) is the same as limit / 2, so |threshold - value| < limit."""
     if state["bits"] == 64:
         return F.greater_than(value, threshold)
-    return F.less_than_zero(threshold - value, bound=store.distance_limit(state["frac"]))
+    limit = store.distance_limit(state["frac"])
+    return F.less_than_zero(min(threshold, limit / 2) - value, bound=limit)
 
 
 def _in_ring(x, state):
