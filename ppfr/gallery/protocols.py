@@ -48,7 +48,7 @@ def open_gallery(srv, root, object_id: str, version: int, dim: int, frac: int) -
         half = Half.empty(store.KIND, object_id, srv.index, store.row_width(dim, frac), store.half_meta(dim, frac))
     elif state is not None and (state["half"].id, state["half"].version) == (object_id, version):
         agree(srv, state["half"])
-        return state["half"].report()    # held with its pool of masked queries
+        return state["half"].report()    # held, masked if it has been queried
     else:
         half = load_half(srv, root, store.KIND, object_id, version)
     if half.header["meta"] != store.half_meta(dim, frac) or half.rows.shape[1] != store.row_width(dim, frac):
