@@ -202,3 +202,18 @@ def test_a_tolerance_beyond_every_distance_a_narrow_gallery_holds(tmp_path, sess
         g.enroll_many(names[:20], vecs[:20])
         got = g.identify(-probes[:3], reveal="match", tolerance=5.0)
     assert [h.entry for h in got] == list(sq_dist(encoded(-probes[:3]), encoded(vecs[:20])).argmin(1))
+
+
+def test_a_large_record_is_written_compact_and_reads_back(tmp_path, gallery_data, monkeypatch):
+    """Records of many rows skip json's indentation (seconds for a million names): same content."""
+    from ppfr.storage import record as stored
+
+    names, vecs, probes = gallery_data
+    monkeypatch.setattr(stored, "INDENTED_ROWS", 100)
+    with Gallery(tmp_path, frac_bits=NARROW) as g:
+        g.enroll_many(names[:50], vecs[:50])
+        assert "\n " in store.record_path(tmp_path).read_text()
+        g.enroll_many(names[50:], vecs[50:])
+        assert "\n" not in store.record_path(tmp_path).read_text()
+        assert read_record(tmp_path).names() == names
+        assert [h.entry for h in g.identify(probes[:3])] == list(sq_dist(encoded(probes[:3]), encoded(vecs)).argmin(1))
