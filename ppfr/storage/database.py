@@ -194,7 +194,7 @@ class PartyStore:
                 _appended(parent if not (replace or gone.size) else None, old[keep] if gone.size else old, new)
             half = Half(make_header(kind, object_id, version, self.party, shape, meta),
                         None if buffer is None else buffer.rows, "", None, np.concatenate([seqs[keep], new_seqs]),
-                        [digests[i] for i in keep] + row_digests(new), buffer)
+                        (list(digests) if not gone.size else [digests[i] for i in keep]) + row_digests(new), buffer)
             half.sha256 = half_digest(half.header, half.digests)
             self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, NULL)",
                              (kind, object_id, version, json.dumps(half.header), half.sha256))
