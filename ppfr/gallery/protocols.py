@@ -121,19 +121,17 @@ def masked_gallery(srv) -> MaskedRows:
 def cross_products(srv, q: np.ndarray) -> np.ndarray:
     """Shares of Q G^T (m x n, in the gallery's ring) for this server's query shares q (m x d): one round,
     m*d ring elements per server online (MaskedRows). Takes the material asked for ahead when it fits
-    (same m, same gallery rows), and asks ahead for the next query of this size."""
+    (same m, same gallery rows), and asks at once for the next query of this size, so that the dealer
+    draws it (a product with its n x d mask) while this query runs."""
     state = srv.state[STATE]
     masked = masked_gallery(srv)
-    ahead, state["ahead"] = state["ahead"], None
-    material = None
-    if ahead is not None:
-        if ahead.request.queries == len(q) and ahead.request.rows == len(masked):
-            material = ahead
-        else:
-            ahead.get()       # both servers drop it alike: it was drawn for another size
-    out = masked.products(q, material)
+    ahead = state["ahead"]
+    fits = ahead is not None and ahead.request.queries == len(q) and ahead.request.rows == len(masked)
+    if ahead is not None and not fits:
+        ahead.get()       # both servers drop it alike: it was drawn for another size
+    material = ahead if fits else masked.ask(len(q))
     state["ahead"] = masked.ask(len(q))
-    return out
+    return masked.products(q, material)
 
 
 def squared_distances(srv, q, q_norms, exclude=None) -> np.ndarray:
@@ -174,6 +172,7 @@ def query(srv, mode: str, tolerance_sq: float, exclude=None) -> None:
     dist = srv.local(squared_distances(srv, q.share, q_norms.share, exclude), 2 * frac)
     if mode == "all":
         srv.reveal_to(_in_ring(dist, state))
+        state["ahead"].wait()
         return
     value, index = _nearest(dist, state)
     if mode == "nearest":
@@ -181,6 +180,7 @@ def query(srv, mode: str, tolerance_sq: float, exclude=None) -> None:
         srv.reveal_to(index)
     else:   # [d <= t] times an integer: exact, no truncation
         srv.reveal_to((1 - _above(value, tolerance_sq, state)) * (index + 1))
+    state["ahead"].wait()     # drawn while this query ran: the job ends with the dealer's answer here
 
 
 def _nearest(dist, state):

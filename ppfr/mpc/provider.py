@@ -41,6 +41,14 @@ class Pending:
     def get(self):
         return self._provider._take(self)
 
+    def wait(self) -> "Pending":
+        """Wait until the dealer has answered, and keep the material for get(): a step that asked ahead
+        ends with its request answered, so that what the dealer has received when a job ends does not
+        depend on timing."""
+        while self.ticket not in self._provider._arrived:
+            self._provider._receive()
+        return self
+
 
 class Provider:
     def __init__(self, channel, bound_bits: int):
