@@ -11,9 +11,9 @@
    MPC, only the nearest to the client) for a sample, and compared with float64 numpy.
 3. Latency: single queries one after another in a long-lived session (the servers keep the gallery
    loaded), median per query for each reveal mode, end to end on the client (share, MPC, reconstruct,
-   decide; not the embedding). The gallery's mask is opened once per pool of queries (see
-   ppfr/gallery/protocols.py); the pool's preprocessing is reported apart and per query, and so is plain
-   Beaver (a fresh n x d opening for every query, pool size 1).
+   decide; not the embedding). The gallery is masked once per session (F = G - B opened, see
+   ppfr/gallery/protocols.py and ppfr.mpc.reuse.MaskedRows); that preprocessing is reported apart.
+   Galleries of up to a million entries: benchmarks/identify_scaling.py.
 4. Scaling: the same single-query latency on galleries of the first --sizes entries (a few queries each)
    and on the whole gallery, drawn as identify_mpc_scaling.png / .svg (matplotlib: the `bench` extra).
 
@@ -81,9 +81,9 @@ def server_stats(g: Gallery):
     return g.parties.session.stats()["server0"]
 
 
-def drop_pool(srv):
-    """Run by both servers: forget the opened pool of the masked gallery, so the next query opens one."""
-    srv.state[P.STATE].pop("masked", None)
+def drop_gallery(srv):
+    """Run by both servers: forget the held gallery, so that the next query reads and masks it anew."""
+    srv.state.pop(P.STATE, None)
 
 
 def latency(g: Gallery, emb, probes, reveal: str) -> dict:
@@ -139,7 +139,7 @@ def run_rank1(g: Gallery, emb, labels, probes, want_rows, want_sq, args, rng) ->
         nearest_sample_ms_per_query=round(1e3 * nearest_seconds / len(sample), 3))
 
 
-def scaling(emb, labels, class_names, sizes, queries: int, pool: int, rng) -> list[dict]:
+def scaling(emb, labels, class_names, sizes, queries: int, rng) -> list[dict]:
     """Single-query latency per reveal mode on galleries of the first `size` entries of LFW."""
     out = []
     for size in sizes:
@@ -147,9 +147,9 @@ def scaling(emb, labels, class_names, sizes, queries: int, pool: int, rng) -> li
         shutil.rmtree(root, ignore_errors=True)
         inside = np.arange(size)
         probes = rng.choice(inside, min(queries, size), replace=False)
-        with Gallery(root, pool_size=pool, batch=1) as g:
+        with Gallery(root, batch=1) as g:
             g.enroll_many([class_names[k] for k in labels[:size]], emb[:size])
-            g.identify(emb[probes[:1]], reveal="all", exclude=probes[:1])   # the pool's preprocessing, untimed
+            g.identify(emb[probes[:1]], reveal="all", exclude=probes[:1])   # masking the gallery, untimed
             lat = {mode: latency(g, emb, probes, mode) for mode in MODES}
         shutil.rmtree(root, ignore_errors=True)
         print(f"gallery of {size}: " + ", ".join(f"'{m}' {r['median_ms']} ms" for m, r in lat.items()))
@@ -169,7 +169,6 @@ def main():
     parser.add_argument("--latency-queries", type=int, default=200, help="single queries timed per mode")
     parser.add_argument("--nearest-probes", type=int, default=1000,
                         help="probes whose rank-1 is also computed in the 'nearest' mode (0: all)")
-    parser.add_argument("--pool", type=int, default=256, help="queries per opening of the masked gallery")
     parser.add_argument("--keep", action="store_true", help="keep the gallery folder afterwards")
     parser.add_argument("--no-rank1", dest="rank1", action="store_false",
                         help="latency only: skip the rank-1 runs over the probes (the longest part)")
@@ -196,7 +195,7 @@ def main():
 
     root = OUT / "identify_gallery"
     shutil.rmtree(root, ignore_errors=True)
-    with Gallery(root, pool_size=args.pool, batch=64) as g:
+    with Gallery(root, batch=64) as g:
         t = time.perf_counter()
         g.enroll_many([class_names[k] for k in labels], emb, sources=paths)
         enrol_seconds = time.perf_counter() - t
@@ -207,28 +206,23 @@ def main():
         # latency of single queries in a long-lived session
         g.batch = 1
         timed = rng.choice(probes, args.latency_queries, replace=False)
-        # preprocessing of one pool, timed alone: a triple for `pool` rows and one opening of the gallery
-        g.parties.run(drop_pool)
+        # reading and masking the gallery, timed with a first query: one opening of F = G - B (n x d ring elements)
+        g.parties.run(drop_gallery)
         before = server_stats(g)
         t = time.perf_counter()
         g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])
-        pool_seconds = time.perf_counter() - t
-        pool_stats = server_stats(g) - before
+        mask_seconds = time.perf_counter() - t
+        mask_stats = server_stats(g) - before
         lat = {mode: latency(g, emb, timed, mode) for mode in MODES}
         for mode, r in lat.items():
             print(f"latency '{mode}': median {r['median_ms']} ms, p90 {r['p90_ms']} ms, "
                   f"{r['bytes_to_other_server_per_query']} B to the other server per query")
-        print(f"pool of {args.pool} queries: {pool_seconds:.2f} s, {pool_stats.bytes_to['server1']} B between "
-              f"the servers, {pool_stats.offline_bytes} B from the dealer per server")
-    with Gallery(root, pool_size=1, batch=1) as g:   # plain Beaver: a fresh triple and gallery opening per query
-        g.identify(emb[timed[:1]], reveal="all", exclude=timed[:1])
-        plain_beaver = latency(g, emb, timed[:max(20, args.latency_queries // 4)], "all")
-        print(f"plain Beaver (no pool) 'all': median {plain_beaver['median_ms']} ms, "
-              f"{plain_beaver['bytes_to_other_server_per_query']} B to the other server per query")
+        print(f"reading and masking the gallery (and a first query): {mask_seconds:.2f} s, {mask_stats.bytes_to['server1']} B "
+              f"between the servers, {mask_stats.offline_bytes} B from the dealer per server")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     sizes = sorted({int(v) for v in args.sizes.split(",") if v.strip()} - {n})
-    points = scaling(emb, labels, class_names, [v for v in sizes if v < n], args.sizes_queries, args.pool, rng)
+    points = scaling(emb, labels, class_names, [v for v in sizes if v < n], args.sizes_queries, rng)
     points.append({"entries": n, "queries": len(timed), "latency_single_query": lat})
     scaling_files = plot_scaling(points)
     print(f"scaling plot written to {', '.join(scaling_files)}")
@@ -239,10 +233,8 @@ def main():
         rank1_plaintext=round(plain_rank1, 5), **rank1,
         enrol_seconds=round(enrol_seconds, 3),
         latency_single_query=lat, latency_target_ms=50,
-        pool_size=args.pool, pool_seconds=round(pool_seconds, 3),
-        pool_seconds_per_query=round(pool_seconds / args.pool, 5),
-        pool_bytes_between_servers=pool_stats.bytes_to["server1"], pool_offline_bytes_per_server=pool_stats.offline_bytes,
-        plain_beaver_single_query=plain_beaver,
+        mask_seconds=round(mask_seconds, 3), mask_bytes_between_servers=mask_stats.bytes_to["server1"],
+        mask_offline_bytes_per_server=mask_stats.offline_bytes,
         scaling=points, scaling_images=scaling_files,
     ))
 

@@ -160,6 +160,19 @@ def identification(res):
                                                     for m in ("all", "nearest", "match")))
 
 
+def identification_scaling(res):
+    r = res["identify_scaling"]
+    parts = []
+    for row in r["sizes"]:
+        m = row["methods"]
+        methods = ", ".join(f"{k} {num(v['median_seconds'], 2)} s in {v['rounds']} rounds, {size(v['online_bytes_per_server'])} "
+                            f"online / {size(v['offline_bytes_per_server'])} offline" for k, v in m.items())
+        parts.append(f"{row['entries']:,}: {methods}; peak {num(max(row['peak_mb_per_server']), 0)} MB a server; rank-1 "
+                     f"{pct(row['rank1']['fixed_point_exact'])} (float64 {pct(row['rank1']['float64'])})")
+    return (f"1:N at 10k / 100k / 1M entries (LFW + look-alikes, {r['ring_bits']}-bit ring), 'nearest', per query",
+            "identify_scaling", [r], "; ".join(parts))
+
+
 def input_limits(res):
     r = res["input_limits"]
     big, mid = r["noise_64mp"], r["noise_9mp"]
@@ -294,9 +307,8 @@ def network_services(res):
 
 
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, exp_tables, training,
-        prediction, recognition,
-        open_set, extraction, verification, identification, live, storage, input_limits, link_layers,
-        network_services)
+        prediction, recognition, open_set, extraction, verification, identification, identification_scaling, live,
+        storage, input_limits, link_layers, network_services)
 
 
 def load_results(results_dir: Path = RESULTS) -> dict:

@@ -69,7 +69,7 @@ def measure(tree: Path, rows: int, repeat: int, work: Path) -> dict:
     out["identify_ms"] = _median_ms(lambda i: fresh(lambda g: g.identify(vecs[i:i + 1], reveal="all")), 3)
     # load and one query with a pool of one (plain Beaver): the part that storage changes weighs more
     out["identify_pool1_ms"] = _median_ms(
-        lambda i: fresh(lambda g: g.identify(vecs[i:i + 1], reveal="all"), pool_size=1), repeat)
+        lambda i: fresh(lambda g: g.identify(vecs[i:i + 1], reveal="all")), repeat)
     with Gallery(gallery) as g:          # a long-lived client: the gallery stays loaded between queries
         g.identify(vecs[:1], reveal="all")
         out["identify_loaded_ms"] = _median_ms(lambda i: g.identify(vecs[i:i + 1], reveal="all"), repeat)

@@ -75,7 +75,7 @@ def test_identify_all_nearest_match_agree_with_float64(tmp_path, people, compari
     tolerance = float(np.sqrt((nearest[k] + nearest[k + 1]) / 2))
     assert gaps[k] > 1e-3
     with open_session("threads", comparisons=comparisons) as session, \
-            enrolled(tmp_path, names, vecs, pool_size=4, batch=3, session=session) as g:  # small pool: refilled mid-way
+            enrolled(tmp_path, names, vecs, batch=3, session=session) as g:  # a last batch of another size
         every = g.identify(queries, reveal="all", tolerance=tolerance, top=2)
         near = g.identify(queries, reveal="nearest", tolerance=tolerance)
         match = g.identify(queries, reveal="match", tolerance=tolerance)
@@ -101,14 +101,15 @@ def test_exclude_leaves_an_entry_out(tmp_path, people):
 
 
 def test_a_query_opens_only_its_own_rows_once_the_gallery_is_masked(tmp_path, people):
-    """The gallery's n x d mask is opened once per pool; a query then costs each server m x d ring
-    elements towards the other server (and its share of the answer towards the client)."""
+    """The gallery's n x d masked rows are opened once (ppfr.mpc.reuse.MaskedRows); a query then costs
+    each server m x d ring elements towards the other server (and its share of the answer towards the
+    client)."""
     names, vecs = people
-    with enrolled(tmp_path, names, vecs, pool_size=10) as g:
+    with enrolled(tmp_path, names, vecs) as g:
         g.identify(vecs[:2], reveal="all")                      # opens the masked gallery
         server0 = g.parties.session.network.channel("server0").stats
         before = server0.copy()
-        g.identify(vecs[2:5], reveal="all")                     # uses the same pool
+        g.identify(vecs[2:5], reveal="all")                     # the same masked rows
         spent = server0 - before
     to_peer = spent.bytes_to["server1"]
     # 3 queries x 128 coordinates, and the 65 bytes by which the servers check they hold one version

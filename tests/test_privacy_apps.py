@@ -77,20 +77,27 @@ def _load_model(srv, w_shape, b_shape):
     srv.state[STATE_KEY] = {"weight": srv.receive(), "bias": srv.receive()}
 
 
+@pytest.mark.parametrize("frac", [20, 13])      # a 64-bit ring, and a 32-bit one (ppfr.gallery.store.ring_bits)
 @pytest.mark.parametrize("reveal", ["all", "nearest", "match"])
-def test_gallery_views(tmp_path, reveal):
+def test_gallery_views(tmp_path, reveal, frac):
+    """Enrol, identify (the gallery is masked row by row), enrol more (only the new rows are opened),
+    identify twice more (each batch under a fresh query mask)."""
     def identify(gallery, queries, root):
         def work(session):
-            with Gallery(root, session=session, pool_size=8) as g:
-                g.enroll_many([f"p{i % 5}" for i in range(len(gallery))], gallery)
+            with Gallery(root, session=session, frac_bits=frac) as g:
+                g.enroll_many([f"p{i % 5}" for i in range(30)], gallery[:30])
+                g.identify(queries[:4], reveal=reveal)
+                g.enroll_many([f"p{i % 5}" for i in range(10)], gallery[30:])
                 return g.identify(queries, reveal=reveal)
         return work
     constant = (np.full((40, 128), 0.08), np.full((8, 128), 0.08))
     random = (unit(RNG.normal(size=(40, 128))), unit(RNG.normal(size=(8, 128))))
     (a, _), (b, _) = (run_views(identify(*data, tmp_path / name)) for data, name in ((constant, "a"), (random, "b")))
     assert_private(a, b)
-    stored = halves(tmp_path / "a", "gallery", read_record(tmp_path / "a").to_json())[0].rows[:, :128]
+    stored = halves(tmp_path / "a", "gallery", read_record(tmp_path / "a").to_json())[0].rows[:, :-1]
     assert not privacy.looks_like_data(stored), "a server's stored half is not uniform"
+    if frac == 13:   # results reach the client modulo 2^32 (a share's high word would tell of wrap-arounds)
+        assert all((r.view(np.uint64) >> np.uint64(32) <= 1).all() for r in privacy.client_results(a["client"]))
 
 
 def test_verify_views():

@@ -29,6 +29,16 @@ def logits_to_client(x, w):
     return F.hide_offset(x @ w.T)
 
 
+def masked_rows_queried_twice(x, y):
+    """x (32 x 40) kept as masked rows in a 32-bit ring, then two batches of queries from y: Q G^T."""
+    from ppfr.mpc.reuse import MaskedRows
+
+    rows = MaskedRows(x.server, "mutant", x.shape[1], 32)
+    rows.append(x.share)
+    first, second = rows.products(y.share[:16]), rows.products(y.share[16:])
+    return x._new(np.concatenate([first, second]).astype(np.uint64) & np.uint64(0xFFFFFFFF), 0)
+
+
 def beaver_opens_x(monkeypatch):
     """A Beaver step that opens x and y themselves instead of x - a and y - b (results stay right:
     server 0 takes the whole product)."""
@@ -60,6 +70,23 @@ def _cached(method):
 def triple_reused(monkeypatch):
     """One triple for every product of a shape."""
     monkeypatch.setattr(provider.Provider, "triples", _cached(provider.Provider.triples))
+
+
+def query_mask_reused(monkeypatch):
+    """One per-query mask A (and its C = A B^T) for every batch of queries of a size, against the same
+    masked rows: results stay right, the second batch's Q - A differs from the first's by Q1 - Q2."""
+    monkeypatch.setattr(provider.Provider, "row_products", _cached(provider.Provider.row_products))
+
+
+def row_masks_zero(monkeypatch):
+    """Every row mask B and query mask A zero (keys still drawn and sent): the gallery's rows and the
+    queries are opened as they are; every product stays right."""
+    from ppfr.mpc import reuse
+
+    def zeros(rng, shape, bits):
+        return np.zeros(shape, material.RING_DTYPES[bits])
+    monkeypatch.setattr(material, "ring_words", zeros)
+    monkeypatch.setattr(reuse, "ring_words", zeros)
 
 
 def truncation_mask_reused(monkeypatch):
@@ -206,6 +233,8 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (beaver_opens_x, LocalSession, two_products),
     (triple_reused, LocalSession, two_products),
     (truncation_mask_reused, LocalSession, scale_twice),
+    (query_mask_reused, LocalSession, masked_rows_queried_twice),
+    (row_masks_zero, LocalSession, masked_rows_queried_twice),
     (bits_without_t, LocalSession, softmax),
     (comparison_without_mask, LocalSession, softmax),
     (fss_comparison_without_mask, fss_session, softmax),

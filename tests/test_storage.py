@@ -478,3 +478,24 @@ def test_removal_inside_and_across_stored_blocks_keeps_every_other_row_in_order(
     assert np.abs(rows[:-1] - vecs[keep]).max() <= 1e-5 and version == 4       # (rounded to 5 decimals)
     with Gallery(root) as g:
         assert [h.name for h in g.identify(vecs[keep[::97]], reveal="nearest")] == [names[i] for i in keep[::97]]
+
+
+def test_an_append_to_a_read_half_writes_in_place_and_reads_back_the_same(tmp_path):
+    """A half is read block by block into one buffer with room to spare; appending to it neither copies
+    the rows it holds (the new half's rows share the read buffer) nor rewrites their blocks."""
+    store = PartyStore(tmp_path / "s", 0)
+    rows = np.arange(600 * 3, dtype=np.uint64).reshape(600, 3)
+    first = store.write("gallery", "g", 1, {}, add=rows)
+    store.commit("gallery", "g", 1, first.sha256, "b1")
+    read = store.load("gallery", "g", 1)
+    assert np.array_equal(read.rows, rows) and read.digests == first.digests
+    more = np.full((5, 3), 7, np.uint64)
+    second = store.write("gallery", "g", 2, {}, parent=read, add=more)
+    assert np.shares_memory(second.rows, read.rows) and np.array_equal(second.rows[:600], rows)
+    store.commit("gallery", "g", 2, second.sha256, "b2")
+    again = store.load("gallery", "g", 2)
+    assert np.array_equal(again.rows, np.concatenate([rows, more])) and again.sha256 == second.sha256
+    pending = store.write("gallery", "g", 3, {}, parent=again, add=more)
+    redone = store.write("gallery", "g", 3, {}, parent=again, add=more + 1)   # replaces the pending version
+    assert (pending.rows[-5:] == 7).all() and (redone.rows[-5:] == 8).all()   # the second did not write over the first
+    assert np.array_equal(store.load("gallery", "g", 3).rows, redone.rows)

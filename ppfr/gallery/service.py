@@ -35,12 +35,11 @@ _cfg = section("gallery")
 FRAC_BITS = int(_cfg.get("frac_bits", 20))     # exact products at 40 bits; resolution 1e-6
 TOLERANCE = float(_cfg.get("tolerance", 0.6))  # dlib's convention, on the Euclidean distance
 REVEAL = str(_cfg.get("reveal", "nearest"))
-POOL = int(_cfg.get("mask_pool", 256))         # queries served per opening of the masked gallery
 BATCH = int(_cfg.get("batch", 16))             # queries per MPC run
-# With |x| <= 64 every squared distance is below 2^14, i.e. 2^54 ring units at 40 fractional bits:
-# far from the 2^63 where the ring would wrap (dlib embeddings have norms about 1). The same bound
-# allows at most 24 fractional bits (2^14 * 2^48 < 2^63).
-MAX_NORM = 64.0
+CHUNK_ROWS = 1 << 16                           # rows per message of an enrolment (64 MB of shares a server)
+# Norms are limited by store.max_norm: 64 for a 64-bit ring, where every squared distance is below 2^14,
+# i.e. 2^54 ring units at 40 fractional bits, far from the 2^63 where the ring would wrap (the same bound
+# allows at most 24 fractional bits: 2^14 * 2^48 < 2^63); 1.99 at 13 bits, 3.98 at 12 (a 32-bit ring).
 FRAC_RANGE = (8, 24)
 
 
@@ -55,9 +54,10 @@ def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
         raise ValueError(f"expected vectors of length {dim or 'd'}, got an array of shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError("an embedding holds NaN or infinity")
-    norms = np.linalg.norm(x, axis=1)
-    if norms.size and norms.max() > MAX_NORM:
-        raise ValueError(f"an embedding has norm {norms.max():.3g}; the gallery takes norms up to {MAX_NORM:g}")
+    norms, limit = np.linalg.norm(x, axis=1), store.max_norm(frac)
+    if norms.size and norms.max() > limit:
+        raise ValueError(f"an embedding has norm {norms.max():.3g}; a gallery at {frac} fractional bits takes "
+                         f"norms up to {limit:.3g}")
     raw = FixedPoint(frac_bits=frac, bound_bits=max(48, frac + 8)).encode(x, frac)
     return x, (raw * raw).sum(axis=1, dtype=np.uint64).view(np.int64)   # wraps mod 2^64, exact
 
@@ -135,10 +135,9 @@ class Gallery:
     """A secret-shared gallery at `root` (created by the first enrolment)."""
 
     def __init__(self, root, *, session: Session | None = None, frac_bits: int = FRAC_BITS,
-                 pool_size: int = POOL, batch: int = BATCH):
+                 batch: int = BATCH):
         self.root = root
         self.frac_bits = frac_bits
-        self.pool_size = pool_size
         self.batch = batch
         self.parties = _Parties(session)
         self._cached = None
@@ -216,9 +215,11 @@ class Gallery:
         vectors = np.asarray(vectors, dtype=np.float64).reshape(-1, np.shape(vectors)[-1])
         return self.enroll_many([name] * len(vectors), vectors, sources, embedder)
 
-    def enroll_many(self, names, vectors, sources=None, embedder: str = "dlib_resnet_v1") -> GalleryRecord:
-        """Add rows (names[i] for vectors[i]) as one atomic change: each server appends them to its store
-        in one transaction, without rewriting the rows it holds."""
+    def enroll_many(self, names, vectors, sources=None, embedder: str = "dlib_resnet_v1", *,
+                    chunk_rows: int = CHUNK_ROWS, progress: bool = False) -> GalleryRecord:
+        """Add rows (names[i] for vectors[i]) as one atomic change: the client shares them `chunk_rows`
+        at a time, and each server appends them to its store in one transaction, without rewriting the
+        rows it holds."""
         names = [str(n) for n in names]
         if any(not n.strip() for n in names):
             raise GalleryError("a person's name cannot be empty")
@@ -227,15 +228,18 @@ class Gallery:
         if not len(x) or len(x) != len(names) or len(sources) != len(names):
             raise GalleryError(f"{len(x)} vectors, {len(names)} names and {len(sources)} sources: "
                                "need one name (and source) per vector, and at least one vector")
+        starts = range(0, len(x), max(1, int(chunk_rows)))
         with store.locked(self.root, exclusive=True):
             rec = self._start(embedder, x.shape[1])
             new = rec.successor(rec.entries + [Entry(n, str(s)) for n, s in zip(names, sources)])
 
             def send(client):
-                client.share(x, frac=rec.frac_bits)
-                client.share(norms, frac=0)
+                for lo in _progress(starts, progress, "enrolling"):
+                    client.share(x[lo:lo + chunk_rows], frac=rec.frac_bits)
+                    client.share(norms[lo:lo + chunk_rows], frac=0)
 
-            _, reports = self.parties.run(P.append_rows, self.root, new.version, new.id, client=send)
+            _, reports = self.parties.run(P.append_rows, self.root, new.version, new.id, len(starts), len(x),
+                                         client=send)
             return self._commit(new, reports)
 
     def remove(self, name: str) -> int:
@@ -266,11 +270,7 @@ class Gallery:
             exclude = None if exclude is None else np.asarray(exclude, dtype=np.int64)
             names = rec.names()
             out = []
-            starts = range(0, len(x), self.batch)
-            if progress:
-                from tqdm import tqdm
-                starts = tqdm(starts, desc="identifying", unit="batch")
-            for s in starts:
+            for s in _progress(range(0, len(x), self.batch), progress, "identifying"):
                 part = slice(s, s + self.batch)
                 raw = self.raw_query(rec, x[part], norms[part], reveal, tolerance,
                                      None if exclude is None else exclude[part])
@@ -283,11 +283,28 @@ class Gallery:
             client.share(x, frac=rec.frac_bits)
             client.share(norms, frac=0)
             if reveal == "nearest":
-                return client.reconstruct(), client.reconstruct()
+                return decode_distances(client.reconstruct_raw(), rec.frac_bits), client.reconstruct()
+            if reveal == "all":
+                return decode_distances(client.reconstruct_raw(), rec.frac_bits)
             return client.reconstruct()
 
-        out, _ = self.parties.run(P.query, reveal, self.pool_size, tolerance ** 2, exclude, client=ask)
+        out, _ = self.parties.run(P.query, reveal, tolerance ** 2, exclude, client=ask)
         return out
+
+
+def _progress(steps, show: bool, what: str):
+    if not show:
+        return steps
+    from tqdm import tqdm
+    return tqdm(steps, desc=what, unit="chunk")
+
+
+def decode_distances(result, frac_bits: int) -> np.ndarray:
+    """Squared distances from their ring elements (raw, frac): in a 32-bit ring, modulo 2^32."""
+    raw, frac = result
+    if store.ring_bits(frac_bits) == 32:
+        raw = raw.astype(np.uint32).view(np.int32).astype(np.int64).view(np.uint64)
+    return FixedPoint().decode(raw, frac)
 
 
 def _answers(raw, reveal, names, tolerance, top) -> list[Identification]:

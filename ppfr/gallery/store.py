@@ -20,6 +20,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ppfr.storage import StorageError, new_record, read_record as read_stored, record_path as stored_path
 
 KIND = "gallery"
@@ -35,8 +37,56 @@ def record_path(root) -> Path:
 
 
 def half_meta(dim: int, frac_bits: int) -> dict:
-    """What each half's header says about its rows: dim shares of the embedding, then the squared norm."""
-    return {"dim": int(dim), "frac_bits": int(frac_bits)}
+    """What each half's header says about its rows: dim shares of the embedding, then the squared norm;
+    with a 32-bit ring, the embedding's shares modulo 2^32, two to a stored word (pack_rows)."""
+    return {"dim": int(dim), "frac_bits": int(frac_bits), **({"ring_bits": 32} if ring_bits(frac_bits) == 32 else {})}
+
+
+# -- rings ---------------------------------------------------------------------------------------------------
+NARROW_FRAC = 13      # galleries at up to this many fractional bits compute distances modulo 2^32
+WIDE_MAX_NORM = 64.0  # above it: squared distances below 2^14, i.e. 2^54 ring units at 2*20 bits, far from 2^63
+
+
+def ring_bits(frac_bits: int) -> int:
+    """32 or 64: the ring of a gallery's distances (protocols module docstring)."""
+    return 32 if frac_bits <= NARROW_FRAC else 64
+
+
+def distance_limit(frac_bits: int) -> float:
+    """With a 32-bit ring: every value the argmin compares (a squared distance, or an excluded entry's)
+    lies in [0, limit), limit * 2^(2 frac) just below 2^31, so that the centred values, and the
+    difference of a value and the tolerance, are below 2^31 ring units in magnitude."""
+    return 0.99 * 2.0 ** (31 - 2 * frac_bits)
+
+
+def max_norm(frac_bits: int) -> float:
+    """The largest embedding norm a gallery takes: with a 32-bit ring, squared distances (at most
+    (2 * norm)^2) stay below limit / 2, the other half of the range left for excluded entries (1.99 at
+    13 bits, 3.98 at 12; LFW's dlib embeddings have norms 1.19 to 1.70)."""
+    return WIDE_MAX_NORM if ring_bits(frac_bits) == 64 else (distance_limit(frac_bits) / 2) ** 0.5 / 2
+
+
+def row_width(dim: int, frac_bits: int) -> int:
+    """Stored words per row: the embedding (packed two to a word with a 32-bit ring) and the norm."""
+    return (dim + 1) // 2 + 1 if ring_bits(frac_bits) == 32 else dim + 1
+
+
+def pack_rows(emb, norms, frac_bits: int) -> np.ndarray:
+    """A server's stored rows from its shares of embeddings (n x dim) and of their squared norms (n)."""
+    emb, norms = np.asarray(emb, dtype=np.uint64), np.asarray(norms, dtype=np.uint64)
+    if ring_bits(frac_bits) == 32:
+        low = np.zeros((len(emb), 2 * ((emb.shape[1] + 1) // 2)), dtype=np.uint32)
+        low[:, :emb.shape[1]] = emb     # modulo 2^32: all that the ring keeps
+        emb = low.view(np.uint64)
+    return np.concatenate([emb, norms[:, None]], axis=1)
+
+
+def unpack_rows(rows: np.ndarray, dim: int, frac_bits: int):
+    """(embedding shares n x dim, norm shares n) of stored rows: views, not copies (uint32 embedding
+    shares with a 32-bit ring)."""
+    width = row_width(dim, frac_bits) - 1
+    emb = rows[:, :width].view(np.uint32)[:, :dim] if ring_bits(frac_bits) == 32 else rows[:, :width]
+    return emb, rows[:, width]
 
 
 @dataclass

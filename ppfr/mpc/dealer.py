@@ -5,7 +5,7 @@ material.py), numbered by tickets. For each ticket the dealer:
 1. reads server 0's request and server 1's, and aborts the session if they differ (a server that asks
    for something else than its peer is not running the same program, and could be fishing for material
    that would unmask the other's messages);
-2. draws the material fresh;
+2. draws the material fresh (a row mask it also keeps, to compute products with it later: RowMaskRequest);
 3. sends each server its shares, echoing the request so that each server checks what it got.
 What the dealer knows (a, b, a*b, masks) is independent of every input, and so is every request it
 receives, so the dealer learns nothing, provided it does not collude with a server.
@@ -29,6 +29,7 @@ class Dealer:
         self.rng = rng or SecureRandom()
         self.requests_served = 0
         self.stopped_because: str | None = None  # why the network closed under the dealer, if it did
+        self.memory: dict = {}   # what the dealer keeps between requests: row masks (material.RowMaskRequest)
 
     def serve(self) -> None:
         """Answer the servers' requests until the network closes (stopped_because then says why: a
@@ -43,7 +44,8 @@ class Dealer:
             try:
                 ticket, kind, values = self._matching(*asks)
                 request = request_from_wire(kind, values)
-                shares = request.draw(self.rng)
+                shares = (request.draw(self.rng, self.memory) if getattr(request, "uses_memory", False)
+                          else request.draw(self.rng))
             except (ValueError, TypeError, DealerMismatch) as e:
                 self.channel.close(f"the dealer refused a request: {e}")
                 return

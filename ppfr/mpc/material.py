@@ -21,6 +21,7 @@ import numpy as np
 from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen, sign_keys_for_masks
 from .prg import SecureRandom
+from .rows import GrowingRows
 
 U64 = np.uint64
 SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
@@ -488,6 +489,83 @@ def _one_hot_shares(rng, u: np.ndarray, size: int):
     seed = rng.uint64((2,))
     return seed, one_hot - expand_share(seed, one_hot.shape)
 
+# -- rows kept masked across queries (reuse.MaskedRows) --------------------------------------------------------
+RING_DTYPES = {32: np.uint32, 64: np.uint64}
+
+
+def ring_words(rng, shape, bits: int) -> np.ndarray:
+    """Uniform elements of Z_2^bits (bits 32 or 64) of `shape`, as uint32 or uint64."""
+    if bits not in RING_DTYPES:
+        raise ValueError(f"rings of 32 or 64 bits, not {bits}")
+    n = math.prod(shape)
+    words = rng.uint64(((n * bits + 63) // 64,))
+    return (words.view(np.uint32)[:n] if bits == 32 else words).reshape(shape)
+
+
+@dataclass(frozen=True)
+class RowMask(Material):
+    """A 16-byte AES key: this server's share of the mask is ring_words(SecureRandom(key), ...)."""
+    seed: np.ndarray
+
+
+@dataclass(frozen=True)
+class RowProducts(Material):
+    """For one product of queries Q (k x cols) with the masked rows G (rows x cols): a fresh mask A of Q
+    and C = A B^T (k x rows) for the dealer's row mask B, this server's additive shares (mod 2^bits)."""
+    a: np.ndarray
+    c: np.ndarray
+
+
+@dataclass(frozen=True)
+class RowMaskRequest(Request):
+    """Rows [start, start + rows) of the dealer's row mask named `mask` (cols wide, mod 2^bits). The
+    dealer keeps the mask B (start 0 begins a new one) for RowProductsRequest; each server gets the
+    AES key of its share B_i, 16 bytes however many rows."""
+    mask: str
+    start: int
+    rows: int
+    cols: int
+    bits: int
+    capacity: int = 0      # rows to make room for when a new mask starts (public: the gallery's size)
+    kind = "row_mask"
+    uses_memory = True
+
+    def draw(self, rng, memory):
+        held = memory.get(self.mask)
+        if self.start != (0 if held is None or self.start == 0 else len(held)):
+            raise ValueError(f"row mask {self.mask!r} has {0 if held is None else len(held)} rows, "
+                             f"not {self.start}")
+        seeds = [rng.uint64((2,)) for _ in range(2)]
+        shares = [ring_words(SecureRandom(s.tobytes()), (self.rows, self.cols), self.bits) for s in seeds]
+        if self.start == 0:
+            held = memory[self.mask] = GrowingRows(self.cols, RING_DTYPES[self.bits], max(self.rows, self.capacity))
+        held.append(shares[0] + shares[1])
+        return (seeds[0],), (seeds[1],)
+
+
+@dataclass(frozen=True)
+class RowProductsRequest(Request):
+    """Material for Q (queries x cols) times the first `rows` rows of row mask `mask`, transposed."""
+    mask: str
+    rows: int
+    queries: int
+    cols: int
+    bits: int
+    kind = "row_products"
+    uses_memory = True
+    CHUNK_ROWS = 1 << 16     # the dealer's product, a block of mask rows at a time
+
+    def draw(self, rng, memory):
+        held = memory.get(self.mask)
+        if held is None or len(held) != self.rows:
+            raise ValueError(f"row mask {self.mask!r} has {0 if held is None else len(held)} rows, not {self.rows}")
+        a = ring_words(rng, (self.queries, self.cols), self.bits)
+        c = np.empty((self.queries, self.rows), dtype=a.dtype)
+        for lo in range(0, self.rows, self.CHUNK_ROWS):
+            c[:, lo:lo + self.CHUNK_ROWS] = a @ held.rows[lo:lo + self.CHUNK_ROWS].T
+        a0, c0 = ring_words(rng, a.shape, self.bits), ring_words(rng, c.shape, self.bits)
+        return (a0, c0), (a - a0, c - c0)
+
 
 MATERIAL_OF = {
     TriplesRequest: lambda plain: [Triple.from_wire(t) for t in plain],
@@ -502,6 +580,8 @@ MATERIAL_OF = {
     UpdateThenProductRequest: lambda plain: WithSpares(UpdateThenProduct.from_wire(plain[0]),
                                                        Spares.from_wire(plain[1])),
     ExpTableRequest: ExpTable.from_wire,
+    RowMaskRequest: RowMask.from_wire,
+    RowProductsRequest: RowProducts.from_wire,
 }
 REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 

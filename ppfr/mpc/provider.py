@@ -26,9 +26,10 @@ import numpy as np
 
 from .errors import ProtocolAborted, SessionMismatch
 from .lut import TABLE_MAX_VALUES
-from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF, MaskedChainRequest,
-                       SelectionRequest, SquaresRequest, Triple, TriplesRequest, TruncationPair, TruncationRequest,
-                       UpdateThenProductRequest, WithSpares, request_from_wire, spares_for)
+from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF,
+                       MaskedChainRequest, RowMaskRequest, RowProductsRequest, SelectionRequest, SquaresRequest,
+                       Triple, TriplesRequest, TruncationPair, TruncationRequest, UpdateThenProductRequest,
+                       WithSpares, request_from_wire, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -43,6 +44,14 @@ class Pending:
     def get(self):
         return self._provider._take(self)
 
+    def wait(self) -> "Pending":
+        """Wait until the dealer has answered, and keep the material for get(): a step that asked ahead
+        ends with its request answered, so that what the dealer has received when a job ends does not
+        depend on timing."""
+        while self.ticket not in self._provider._arrived:
+            self._provider._receive()
+        return self
+
 
 class Provider:
     def __init__(self, channel, bound_bits: int):
@@ -50,10 +59,10 @@ class Provider:
         self.bound_bits = bound_bits
         self._next_ticket = 0
         self._arrived: dict = {}       # ticket -> (echoed request, material wire form), arrived early
-        self._plans: dict = {}         # (step, shapes) -> the requests the step made
+        self._plans: dict = {}         # _plan_key(step, shapes) -> the requests the step made
         self._recording: list | None = None
         self._prefetched: deque | None = None
-        self._prepared: dict = {}      # (step, shapes) -> runs of Pendings asked ahead (prepare)
+        self._prepared: dict = {}      # _plan_key(step, shapes) -> runs of Pendings asked ahead (prepare)
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
@@ -115,6 +124,15 @@ class Provider:
         return self._ask(UpdateThenProductRequest(int(count), int(shift), tuple(map(int, left)), tuple(map(int, right)),
                                                   spares_for([(count, shift)], self.bound_bits)))
 
+    def row_mask(self, mask: str, start: int, rows: int, cols: int, bits: int, capacity: int = 0) -> Pending:
+        """Rows [start, start + rows) of the dealer's row mask `mask` (start 0: a new mask, with room for
+        `capacity` rows): RowMask."""
+        return self._ask(RowMaskRequest(str(mask), int(start), int(rows), int(cols), int(bits), int(capacity)))
+
+    def row_products(self, mask: str, rows: int, queries: int, cols: int, bits: int) -> Pending:
+        """For `queries` rows times the first `rows` rows of row mask `mask`, transposed: RowProducts."""
+        return self._ask(RowProductsRequest(str(mask), int(rows), int(queries), int(cols), int(bits)))
+
     def spare_truncation(self, shifts: np.ndarray) -> TruncationPair:
         """Pairs for values whose truncation is redone, one per value (shifts: one per value), from the
         spares that earlier requests brought. No message: the dealer never learns that it happened."""
@@ -137,7 +155,7 @@ class Provider:
         if self._recording is not None or self._prefetched is not None:
             yield  # already inside a planned step
             return
-        key = (step, shapes)
+        key = self._plan_key(step, shapes)
         if self._prepared.get(key):  # asked for ahead (prepare): on its way or here already
             self._prefetched = self._prepared[key].popleft()
         elif key in self._plans:
@@ -162,16 +180,22 @@ class Provider:
         phase of that run, e.g. the next query's keys while this one runs. Both servers call it at the
         same point of their program; the next plan(step, *shapes) takes it instead of asking. False (and
         nothing asked) if the step has not run yet."""
-        recorded = self._plans.get((step, shapes))
+        key = self._plan_key(step, shapes)
+        recorded = self._plans.get(key)
         if recorded is None or self._recording is not None:
             return False
-        self._prepared.setdefault((step, shapes), deque()).append(deque(self._send(r) for r in recorded))
+        self._prepared.setdefault(key, deque()).append(deque(self._send(r) for r in recorded))
         return True
 
     def requests_of(self, step: str, *shapes) -> tuple:
         """What a planned step asks the dealer for (recorded on its first run; empty before): shapes and
         counts only, e.g. to time the dealer's share of the step on its own."""
-        return tuple(self._plans.get((step, shapes), ()))
+        return tuple(self._plans.get(self._plan_key(step, shapes), ()))
+
+    def _plan_key(self, step: str, shapes: tuple) -> tuple:
+        """What a planned step asks for depends on its shapes and on how this server computes (the
+        comparison method, exp by tables up to how many values): switching either records anew."""
+        return step, self.comparisons, self.exp_tables, shapes
 
     def await_material(self) -> None:
         """Inside a planned step, wait until all that it asked for ahead has arrived: what follows is the

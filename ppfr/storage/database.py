@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ppfr.mpc.rows import GrowingRows
+
 from .digest import canonical, half_digest, row_digests
 from .errors import StorageError
 from .faults import checkpoint
@@ -65,11 +67,12 @@ class Half:
     """One server's half of one version of an object, as read (and verified) or as just written."""
 
     header: dict                 # kind, id, version, party, rows, width, meta
-    rows: np.ndarray             # (rows, width) uint64 shares
+    rows: np.ndarray | None      # (rows, width) uint64 shares; None once released (without_rows)
     sha256: str                  # the half digest (header and rows)
     binding: str | None          # binds it to the client's record and the other half; None while pending
     seqs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))   # each row's block
     digests: list = field(repr=False, default_factory=list)                               # row digests
+    buffer: GrowingRows | None = field(repr=False, default=None)   # holds `rows` with room to append in place
 
     @property
     def kind(self) -> str:
@@ -83,6 +86,12 @@ class Half:
     def version(self) -> int:
         return self.header["version"]
 
+    def without_rows(self) -> "Half":
+        """This half without its rows in memory (a caller that keeps them in another form, such as a
+        masked gallery): it can still be reported, agreed on and written after. An append to it gives
+        a half without rows too; a removal reads the blocks it rewrites from the store."""
+        return Half(self.header, None, self.sha256, self.binding, self.seqs, self.digests)
+
     def report(self) -> dict:
         """What a server tells the client about its half (public metadata and digests, no shares)."""
         return {"header": self.header, "sha256": self.sha256, "binding": self.binding}
@@ -94,9 +103,11 @@ class Half:
         return cls(header, np.zeros((0, width), np.uint64), half_digest(header, []), None)
 
 
-def make_header(kind: str, object_id: str, version: int, party: int, rows: np.ndarray, meta: dict) -> dict:
+def make_header(kind: str, object_id: str, version: int, party: int, rows, meta: dict) -> dict:
+    """rows: the rows, or their shape (count, width)."""
+    count, width = rows.shape if isinstance(rows, np.ndarray) else rows
     return {"kind": kind, "id": object_id, "version": int(version), "party": int(party),
-            "rows": int(rows.shape[0]), "width": int(rows.shape[1]), "meta": meta}
+            "rows": int(count), "width": int(width), "meta": meta}
 
 
 class PartyStore:
@@ -150,7 +161,9 @@ class PartyStore:
               add=None, remove=(), replace: bool = False) -> Half:
         """Write pending version `version` = head + 1 in one transaction: the rows of `parent` (the
         head, as loaded) without the rows at positions `remove`, then `add`; with replace=True, only `add`.
-        A pending version left by an earlier, uncommitted change is discarded first."""
+        A pending version left by an earlier, uncommitted change is discarded first. The new half's rows
+        are `add` itself when nothing precedes them (the caller hands them over), else one buffer that
+        later appends fill in place (GrowingRows)."""
         with self._lock, self._errors(), self._transaction():
             head = self._head(kind, object_id)
             if head is None and version == 1:
@@ -162,23 +175,26 @@ class PartyStore:
                                    "client changed it, or the client's record is not the latest")
             self._discard_pending(kind, object_id, head)
             old, seqs, digests = _parts(parent, replace)
+            count, width = len(seqs), (parent.header["width"] if parent is not None and not replace else 0)
             gone = np.unique(np.asarray(remove, dtype=np.int64))
-            if gone.size and (gone[0] < 0 or gone[-1] >= len(old)):
+            if gone.size and (gone[0] < 0 or gone[-1] >= count):
                 raise StorageError(f"{self.path}: rows {gone.tolist()} are not all rows of {kind} {object_id} "
-                                   f"version {head} ({len(old)} rows)")
-            new = np.zeros((0, old.shape[1]), np.uint64) if add is None else np.ascontiguousarray(add, np.uint64)
-            if new.ndim != 2 or (len(old) and new.shape[1] != old.shape[1]):
+                                   f"version {head} ({count} rows)")
+            new = np.zeros((0, width), np.uint64) if add is None else np.ascontiguousarray(add, np.uint64)
+            if new.ndim != 2 or (count and new.shape[1] != width):
                 raise StorageError(f"{self.path}: rows of shape {new.shape} do not fit {kind} {object_id}")
             if replace:
                 self._db.execute(f"UPDATE rows SET removed = ? WHERE {_VISIBLE}",
                                  (version, kind, object_id, head, head))
-            keep = np.setdiff1d(np.arange(len(old)), gone)
+            keep = np.setdiff1d(np.arange(count), gone)
             self._rewrite_blocks(kind, object_id, version, old, seqs, gone)
             new_seqs = self._append_blocks(kind, object_id, version, new)
-            rows = np.concatenate([old[keep], new]) if len(old) else new
-            half = Half(make_header(kind, object_id, version, self.party, rows, meta), rows, "", None,
-                        np.concatenate([seqs[keep], new_seqs]),
-                        [digests[i] for i in keep] + row_digests(new))
+            shape = (len(keep) + len(new), new.shape[1] if not count else width)
+            buffer = None if old is None else \
+                _appended(parent if not (replace or gone.size) else None, old[keep] if gone.size else old, new)
+            half = Half(make_header(kind, object_id, version, self.party, shape, meta),
+                        None if buffer is None else buffer.rows, "", None, np.concatenate([seqs[keep], new_seqs]),
+                        (list(digests) if not gone.size else [digests[i] for i in keep]) + row_digests(new), buffer)
             half.sha256 = half_digest(half.header, half.digests)
             self._db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, NULL)",
                              (kind, object_id, version, json.dumps(half.header), half.sha256))
@@ -233,15 +249,23 @@ class PartyStore:
     def _rewrite_blocks(self, kind, object_id, version, old, seqs, gone) -> None:
         """Mark the blocks holding rows at positions `gone` removed in `version`, and store the rows each
         keeps as a block of the same key (so the order stays) added in `version`."""
-        dropped = np.zeros(len(old), bool)
+        dropped = np.zeros(len(seqs), bool)
         dropped[gone] = True
         for block in np.unique(seqs[gone]).tolist():
+            in_block = np.flatnonzero(seqs == block)
+            rows = old[in_block] if old is not None else self._block_rows(kind, object_id, block, len(in_block))
             self._db.execute("UPDATE rows SET removed = ? WHERE kind = ? AND id = ? AND seq = ? AND removed IS NULL",
                              (version, kind, object_id, block))
-            kept = np.flatnonzero((seqs == block) & ~dropped)
-            if kept.size:
+            kept = ~dropped[in_block]
+            if kept.any():
                 self._db.execute("INSERT INTO rows VALUES (?, ?, ?, ?, NULL, ?, ?)",
-                                 (kind, object_id, block, version, int(kept.size), old[kept].tobytes()))
+                                 (kind, object_id, block, version, int(kept.sum()), rows[kept].tobytes()))
+
+    def _block_rows(self, kind, object_id, block, count) -> np.ndarray:
+        """The rows of a block of the head, read back (for a parent half held without its rows)."""
+        (data,) = self._db.execute("SELECT data FROM rows WHERE kind = ? AND id = ? AND seq = ? AND removed IS NULL",
+                                   (kind, object_id, block)).fetchone()
+        return np.frombuffer(data, np.uint64).reshape(count, -1)
 
     def _append_blocks(self, kind, object_id, version, new) -> np.ndarray:
         """Store `new` as blocks after every existing one; returns each new row's block key."""
@@ -272,23 +296,25 @@ class PartyStore:
         wrong = {k: header.get(k) for k, v in expected.items() if header.get(k) != v}
         if wrong:
             raise StorageError(f"{where}: its header says {wrong}")
-        blocks = self._db.execute(f"SELECT seq, count, data FROM rows WHERE {_VISIBLE} ORDER BY seq",
-                                  (kind, object_id, version, version)).fetchall()
-        bad = next((b for b in blocks if len(b[2]) != 8 * width * b[1]), None)   # sizes checked, never allocated
+        query = f"SELECT seq, count, {{}} FROM rows WHERE {_VISIBLE} ORDER BY seq"
+        blocks = self._db.execute(query.format("length(data)"), (kind, object_id, version, version)).fetchall()
+        bad = next((b for b in blocks if b[2] != 8 * width * b[1]), None)   # sizes checked before any allocation
         total = sum(b[1] for b in blocks)
         if bad is not None or total != rows_claimed:
             raise StorageError(f"{where} is damaged: its header claims {rows_claimed} rows of {width} shares, "
-                               f"the store holds {total}" + (f" (block {bad[0]} has {len(bad[2])} bytes for "
+                               f"the store holds {total}" + (f" (block {bad[0]} has {bad[2]} bytes for "
                                                              f"{bad[1]} rows)" if bad is not None else ""))
-        data = bytearray(b"".join(b[2] for b in blocks))
-        view, size = memoryview(data), 8 * width
-        digests = [hashlib.sha256(view[i:i + size]).digest() for i in range(0, len(data), size)]  # = row_digests
-        if half_digest(header, digests) != sha256:
+        # read block by block into one buffer (with room to append): a million rows never sit in memory twice
+        buffer, digests = GrowingRows(width, np.uint64, total + spare_rows(total)), []
+        for seq, count, data in self._db.execute(query.format("data"), (kind, object_id, version, version)):
+            if len(data) != 8 * width * count or len(buffer) + count > total:
+                raise StorageError(f"{where} changed while it was read: read it again")
+            digests += row_digests(buffer.append(np.frombuffer(data, np.uint64).reshape(count, width))[-count:])
+        if len(buffer) != total or half_digest(header, digests) != sha256:
             raise StorageError(f"{where} has been modified: its shares or header do not match the digest "
                                "written with them")
-        rows = np.frombuffer(data, dtype=np.uint64).reshape(total, width)
         seqs = np.repeat(np.array([b[0] for b in blocks], np.int64), [b[1] for b in blocks])
-        return Half(header, rows, sha256, binding, seqs, digests)
+        return Half(header, buffer.rows, sha256, binding, seqs, digests, buffer)
 
     def _missing(self, kind, object_id, version, head) -> str:
         if head is None:
@@ -322,10 +348,33 @@ class PartyStore:
             raise StorageError(f"cannot use server {self.party}'s store {self.path}: {e.strerror or e}") from None
 
 
+def spare_rows(rows: int) -> int:
+    """Room left for appends when a half is read: a sixteenth more, so that an enrolment into a large
+    gallery appends in place instead of copying it (GrowingRows)."""
+    return rows // 16 + BLOCK_ROWS
+
+
+def _appended(parent: Half | None, old: np.ndarray, new: np.ndarray) -> GrowingRows:
+    """A buffer holding old then new: the parent's own, appended in place, when `old` is all of its
+    rows and nothing has been appended after them; else a new one."""
+    buffer = parent.buffer if parent is not None else None
+    if buffer is not None and len(buffer) == len(parent.rows) and len(old) == len(parent.rows):
+        buffer.append(new)
+        return buffer
+    if not len(old):   # the new rows as they are: a first enrolment of a million rows is not copied again
+        return GrowingRows.adopting(new)
+    out = GrowingRows(old.shape[1], np.uint64, len(old) + len(new) + spare_rows(len(old)))
+    for rows in (old, new):
+        if len(rows):
+            out.append(rows)
+    return out
+
+
 def _parts(parent: Half | None, replace: bool):
-    """(rows, row keys, row digests) of what a new version starts from."""
+    """(rows or None when the parent is held without them, row keys, row digests) of what a new version
+    starts from."""
     if parent is None or replace:
-        width = parent.rows.shape[1] if parent is not None else 0
+        width = parent.header["width"] if parent is not None else 0
         return np.zeros((0, width), np.uint64), np.zeros(0, np.int64), []
     return parent.rows, parent.seqs, parent.digests
 
