@@ -173,6 +173,26 @@ def identification_scaling(res):
             "identify_scaling", [r], "; ".join(parts))
 
 
+def wan(res):
+    r = res["wan"]
+    runs = {(x["task"], x["comparisons"], x["rtt_ms"]): x for x in r["runs"]}
+    methods = list(dict.fromkeys(x["comparisons"] for x in r["runs"]))
+    rtts = sorted({x["rtt_ms"] for x in r["runs"]})
+    parts = []
+    for task in dict.fromkeys(x["task"] for x in r["runs"]):
+        cells = []
+        for method in methods:
+            times = " / ".join(f"{num(runs[task, method, t]['seconds'] * 1e3, 0)}" for t in rtts
+                               if (task, method, t) in runs)
+            first = runs.get((task, method, rtts[0]))
+            if first:
+                cells.append(f"{method} {num(first['rounds'], 0)} rounds, {size(first['offline_bytes'])} offline, "
+                             f"{times} ms")
+        parts.append(f"{task}: " + "; ".join(cells))
+    return (f"one face, softmax, identify and a training batch at RTT {' / '.join(num(t, 0) for t in rtts)} ms "
+            "(in-process, each message delayed by RTT/2), per method", "wan", [r], " — ".join(parts))
+
+
 def input_limits(res):
     r = res["input_limits"]
     big, mid = r["noise_64mp"], r["noise_9mp"]
@@ -307,7 +327,7 @@ def network_services(res):
 
 
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, exp_tables, training,
-        prediction, recognition, open_set, extraction, verification, identification, identification_scaling, live,
+        prediction, recognition, open_set, extraction, verification, identification, identification_scaling, wan, live,
         storage, input_limits, link_layers, network_services)
 
 

@@ -2,15 +2,18 @@
 with the parties in one process and every message delayed by half a round trip (LocalSession(latency=...);
 netem is not available here, and the services' TCP DelayProxy is benchmarks/services.py's).
 
-    python benchmarks/wan.py [--rtt 0,0.001,0.04] [--methods bitwise,fss] [--repeats 3] [--entries 13233]
+    python benchmarks/wan.py [--rtt 0,0.001,0.04] [--methods bitwise,fss,...] [--repeats 3] [--entries 13233]
 
 Tasks (each as the application runs it):
   one face         predict_mpc with the default reveal (label and confidence band under MPC), 158 classes
   softmax row      functions.softmax of one row of 158 logits on shares (the probabilities reveal)
   softmax 64x158   functions.softmax of a batch of 64 rows
   identify         Gallery.identify nearest (argmin under MPC) over --entries enrolled vectors
-  training batch   one SGD step of train_mpc (batch 64, 158 classes, 128-d): rounds from an epoch of two
-                   batches less an epoch of one (the epoch's range check cancels), time per batch likewise
+  training batch   one SGD step of train_mpc (batch 64, 158 classes, 128-d): an epoch of five batches less
+                   an epoch of one, over four (the epoch's range check cancels), time per batch likewise
+Methods: bitwise (today's default), fss (the few-rounds profile: FSS comparisons, exp by tables for calls
+of up to 2,048 values) and "fss+batch-tables" (mpc.exp_table_values: 16384, so that a training
+batch's softmax uses the tables too).
 Rounds and bytes are exact and do not depend on the RTT; they are per server, online (to the other server
 and the client) and offline (from the dealer). Times are medians over --repeats runs, wall clock at the
 client, all parties on this machine's cores. Data are synthetic (rounds and bytes do not depend on them;
@@ -33,7 +36,8 @@ from ppfr.models import protocols as model_protocols
 from ppfr.models.reference import TrainConfig
 from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.mpc import functions as F
-from ppfr.mpc.protocols import COMPARISONS, use_comparisons
+from ppfr.mpc import lut
+from ppfr.mpc.protocols import use_comparisons
 from ppfr.mpc.session import LocalSession
 
 CLASSES, DIM, BATCH = 158, 128, 64
@@ -100,21 +104,30 @@ def identify(session, rng, entries: int, repeats: int) -> dict:
     return result
 
 
-def training_batch(session, rng, repeats: int) -> dict:
-    """An epoch of two batches less an epoch of one: one SGD step, without the per-epoch range check."""
-    def epoch(batches: int):
-        x = rng.normal(size=(batches * BATCH, DIM))
+def training_batch(session, rng, repeats: int, batches: int = 5) -> dict:
+    """An epoch of `batches` batches less an epoch of one, over batches - 1: one SGD step, without the
+    per-epoch range check and the shares of the data (rounds and bytes: a mean over the steps, which
+    differ only where a truncation was redone)."""
+    def epoch(count: int):
+        x = rng.normal(size=(count * BATCH, DIM))
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        labels = rng.integers(0, CLASSES, batches * BATCH)
+        labels = rng.integers(0, CLASSES, count * BATCH)
         config = TrainConfig(epochs=1, batch_size=BATCH)
         return lambda: train_mpc(session, [(x, labels)], CLASSES, config)
-    one, two = measure(session, epoch(1), repeats), measure(session, epoch(2), repeats)
-    return {key: two[key] - one[key] for key in one}
+    one, many = measure(session, epoch(1), repeats), measure(session, epoch(batches), repeats)
+    return {key: (many[key] - one[key]) / (batches - 1) for key in one}
+
+
+# name -> (comparisons, how many values a call may look up by exp's tables: lut.use_exp_tables)
+METHODS = {"bitwise": ("bitwise", lut.TABLE_MAX_VALUES), "fss": ("fss", lut.TABLE_MAX_VALUES),
+           "fss+batch-tables": ("fss", 1 << 14)}
 
 
 def run_method(method: str, rtt: float, args, rng) -> dict:
+    comparisons, table_values = METHODS[method]
     with LocalSession(timeout=600, latency=rtt) as session:
-        session.run(use_comparisons, method).result()
+        session.run(use_comparisons, comparisons).result()
+        session.run(lut.use_exp_tables, True, table_values).result()
         tasks = one_face_and_softmax(session, rng, args.repeats)
         tasks[f"identify nearest {args.entries}"] = identify(session, rng, args.entries, args.repeats)
         tasks["training batch"] = training_batch(session, rng, args.repeats)
@@ -124,12 +137,15 @@ def run_method(method: str, rtt: float, args, rng) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rtt", default="0,0.001,0.04", help="round-trip times in seconds, comma-separated")
-    parser.add_argument("--methods", default=",".join(COMPARISONS), help="comparison methods, comma-separated")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of: {', '.join(METHODS)}")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--entries", type=int, default=13_233)
     args = parser.parse_args()
     rtts = [float(v) for v in args.rtt.split(",")]
     methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     rng = np.random.default_rng(0)
     runs = []
     for rtt in rtts:
@@ -137,7 +153,7 @@ def main():
             tasks = run_method(method, rtt, args, rng)
             for task, figures in tasks.items():
                 runs.append({"task": task, "comparisons": method, "rtt_ms": rtt * 1e3, **figures})
-                print(f"rtt {rtt * 1e3:5.1f} ms  {method:8s} {task:28s} {figures['rounds']:5d} rounds  "
+                print(f"rtt {rtt * 1e3:5.1f} ms  {method:24s} {task:26s} {figures['rounds']:7.1f} rounds  "
                       f"{figures['online_bytes'] / 1e3:9.1f} kB online  {figures['offline_bytes'] / 1e6:8.2f} MB "
                       f"offline  {figures['seconds'] * 1e3:9.1f} ms", flush=True)
     publish({"benchmark": "wan", "repeats": args.repeats, "entries": args.entries, "runs": runs})
