@@ -99,7 +99,7 @@ _DETECTOR, _UPSAMPLE = _choice("hog", "cnn"), _int(0, 3)
 # checks both ways); a new setting needs a line here.
 SCHEMA: dict[str, dict[str, Setting]] = {
     "mpc": {"frac_bits": _int(1, 59), "bound_bits": _int(2, 60), "parties": _choice("threads", "processes"),
-            "comparisons": _choice("bitwise", "fss"), "exp_table_values": _int(0),
+            "comparisons": _choice("bitwise", "fss", "auto"), "exp_table_values": _int(0),
             "timeout": _num(0, low_open=True)},
     "paths": {"lfw": _TEXT, "weights": _TEXT, "gallery": _TEXT},
     "embed": {"output": _TEXT, "embedder": _TEXT, "detector": _DETECTOR,

@@ -142,3 +142,23 @@ def test_a_network_with_latency_makes_each_round_wait_half_its_round_trip():
     assert counts[0.0] == counts[rtt]
     assert timings[rtt] >= rounds * rtt / 2          # a product and its truncation: at least `rounds` rounds
     assert timings[0.0] < rounds * rtt / 2 / 2
+
+
+def _comparison_method(srv):
+    return srv.provider.comparisons
+
+
+def test_auto_comparisons_choose_fss_where_a_round_costs_a_wan_round_trip():
+    """mpc.comparisons: auto times a round between the servers when a session opens: FSS (fewer rounds,
+    more arithmetic) across a 20 ms round trip, the bitwise circuit inside one process."""
+    from ppfr.mpc.protocols import FSS_FROM_ROUND_SECONDS, choose_comparisons, round_seconds
+    from ppfr.mpc.session import LocalSession, open_session
+
+    with LocalSession(timeout=20, latency=0.02) as far:
+        cost = max(far.run(round_seconds).result())
+    assert cost >= 0.01 and choose_comparisons(cost) == "fss"
+    with LocalSession(timeout=20) as near:
+        cost = max(near.run(round_seconds).result())
+    assert cost < FSS_FROM_ROUND_SECONDS and choose_comparisons(cost) == "bitwise"
+    with open_session("threads", comparisons="auto", timeout=20) as session:
+        assert session.run(_comparison_method).result() == ["bitwise", "bitwise"]

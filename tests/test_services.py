@@ -411,3 +411,26 @@ def test_recognize_command_against_the_services(deployment, tmp_path, lfw_image)
         names[mode] = [__import__("json").loads(line)["name"] for line in result.stdout.splitlines()]
     assert names["remote"] == names["embedded"] == people
     assert not (tmp_path / "remote" / "server0").exists()
+
+
+def test_auto_comparisons_take_fss_across_a_slow_link_and_answer_as_embedded(tmp_path):
+    """mpc.comparisons: auto, with every link through a proxy that adds a 30 ms round trip: the servers'
+    round is timed when the session opens and FSS chosen, so one face costs a handful of rounds instead of
+    about fifty; the labels are those of the same model in embedded mode."""
+    from ppfr.mpc.protocols import round_seconds
+    from ppfr.mpc.session import open_session
+
+    x, labels = clusters(classes=3, per_class=6)
+    with LocalDeployment(tmp_path, net=NET, server=SERVER, rtt=0.03) as d:
+        with open_session(str(d.parties_file), comparisons="auto", timeout=60) as session:
+            assert min(session.run(round_seconds).result()) >= 0.01
+            train_mpc(session, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+            before = session.stats()
+            remote = predict_mpc(session, x[:1])
+            rounds = (session.stats()["server0"] - before["server0"]).rounds
+            w, b = reveal_model(session)
+    with LocalSession() as embedded:
+        train_mpc(embedded, [(x, labels)], 3, TrainConfig(epochs=1, batch_size=18))
+        local = predict_mpc(embedded, x[:1])
+    assert rounds <= 12                      # the label with FSS: 9 rounds for 158 classes; bitwise ~50
+    assert remote.labels.tolist() == local.labels.tolist() == [int(np.argmax(x[:1] @ w + b))]

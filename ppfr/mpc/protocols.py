@@ -10,6 +10,7 @@ ahead takes a `Pending` (what `srv.provider.<kind>(...)` returns) and asks itsel
 from __future__ import annotations
 
 import functools
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -332,6 +333,28 @@ def use_comparisons(srv, method: str) -> None:
     if method not in COMPARISONS:
         raise ValueError(f"comparisons are {' or '.join(COMPARISONS)}, not {method!r}")
     srv.provider.comparisons = method
+
+
+# "auto" (config mpc.comparisons) picks FSS where one round between the servers costs at least this
+# (seconds; half a round trip): measured by benchmarks/wan.py, FSS is faster for every task at 40 ms RTT
+# and slower for most at 1 ms, the crossover near 5 ms for identification and training.
+FSS_FROM_ROUND_SECONDS = 0.0025
+
+
+def round_seconds(srv, samples: int = 7) -> float:
+    """A program for both servers: the median time of an exchange of one public word with the other
+    server, `samples` times — what one round costs on their link (no data: a constant is sent)."""
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        srv.exchange(("public",), [np.zeros(1, dtype=U64)], tag="agree")
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def choose_comparisons(round_cost: float) -> str:
+    """"fss" where a round costs FSS_FROM_ROUND_SECONDS or more, else "bitwise" (what "auto" means)."""
+    return "fss" if round_cost >= FSS_FROM_ROUND_SECONDS else "bitwise"
 
 
 def ask_msb(srv, n: int, width: int = 64, group: str = "xor"):

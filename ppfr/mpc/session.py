@@ -327,7 +327,8 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
                  timeout: float | None = None, comparisons: str | None = None) -> Session:
     """A session with the servers and the dealer in threads of this process, in processes of their own,
     or (a parties file, *.yaml) as network services (ppfr.net.remote), comparing by `comparisons`
-    (protocols.use_comparisons: "bitwise" or "fss"; with fss, exp by tables for calls of up to the config's
+    (protocols.use_comparisons: "bitwise" or "fss", or "auto": fss where a round between the servers,
+    timed when the session opens, costs protocols.FSS_FROM_ROUND_SECONDS or more; with fss, exp by tables for calls of up to the config's
     mpc.exp_table_values values, lut.use_exp_tables), each party giving up after `timeout` seconds
     without a message it waits for. `parties` None takes $PPFR_PARTIES (what a command's --parties FILE
     sets), else the config's `mpc.parties`; the others None the config's `mpc.comparisons` and
@@ -335,7 +336,7 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
     from ppfr.config import section
 
     from .lut import TABLE_MAX_VALUES, use_exp_tables
-    from .protocols import COMPARISONS, use_comparisons
+    from .protocols import COMPARISONS, choose_comparisons, round_seconds, use_comparisons
 
     config = section("mpc")
     if parties is None:
@@ -346,14 +347,16 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
     remote = str(parties).endswith((".yaml", ".yml"))  # a parties file: the servers and dealer are services
     if not remote and parties not in SESSIONS:
         raise ValueError(f"parties run in {' or '.join(SESSIONS)}, not {parties!r}")
-    if comparisons not in COMPARISONS:
-        raise ValueError(f"comparisons are {' or '.join(COMPARISONS)}, not {comparisons!r}")
+    if comparisons not in COMPARISONS + ("auto",):
+        raise ValueError(f"comparisons are {', '.join(COMPARISONS)} or auto, not {comparisons!r}")
     if remote:
         from ppfr.net.remote import open_remote
 
         session = open_remote(parties, fixed=fixed, timeout=timeout)
     else:
         session = SESSIONS[parties](fixed=fixed, timeout=timeout)
+    if comparisons == "auto":  # by what a round between the servers costs, measured now
+        comparisons = choose_comparisons(max(session.run(round_seconds).result()))
     if comparisons != COMPARISONS[0]:
         session.run(use_comparisons, comparisons).result()
     if table_values != TABLE_MAX_VALUES:

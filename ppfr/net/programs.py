@@ -89,6 +89,7 @@ PROGRAMS = {
     "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
     "mpc.use_comparisons": Program("ppfr.mpc.protocols:use_comparisons"),
     "mpc.use_exp_tables": Program("ppfr.mpc.lut:use_exp_tables"),
+    "mpc.round_seconds": Program("ppfr.mpc.protocols:round_seconds"),
 }
 # argument types beyond plain data that these programs take
 WIRE_TYPES = ("ppfr.models.reference:TrainConfig",)
