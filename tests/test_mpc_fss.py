@@ -247,7 +247,7 @@ def test_open_session_takes_the_comparison_method_to_server_processes():
         views = s.views()
     kinds = [m[2] for d, p, m in views["server0"] if d == "send" and p == "dealer"]
     assert kinds == ["fss_comparison"]
-    with pytest.raises(ValueError, match="bitwise or fss"):
+    with pytest.raises(ValueError, match="bitwise, fss or auto"):
         open_session(comparisons="garbled")
 
 
