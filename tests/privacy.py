@@ -172,23 +172,41 @@ def assert_inputs_uniform(view: ServerView):
         assert not looks_like_data(share), f"{view.name}: input share {i} from the client is not uniform"
 
 
-def _related(a: Opening, b_value: np.ndarray, op: str):
-    """Is a's value plus, minus or XOR b_value structured (a shared mask, a repeated value)?"""
+def _related(a_value: np.ndarray, b_value: np.ndarray, op: str):
+    """Is a_value plus, minus or XOR b_value structured (a shared mask, a repeated value)?"""
     if op in ("^", "bits"):
-        return looks_like_data(a.value ^ b_value, op)
-    return looks_like_data(a.value - b_value) or looks_like_data(a.value + b_value)
+        return looks_like_data(a_value ^ b_value, op)
+    return looks_like_data(a_value - b_value) or looks_like_data(a_value + b_value)
+
+
+PREFIX_MIN = 1024  # large openings of different sizes are also compared on their common first elements
 
 
 def assert_no_reuse(view: ServerView):
-    """Two openings under one mask differ by the difference of their values: structured, not uniform."""
+    """Two openings under one mask differ by the difference of their values: structured, not uniform.
+    Openings of one size are compared whole; large ones of different sizes on their common prefix too,
+    which catches a mask drawn again for a grown or shrunk matrix (a gallery masked anew after a removal
+    re-opening its first rows under the old mask)."""
     by_kind: dict = {}
     for o in view.openings:
         by_kind.setdefault((o.op, o.value.dtype, o.value.size), []).append(o)
     for (op, _, _), group in by_kind.items():
         for i, a in enumerate(group):
             for b in group[i + 1:]:
-                assert not _related(a, b.value, op), (
+                assert not _related(a.value, b.value, op), (
                     f"{view.name}: openings {a.step} and {b.step} are related: one mask used twice")
+    large: dict = {}
+    for o in view.openings:
+        if o.value.size >= PREFIX_MIN:
+            large.setdefault((o.op, o.value.dtype), []).append(o)
+    for (op, _), group in large.items():
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if a.value.size != b.value.size:
+                    m = min(a.value.size, b.value.size)
+                    assert not _related(a.value.ravel()[:m], b.value.ravel()[:m], op), (
+                        f"{view.name}: openings {a.step} and {b.step} are related on their first {m} "
+                        f"values: one mask used twice")
 
 
 def assert_independent_of_material(view: ServerView):
@@ -202,7 +220,7 @@ def assert_independent_of_material(view: ServerView):
         sizes = range(o.value.size, o.value.size + 9) if o.op == "bits" else (o.value.size,)
         for m in (m for size in sizes for m in by_size.get(size, ())):
             m = (m[:o.value.size] & np.uint64(1)) if o.op == "bits" else m.astype(o.value.dtype)
-            assert not _related(o, m, o.op), (
+            assert not _related(o.value, m, o.op), (
                 f"{view.name}: opening {o.step} is unmasked by its own dealer material: the dealer gave it a whole mask")
 
 
@@ -225,7 +243,7 @@ def assert_runs_independent(a: ServerView, b: ServerView):
     client's shares (a generator with a fixed key would repeat them)."""
     planned = [[o for o in v.openings if o.tag == "open"] for v in (a, b)]
     for x, y in zip(*planned):
-        assert not _related(x, y.value, x.op), f"{a.name}: opening {x.step} repeats across two runs"
+        assert not _related(x.value, y.value, x.op), f"{a.name}: opening {x.step} repeats across two runs"
     for i, (x, y) in enumerate(zip(a.inputs, b.inputs)):
         assert not looks_like_data(x - y), f"{a.name}: the client's share {i} repeats across two runs"
 

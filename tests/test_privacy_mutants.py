@@ -317,3 +317,30 @@ def assert_client_learns_differences_only(w):
     expected = np.rint(CONSTANT @ w.T * 2**16).astype(np.int64) / 2**16
     got = (raw - first).view(np.int64) / 2**16
     np.testing.assert_allclose(got, expected - expected[:, :1], atol=1e-3)
+
+
+def _row_mask_redrawn_from_old_seeds(original):
+    """RowMaskRequest.draw that gives a gallery masked anew the seeds it had the first time (results stay
+    right: the dealer's mask is what the seeds expand to)."""
+    def draw(self, rng, memory):
+        seeds = memory.setdefault(("seeds", self.mask), {})
+        out = original(self, rng, memory)
+        if self.start not in seeds:
+            seeds[self.start] = (out[0][0], out[1][0])
+            return out
+        old = seeds[self.start]
+        shares = [material.ring_words(material.SecureRandom(s.tobytes()), (self.rows, self.cols), self.bits)
+                  for s in old]
+        memory[self.mask].rows[-self.rows:] = shares[0] + shares[1]
+        return (old[0],), (old[1],)
+    return draw
+
+
+def test_a_row_mask_reused_after_a_removal_is_caught(tmp_path, monkeypatch):
+    """A dealer that masks a gallery anew after a removal with the old row mask: the rows kept are opened
+    twice under one mask (the openings' common prefix, tests/privacy.py assert_no_reuse)."""
+    from test_privacy_apps import assert_private, removal_views
+
+    monkeypatch.setattr(material.RowMaskRequest, "draw", _row_mask_redrawn_from_old_seeds(material.RowMaskRequest.draw))
+    with pytest.raises(AssertionError, match="related on their first"):
+        assert_private(*removal_views(tmp_path))
