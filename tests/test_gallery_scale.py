@@ -54,6 +54,26 @@ def test_narrow_galleries_are_32_bit_and_refuse_norms_they_cannot_hold():
         encode_vectors(np.full((1, 4), 1.01), frac=13)
 
 
+def test_a_vector_within_the_norm_limit_that_rounds_above_it_is_refused():
+    """The servers hold the vector rounded to 13 fractional bits: where rounding carries its norm over the
+    limit (up to sqrt(d) 2^-14 above), the bounds on distances would not hold (an excluded entry could
+    come out nearest), so it is refused, naming the rounded norm."""
+    from ppfr.gallery import encode_vectors
+
+    top, frac = store.max_norm(13), 13
+    u = np.random.default_rng(1).normal(size=128)
+    u /= np.linalg.norm(u)
+    for scale in np.linspace(top, top * 1.001, 2000):   # a float vector under the limit, rounding above it
+        k = np.rint(u * scale * 2**frac)
+        v = (k - 0.4999 * np.sign(k)) / 2**frac         # encodes back to k
+        if np.linalg.norm(v) <= top < np.linalg.norm(k) / 2**frac:
+            break
+    assert np.linalg.norm(v) <= top < np.linalg.norm(k) / 2**frac
+    with pytest.raises(ValueError, match="rounds to norm 1.98998 at 13 fractional bits"):
+        encode_vectors(v[None], frac=frac)
+    encode_vectors((v * 0.999)[None], frac=frac)
+
+
 @pytest.mark.parametrize("frac", [NARROW, 20])
 def test_identify_every_mode_equals_float64(tmp_path, session, gallery_data, frac):
     """The nearest entry under MPC is float64's nearest on the encoded vectors, in every mode; distances

@@ -59,6 +59,12 @@ def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
         raise ValueError(f"an embedding has norm {norms.max():.3g}; a gallery at {frac} fractional bits takes "
                          f"norms up to {limit:.3g}")
     raw = FixedPoint(frac_bits=frac, bound_bits=max(48, frac + 8)).encode(x, frac)
+    # the servers compute with the rounded vector, whose norm may lie up to sqrt(d) 2^-(frac+1) above:
+    # the bounds on distances (an excluded entry's offset, the clamped tolerance) hold for that one
+    rounded = np.linalg.norm(raw.view(np.int64).astype(np.float64), axis=1) / 2.0**frac
+    if rounded.size and rounded.max() > limit:
+        raise ValueError(f"an embedding rounds to norm {rounded.max():.6g} at {frac} fractional bits, above the "
+                         f"{limit:.6g} a gallery at {frac} fractional bits takes")
     return x, (raw * raw).sum(axis=1, dtype=np.uint64).view(np.int64)   # wraps mod 2^64, exact
 
 
