@@ -117,7 +117,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
                   "track": _FLAG, "refresh": _int(1)},
     "demo": {"people": _int(1), "min_images": _int(2), "max_images": _int(2), "background": _int(0),
              "strangers": _int(0), "test_split": _num(0, 1, True, True), "seed": _int()},
-    "gallery": {"frac_bits": _int(8, 24), "tolerance": _num(0, 100, low_open=True),
+    "gallery": {"frac_bits": _int(8, 22), "tolerance": _num(0, 100, low_open=True),
                 "reveal": _choice("nearest", "match", "all"), "batch": _int(1)},
     "limits": {"max_megapixels": _POSITIVE, "retry_max_megapixels": _num(0), "max_npz_megabytes": _POSITIVE},
     "web": {"host": _TEXT, "port": _int(0, 65535), "max_upload_mb": _POSITIVE, "max_images": _int(1),

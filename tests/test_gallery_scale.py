@@ -97,6 +97,35 @@ def test_identify_every_mode_equals_float64(tmp_path, session, gallery_data, fra
     assert any(m.name is None for m in match) and any(m.name is not None for m in match)
 
 
+@pytest.mark.parametrize("frac", [NARROW, 20])
+def test_any_tolerance_the_config_allows_matches_as_float64(tmp_path, gallery_data, frac):
+    """A tolerance far beyond every distance (100, the config's largest: 10,000 squared, beyond the
+    fixed-point encoder's 256 at 40 fractional bits) matches every probe's nearest entry, and the session
+    goes on to a tight one; each decision is float64's."""
+    from ppfr.mpc.session import LocalSession
+
+    names, vecs, probes = gallery_data
+    want = sq_dist(encoded(probes, frac), encoded(vecs, frac))
+    best = np.sort(want.min(1))                 # a tight tolerance in the widest gap between nearest distances
+    k = int(np.argmax(np.diff(best)))
+    tight = float(np.sqrt((best[k] + best[k + 1]) / 2))
+    with LocalSession() as session, Gallery(tmp_path, frac_bits=frac, session=session) as g:
+        g.enroll_many(names, vecs)
+        for tolerance in (100.0, tight):
+            got = [m.name for m in g.identify(probes, reveal="match", tolerance=tolerance)]
+            assert got == [names[j] if want[i, j] <= tolerance**2 else None for i, j in enumerate(want.argmin(1))]
+            assert (None in got) == (tolerance == tight)
+
+
+def test_galleries_refuse_more_fractional_bits_than_exclusion_allows():
+    """An excluded entry gets 2^60 ring units: above every real squared distance up to 22 fractional bits."""
+    from ppfr.gallery import encode_vectors
+
+    encode_vectors(np.full((1, 4), 0.5), frac=22)
+    with pytest.raises(ValueError, match="must be in 8..22, got 24"):
+        encode_vectors(np.full((1, 4), 0.5), frac=24)
+
+
 def test_narrow_distances_near_the_limit_and_exclusion(tmp_path, session):
     """Entries at the norm limit, opposite each other (the largest squared distance the ring holds), and
     an excluded row that would otherwise be nearest."""

@@ -194,10 +194,17 @@ def _nearest(dist, state):
 
 
 def _above(value, threshold: float, state):
-    """Shares of [value > threshold]. With a 32-bit ring by a 32-bit comparison: a threshold beyond every
-    real squared distance (limit / 2) is the same as limit / 2, so |threshold - value| < limit."""
+    """Shares of [value > threshold], for any tolerance the config allows. With a 32-bit ring by a 32-bit
+    comparison: a threshold beyond every real squared distance (limit / 2) is the same as limit / 2, so
+    |threshold - value| < limit."""
     if state["bits"] == 64:
-        return F.greater_than(value, threshold)
+        # The threshold as a ring integer at the distances' 2f fractional bits, clamped to the largest real
+        # squared distance: a public constant that large is beyond the fixed-point encoder's range
+        # (|x| < 2^(48 - 2f): 256 at f = 20), but t - value stays far inside the ring (|.| < 2^61).
+        srv, top = value.server, (2 * store.max_norm(state["frac"])) ** 2
+        t = int(round(min(threshold, top) * 2.0 ** value.frac))
+        return F.less_than_zero(srv.local(np.full(value.shape, t if srv.index == 0 else 0, dtype=U64), value.frac)
+                                - value)
     limit = store.distance_limit(state["frac"])
     return F.less_than_zero(min(threshold, limit / 2) - value, bound=limit)
 

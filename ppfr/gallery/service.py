@@ -37,10 +37,12 @@ TOLERANCE = float(_cfg.get("tolerance", 0.6))  # dlib's convention, on the Eucli
 REVEAL = str(_cfg.get("reveal", "nearest"))
 BATCH = int(_cfg.get("batch", 16))             # queries per MPC run
 CHUNK_ROWS = 1 << 16                           # rows per message of an enrolment (64 MB of shares a server)
-# Norms are limited by store.max_norm: 64 for a 64-bit ring, where every squared distance is below 2^14,
-# i.e. 2^54 ring units at 40 fractional bits, far from the 2^63 where the ring would wrap (the same bound
-# allows at most 24 fractional bits: 2^14 * 2^48 < 2^63); 1.99 at 13 bits, 3.98 at 12 (a 32-bit ring).
-FRAC_RANGE = (8, 24)
+# Norms are limited by store.max_norm: 64 for a 64-bit ring, where every squared distance is at most
+# 2^14, i.e. 2^54 ring units at 40 fractional bits, far from the 2^63 where the ring would wrap; an
+# excluded entry gets protocols.EXCLUDED = 2^60 added, above every real distance while 2^(14 + 2f) < 2^60,
+# so at most 22 fractional bits (at 24, 2^60 units are a squared distance of 4,096 and an excluded entry
+# could come out nearest); 1.99 at 13 bits, 3.98 at 12 (a 32-bit ring).
+FRAC_RANGE = (8, 22)
 
 
 def encode_vectors(vectors, dim: int | None = None, frac: int = FRAC_BITS):
