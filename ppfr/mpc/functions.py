@@ -189,6 +189,8 @@ COUNT_WIDTHS = (8, 16)
 
 def _count_width(k: int) -> int:
     """The narrowest width whose signed range holds the counts minus one, -1 .. k - 2."""
+    if not 2 <= k <= MAX_GROUP:
+        raise ValueError(f"a tournament group has 2 to {MAX_GROUP} members, not {k}")
     return next(w for w in COUNT_WIDTHS if k - 2 < 2 ** (w - 1))
 
 

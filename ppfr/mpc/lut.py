@@ -28,7 +28,9 @@ server's one-hot shares; a DCF key alone is pseudorandom (fss.py). Nothing the d
 on data (n and the digits' bits).
 
 Error: the tables are exact to half a unit at TABLE_FRAC = 23 bits, so exp(d) is within 2.5e-7 absolute
-(tests/test_mpc_lut.py), and 0 where d < -15.98. Local work: two dot products of 2^10 a value, a 31-level
+(tests/test_mpc_lut.py), and 0 where -32,752 <= d < -15.98 (at f = 16; below -2^(31-f) the 32-bit opening
+wraps and the result is garbage, as the polynomial's is below -64: callers pass x - max, which softmax's
+logit bound keeps within -16,384). Local work: two dot products of 2^10 a value, a 31-level
 DCF evaluation, a PRG expansion of one one-hot. Offline bytes a value and server:
 8 (2^m + 2^j) for the one-hots, of which each server gets one as a 16-byte seed of a PRG instead
 (server 0 the high one, server 1 the low one): 8 kB with j = m = 10; plus the DCF key (792 bytes),
