@@ -697,7 +697,8 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
     with x.server.provider.plan("confident_argmax", x.shape, x.frac, tuple(thresholds)):
         m, index = _tournament(x, -1, want_min=False, with_index=True, bound=SOFTMAX_BOUND)
         limits = 1.0 / np.array(thresholds)
-        if few_rounds(x) and thresholds[0] >= 2.0**-15:
+        # by tables, s (at most the row's length) sits at 46 fractional bits: rows under 2^16 stay in the ring
+        if few_rounds(x) and thresholds[0] >= 2.0**-15 and x.shape[-1] < 2**16:
             return _confident_argmax_by_tables(x - m.reshape(*m.shape, 1), index, limits)
         s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
         reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
