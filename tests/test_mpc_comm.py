@@ -1,6 +1,7 @@
 """Communication cost of the protocols, measured on each server's channel, on every session kind (the
 `session` fixture of conftest.py)."""
 import numpy as np
+import pytest
 
 from ppfr.mpc import functions as F
 from ppfr.mpc import protocols
@@ -162,3 +163,41 @@ def test_auto_comparisons_choose_fss_where_a_round_costs_a_wan_round_trip():
     assert cost < FSS_FROM_ROUND_SECONDS and choose_comparisons(cost) == "bitwise"
     with open_session("threads", comparisons="auto", timeout=20) as session:
         assert session.run(_comparison_method).result() == ["bitwise", "bitwise"]
+
+
+def _hold_model(srv):
+    from ppfr.models.protocols import STATE_KEY
+
+    srv.state[STATE_KEY] = {"weight": srv.receive(), "bias": srv.receive()}
+
+
+@pytest.mark.parametrize("comparisons", ["bitwise", "fss"])
+def test_a_face_meets_only_the_online_phase_once_one_has_been_recognised(comparisons):
+    """predict_mpc (reveal="label") asks, as it ends, for the next call's confident_argmax material of the
+    same shape: the next face's comparison keys and tables are drawn while the client detects and embeds
+    it. In the second call the only request a server sends the dealer before its last opening is the
+    logits' truncation pair (the rest come after: they are for the third call), and the labels are
+    float64's."""
+    from ppfr.models.service import predict_mpc
+    from ppfr.mpc.protocols import use_comparisons
+    from ppfr.mpc.session import LocalSession
+
+    rng = np.random.default_rng(5)
+    w, b = rng.normal(size=(128, 20)) * 0.5, rng.normal(size=20) * 0.1
+    faces = rng.normal(size=(2, 1, 128))
+    with LocalSession(timeout=30) as session:
+        session.run(use_comparisons, comparisons).result()
+        job = session.run(_hold_model)
+        session.client.share(w)
+        session.client.share(b)
+        job.result()
+        first = predict_mpc(session, faces[0])
+        session.record_views()
+        second = predict_mpc(session, faces[1])
+        view = session.views()["server0"]
+    sends = [(peer, message) for direction, peer, message in view if direction == "send"]
+    last_opening = max(i for i, (peer, _) in enumerate(sends) if peer == "server1")
+    early = [message[2] for peer, message in sends[:last_opening] if peer == "dealer"]
+    late = [message[2] for peer, message in sends[last_opening:] if peer == "dealer"]
+    assert early == ["truncation"] and len(late) > 1
+    assert [first.labels[0], second.labels[0]] == [int(np.argmax(f @ w + b)) for f in faces]

@@ -707,6 +707,14 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
         return label - 1, reaches.sum(axis=-1)
 
 
+def prepare_confident_argmax(server, shape: tuple, frac: int, thresholds) -> bool:
+    """Ask the dealer now for the material of the next confident_argmax of this shape (one that has run
+    once), e.g. while the client detects and embeds the next face: that face then meets only the online
+    phase (with FSS, some 4 MB of keys and tables a face are drawn off the critical path). Both servers
+    call it at the same point; False if nothing could be asked yet. (provider.prepare)"""
+    return server.provider.prepare("confident_argmax", tuple(shape), frac, tuple(sorted(float(t) for t in thresholds)))
+
+
 def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limits: np.ndarray):
     """confident_argmax after the tournament, in the few-rounds profile: exp by tables untruncated (2
     rounds), then one round for all the comparisons s <= 1/t at s's 46 fractional bits (its ring elements
