@@ -691,10 +691,10 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
     Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
     comparisons and the label's product in one (_confident_argmax_by_tables): 3 rounds besides the
     tournament's, and a decision differs only where p is within 3e-5 relative of a threshold."""
-    thresholds = sorted(float(t) for t in thresholds)
+    thresholds = _sorted_thresholds(thresholds)
     if not thresholds or not 0 < thresholds[0] <= thresholds[-1] <= 1:
         raise ValueError(f"thresholds are probabilities in (0, 1], got {thresholds}")
-    with x.server.provider.plan("confident_argmax", x.shape, x.frac, tuple(thresholds)):
+    with x.server.provider.plan(*_confident_argmax_step(x.shape, x.frac, thresholds)):
         m, index = _tournament(x, -1, want_min=False, with_index=True, bound=SOFTMAX_BOUND)
         limits = 1.0 / np.array(thresholds)
         # by tables, s (at most the row's length) sits at 46 fractional bits: rows under 2^16 stay in the ring
@@ -712,7 +712,17 @@ def prepare_confident_argmax(server, shape: tuple, frac: int, thresholds) -> boo
     once), e.g. while the client detects and embeds the next face: that face then meets only the online
     phase (with FSS, some 4 MB of keys and tables a face are drawn off the critical path). Both servers
     call it at the same point; False if nothing could be asked yet. (provider.prepare)"""
-    return server.provider.prepare("confident_argmax", tuple(shape), frac, tuple(sorted(float(t) for t in thresholds)))
+    return server.provider.prepare(*_confident_argmax_step(shape, frac, _sorted_thresholds(thresholds)))
+
+
+def _sorted_thresholds(thresholds) -> tuple:
+    return tuple(sorted(float(t) for t in thresholds))
+
+
+def _confident_argmax_step(shape, frac: int, thresholds: tuple) -> tuple:
+    """The planned step's name and shapes: what confident_argmax plans and prepare_confident_argmax asks
+    ahead for must be the same key."""
+    return "confident_argmax", tuple(shape), frac, thresholds
 
 
 def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limits: np.ndarray):
