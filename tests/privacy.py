@@ -21,6 +21,7 @@ leak of a handful of elements is caught while the whole suite's false alarms sta
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,12 +106,25 @@ def server_view(name: str, events) -> ServerView:
     return view
 
 
-def views(session) -> dict:
-    """Each server's reconstructed view, and the raw views of the dealer and the client."""
+def views(session, wait: float = 10.0) -> dict:
+    """Each server's reconstructed view, and the raw views of the dealer and the client. Material a
+    program asked for ahead (provider.prepare) may still be on its way to the dealer when the program
+    returns: wait (at most `wait` seconds) until the dealer has received every request the servers sent,
+    so that the dealer's view is whole, not cut at a moment that depends on the threads' timing."""
+    deadline = time.monotonic() + wait
     raw = session.views()
+    while not _dealer_caught_up(raw) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        raw = session.views()
     out = {name: server_view(name, raw[name]) for name in SERVERS}
     out["dealer"], out["client"] = raw["dealer"], raw["client"]
     return out
+
+
+def _dealer_caught_up(raw) -> bool:
+    sent = {s: sum(1 for d, p, _ in raw[s] if d == "send" and p == "dealer") for s in SERVERS}
+    received = {s: sum(1 for d, p, _ in raw["dealer"] if d == "recv" and p == s) for s in SERVERS}
+    return sent == received
 
 
 # -- statistics -------------------------------------------------------------------------------------------------
