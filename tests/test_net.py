@@ -21,7 +21,7 @@ import pytest
 from ppfr.mpc import LocalSession
 from ppfr.mpc.channel import payload_bytes
 from ppfr.mpc.errors import ProtocolAborted
-from ppfr.mpc.session import LINKS, Job
+from ppfr.mpc.session import LINKS, Job, ServerWorkers
 from ppfr.mpc.dealer import Dealer
 from ppfr.mpc.fixedpoint import FixedPoint
 from ppfr.mpc.party import Client, Server
@@ -415,6 +415,7 @@ class LinkedParties:
         self.servers = [Server(i, self.channels[f"server{i}"], fixed, "s" * 16) for i in (0, 1)]
         self.dealer = Dealer(self.channels["dealer"])
         threading.Thread(target=self.dealer.serve, daemon=True).start()
+        self.workers = ServerWorkers()
 
     def run(self, program, *args, per_server=((), ()), progress=None):
         return Job(self, program, args, per_server, progress)
@@ -423,7 +424,9 @@ class LinkedParties:
         for channel in self.channels.values():
             channel.close(reason)
 
-    close = abort
+    def close(self):
+        self.abort()
+        self.workers.close()
 
     def stats(self):
         return {n: c.stats.copy() for n, c in self.channels.items()}

@@ -39,19 +39,26 @@ OFFLINE = frozenset({"dealer"})
 DEFAULT_TIMEOUT = 60.0  # seconds a party waits for a message before it gives up (config: mpc.timeout)
 
 
+# The payload sizes of a message's plain parts, by type: strings are tags, not counted (module doc).
+_PLAIN_SIZES = {int: 8, float: 8, bool: 8, str: 0, type(None): 0}
+
+
 def payload_bytes(message) -> int:
+    size = _PLAIN_SIZES.get(type(message))
+    if size is not None:
+        return size
     if isinstance(message, np.ndarray):
         return message.nbytes
-    if isinstance(message, (tuple, list)):  # most messages: a few arrays, counted without a call each
-        return sum(m.nbytes if type(m) is np.ndarray else payload_bytes(m) for m in message)
-    if isinstance(message, str):
-        return 0
+    if isinstance(message, (tuple, list)):  # most messages: a few arrays and numbers, counted without a call each
+        total = 0
+        for m in message:
+            size = _PLAIN_SIZES.get(type(m))
+            total += size if size is not None else (m.nbytes if type(m) is np.ndarray else payload_bytes(m))
+        return total
     if isinstance(message, bytes):
         return len(message)
     if isinstance(message, dict):
         return sum(payload_bytes(v) for v in message.values())
-    if message is None:
-        return 0
     return 8
 
 
@@ -61,24 +68,39 @@ def hand_over(message, copy: bool = True):
     Every array is copied, so that neither side can reach or change what the other holds. Without copy
     (a sender that keeps no reference to what it sends, such as the dealer's fresh material), an array
     that owns its memory is passed as it is and only a view of other memory is copied (the memory
-    around it is the sender's)."""
+    around it is the sender's). A tuple whose parts all pass as they are (numbers, tags, a request's
+    shapes, arrays not copied) is passed as it is; lists and dicts are always rebuilt."""
+    size = _PLAIN_SIZES.get(type(message))
+    if size is not None:
+        return message, size
     if isinstance(message, np.ndarray):
         if copy or message.base is not None:
             message = message.copy()
         return message, message.nbytes
+    if isinstance(message, tuple):
+        out, size, same = [], 0, True
+        for v in message:
+            n = _PLAIN_SIZES.get(type(v))
+            if n is None:
+                w, n = hand_over(v, copy)
+                same = same and w is v  # lists and dicts, and copied arrays, come back new
+                v = w
+            out.append(v)
+            size += n
+        return (message if same else type(message)(out)), size
     if isinstance(message, dict):
         out, size = {}, 0
         for k, v in message.items():
             out[k], n = hand_over(v, copy)
             size += n
         return out, size
-    if isinstance(message, (tuple, list)):
+    if isinstance(message, list):
         out, size = [], 0
         for v in message:
             v, n = hand_over(v, copy)
             out.append(v)
             size += n
-        return type(message)(out), size
+        return out, size
     return message, payload_bytes(message)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -221,7 +221,14 @@ class Request:
     kind: str = ""
 
     def to_wire(self):
-        return self.kind, astuple(self)
+        """(kind, fields as nested tuples). Computed once: a request is frozen, and a planned step sends
+        the same requests again and again."""
+        wire = self.__dict__.get("_wire")
+        if wire is None:
+            wire = self.kind, tuple(v.to_wire()[1] if isinstance(v, Request) else v
+                                    for v in (getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_wire", wire)  # not a field: equality and hashing ignore it
+        return wire
 
     def draw(self, rng):  # pragma: no cover - interface
         """(server 0's material, server 1's), each in its wire form."""
@@ -587,7 +594,17 @@ REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 
 
 def request_from_wire(kind: str, values) -> Request:
-    """The request a server sent, rebuilt with tuples throughout (a transport may turn them into lists)."""
+    """The request a server sent, rebuilt with tuples throughout (a transport may turn them into lists).
+    The dealer and the provider read every request's wire form, the same few forms over and over: they
+    are rebuilt once each (a request is immutable, so one instance serves every reader)."""
+    try:
+        return _request_of(kind, values)
+    except TypeError:  # unhashable: lists from a transport
+        return _request_of(kind, _tuples(values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_of(kind: str, values: tuple) -> Request:
     cls = REQUESTS.get(kind)
     if cls is None:
         raise ValueError(f"unknown kind of material {kind!r}")
