@@ -16,7 +16,8 @@ masks the gallery (F = G - B opened once, ppfr.mpc.reuse.MaskedRows) and answers
 'nearest' mode, alternating the comparison methods query by query (A/B in one run); per query the median
 time, rounds and bytes per server online and from the dealer; (3) enrols one more person into the
 loaded, masked gallery (only its row is opened); (4) peak resident memory of each server process
-(VmHWM: the whole session, load included). Rank-1: the MPC answers are checked against float64 for the
+(VmHWM: the whole session, load included; with --parties threads, of the one process that holds every
+party, and the run is published apart, as identify_scaling_threads.json). Rank-1: the MPC answers are checked against float64 for the
 timed probes (in the 'nearest' mode by each method and in the 'all' mode, where the client takes the
 argmin of every distance: the cost of the masked cross terms alone), and for all probes float64 on the original vectors is compared with the exact computation
 on the fixed-point vectors that the MPC computes exactly (the two differ only where rounding to 2^-13
@@ -260,8 +261,8 @@ def main():
     if args.synthetic_lfw:
         import json
         print(json.dumps(result))
-    else:
-        publish(result)
+    else:  # with threads, a "server's" peak is the whole process's: both servers and the dealer
+        publish(result, name="identify_scaling" + ("_threads" if args.parties == "threads" else ""))
 
 
 if __name__ == "__main__":

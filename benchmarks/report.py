@@ -169,8 +169,14 @@ def identification_scaling(res):
                             f"online / {size(v['offline_bytes_per_server'])} offline" for k, v in m.items())
         parts.append(f"{row['entries']:,}: {methods}; peak {num(max(row['peak_mb_per_server']), 0)} MB a server; rank-1 "
                      f"{pct(row['rank1']['fixed_point_exact'])} (float64 {pct(row['rank1']['float64'])})")
+    records, threads = [r], res.get("identify_scaling_threads")
+    if threads:  # every party in this one process
+        records.append(threads)
+        parts.append("all parties in one process (threads): " + ", ".join(
+            f"{row['entries']:,} " + ", ".join(f"{k} {num(v['median_seconds'], 2)} s" for k, v in row["methods"].items())
+            for row in threads["sizes"]) + f" (peak {num(max(max(row['peak_mb_per_server']) for row in threads['sizes']), 0)} MB for the process)")
     return (f"1:N at 10k / 100k / 1M entries (LFW + look-alikes, {r['ring_bits']}-bit ring), 'nearest', per query",
-            "identify_scaling", [r], "; ".join(parts))
+            "identify_scaling", records, "; ".join(parts))
 
 
 def wan(res):
