@@ -201,3 +201,37 @@ def test_a_face_meets_only_the_online_phase_once_one_has_been_recognised(compari
     late = [message[2] for peer, message in sends[last_opening:] if peer == "dealer"]
     assert early == ["truncation"] and len(late) > 1
     assert [first.labels[0], second.labels[0]] == [int(np.argmax(f @ w + b)) for f in faces]
+
+
+def _thread_of(srv):
+    import threading
+
+    return threading.get_ident()
+
+
+def test_a_local_session_runs_its_jobs_one_after_another_on_two_server_threads():
+    """Jobs go to a long-lived thread per server (session.ServerWorkers), in the order they were started;
+    a failed job leaves the threads serving; a job after close() is refused at once instead of waiting
+    for ever for threads that have ended."""
+    import threading
+
+    from ppfr.mpc import LocalSession
+    from ppfr.mpc.errors import ProtocolAborted
+
+    with LocalSession() as session:
+        first, second = session.run(_thread_of).result(), session.run(_thread_of).result()
+        assert first == second and first[0] != first[1] != threading.get_ident()
+        jobs = [session.run(_share_plus, k) for k in range(3)]   # queued behind each other
+        for k in range(3):
+            session.client.share(np.full(4, float(k)))
+        for k, job in enumerate(jobs):
+            np.testing.assert_allclose(session.client.reconstruct(), np.full(4, 2.0 * k))
+            job.result()
+    with pytest.raises(ProtocolAborted, match="closed"):
+        session.run(_thread_of)
+
+
+def _share_plus(srv, k):
+    x = srv.receive()
+    srv.reveal_to(x + x)
+    return k

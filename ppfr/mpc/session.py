@@ -1,8 +1,9 @@
 """Deployments of the four parties, behind one interface (`Session`):
 
 - LocalSession: client, two servers and dealer as objects in one process, each server and the dealer in
-  its own thread, connected by an InProcessNetwork. Starts at once; the servers share one interpreter
-  lock, so their Python work does not overlap.
+  its own long-lived thread (a server's runs the session's jobs one after another), connected by an
+  InProcessNetwork. Starts at once; the servers share one interpreter lock, so their Python work does
+  not overlap.
 - ProcessSession: each server and the dealer in a process of its own, connected by OS sockets
   (transport.ConnectionChannel); the client stays in this process. Takes about a second to start, and
   then the parties compute in parallel. Programs and their arguments are sent to the server processes
@@ -82,6 +83,7 @@ class ServerWorkers:
     job to a waiting thread costs some 40 µs."""
 
     def __init__(self):
+        self._closed = False
         self._inboxes = [queue.SimpleQueue(), queue.SimpleQueue()]
         self._threads = [threading.Thread(target=self._serve, args=(inbox,), daemon=True, name=f"ppfr-server{i}")
                          for i, inbox in enumerate(self._inboxes)]
@@ -95,11 +97,14 @@ class ServerWorkers:
 
     def submit(self, i: int, task) -> None:
         """Run task() on server i's thread, after the tasks submitted before it."""
+        if self._closed:  # nobody would run it, and its job would wait for ever
+            raise ProtocolAborted("the session is closed: open a new one to run a program")
         self._inboxes[i].put(task)
 
     def close(self, timeout: float = 5.0) -> None:
         """Let each thread end once its current task has (a task waiting on a closed network ends at
         once)."""
+        self._closed = True
         for inbox in self._inboxes:
             inbox.put(None)
         for t in self._threads:
