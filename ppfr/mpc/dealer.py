@@ -13,7 +13,7 @@ receives, so the dealer learns nothing, provided it does not collude with a serv
 from __future__ import annotations
 
 from .errors import ProtocolAborted
-from .material import request_from_wire
+from .material import RequestReader
 from .prg import SecureRandom
 
 SERVERS = ("server0", "server1")
@@ -30,6 +30,7 @@ class Dealer:
         self.requests_served = 0
         self.stopped_because: str | None = None  # why the network closed under the dealer, if it did
         self.memory: dict = {}   # what the dealer keeps between requests: row masks (material.RowMaskRequest)
+        self._request = RequestReader()
 
     def serve(self) -> None:
         """Answer the servers' requests until the network closes (stopped_because then says why: a
@@ -43,7 +44,7 @@ class Dealer:
                 return
             try:
                 ticket, kind, values = self._matching(*asks)
-                request = request_from_wire(kind, values)
+                request = self._request(kind, values)
                 shares = (request.draw(self.rng, self.memory) if getattr(request, "uses_memory", False)
                           else request.draw(self.rng))
             except (ValueError, TypeError, DealerMismatch) as e:
@@ -58,12 +59,11 @@ class Dealer:
                 return
             self.requests_served += 1
 
-    @staticmethod
-    def _matching(ask0, ask1):
+    def _matching(self, ask0, ask1):
         """The (ticket, kind, fields) both servers asked for, or DealerMismatch."""
         if not all(isinstance(a, tuple) and len(a) == 4 and a[0] == "ask" for a in (ask0, ask1)):
             raise ValueError("a request is (\"ask\", ticket, kind, fields)")
-        if request_from_wire(*ask0[2:]) != request_from_wire(*ask1[2:]) or ask0[1] != ask1[1]:
+        if self._request(*ask0[2:]) != self._request(*ask1[2:]) or ask0[1] != ask1[1]:
             raise DealerMismatch(f"server0 and server1 asked for different material under ticket {ask0[1]} "
                                  f"({ask0[2]} vs {ask1[2]} #{ask1[1]})")
         return ask0[1:]

@@ -594,17 +594,7 @@ REQUESTS = {cls.kind: cls for cls in MATERIAL_OF}
 
 
 def request_from_wire(kind: str, values) -> Request:
-    """The request a server sent, rebuilt with tuples throughout (a transport may turn them into lists).
-    The dealer and the provider read every request's wire form, the same few forms over and over: they
-    are rebuilt once each (a request is immutable, so one instance serves every reader)."""
-    try:
-        return _request_of(kind, values)
-    except TypeError:  # unhashable: lists from a transport
-        return _request_of(kind, _tuples(values))
-
-
-@functools.lru_cache(maxsize=4096)
-def _request_of(kind: str, values: tuple) -> Request:
+    """The request a server sent, rebuilt with tuples throughout (a transport may turn them into lists)."""
     cls = REQUESTS.get(kind)
     if cls is None:
         raise ValueError(f"unknown kind of material {kind!r}")
@@ -613,6 +603,22 @@ def _request_of(kind: str, values: tuple) -> Request:
         if f.name == "spares":
             values[i] = SparesRequest(*values[i])
     return cls(*values)
+
+
+class RequestReader:
+    """request_from_wire for a party that reads the same few wire forms over and over (the dealer both
+    servers' asks, a provider the dealer's echoes, a few dozen kinds and shapes a session): each form is
+    rebuilt once (a request is immutable, so one instance serves every reading). The cache is the
+    party's own and ends with it: nothing a peer sends is kept beyond its session."""
+
+    def __init__(self, size: int = 1024):
+        self._read = functools.lru_cache(maxsize=size)(request_from_wire)
+
+    def __call__(self, kind: str, values) -> Request:
+        try:
+            return self._read(kind, values)
+        except TypeError:  # unhashable: lists from a transport
+            return self._read(kind, _tuples(values))
 
 
 def _tuples(value):

@@ -29,7 +29,7 @@ from .lut import TABLE_MAX_VALUES
 from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF,
                        MaskedChainRequest, RowMaskRequest, RowProductsRequest, SelectionRequest, SquaresRequest,
                        Triple, TriplesRequest, TruncationPair, TruncationRequest, UpdateThenProductRequest,
-                       WithSpares, request_from_wire, spares_for)
+                       RequestReader, WithSpares, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -57,6 +57,7 @@ class Provider:
     def __init__(self, channel, bound_bits: int):
         self.channel = channel
         self.bound_bits = bound_bits
+        self._request = RequestReader()  # reads the dealer's echoes
         self._next_ticket = 0
         self._arrived: dict = {}       # ticket -> (echoed request, material wire form), arrived early
         self._plans: dict = {}         # _plan_key(step, shapes) -> the requests the step made
@@ -224,7 +225,7 @@ class Provider:
         if not (isinstance(message, tuple) and len(message) == 5 and message[0] == "material"):
             raise SessionMismatch(f"{self.channel.name} expected material from the dealer")
         _, ticket, kind, values, material = message
-        self._arrived[ticket] = (request_from_wire(kind, values), material)
+        self._arrived[ticket] = (self._request(kind, values), material)
 
     def _take(self, pending: Pending):
         while pending.ticket not in self._arrived:
