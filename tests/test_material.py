@@ -118,3 +118,8 @@ def test_parts_are_the_stream_in_order(monkeypatch, exact_fit, shapes):
     assert rng.uint64(whole.shape).flags.owndata
     with pytest.raises(ValueError):
         rng.fill(np.zeros((4, 4), dtype=U64)[:, :2])
+
+
+def test_parts_of_scalars_are_arrays():
+    parts = SecureRandom().uint64_parts(((), (), (2,)))
+    assert [p.shape for p in parts] == [(), (), (2,)] and all(isinstance(p, np.ndarray) for p in parts)

@@ -44,9 +44,15 @@ def product_plan(layouts: tuple) -> "ProductPlan":
     for k in sorted(by_size):  # a subset's first k - 1 variables are a subset the layout has too
         ts = by_size[k]
         index.update((t, start + j) for j, t in enumerate(ts))
-        steps.append((start, start + len(ts), np.array([index[t[:-1]] for t in ts]), np.array([t[-1] for t in ts])))
+        steps.append((start, start + len(ts), _indices(index[t[:-1]] for t in ts), _indices(t[-1] for t in ts)))
         start += len(ts)
-    return ProductPlan(variables, start, tuple(steps), tuple(np.array([index[t] for t in r]) for r in rows))
+    return ProductPlan(variables, start, tuple(steps), tuple(_indices(index[t] for t in r) for r in rows))
+
+
+def _indices(values) -> np.ndarray:
+    out = np.fromiter(values, dtype=np.intp)
+    out.setflags(write=False)  # kept in a cache and shared
+    return out
 
 
 class ProductPlan:

@@ -34,11 +34,6 @@ def additive(rng, x: np.ndarray):
     return s0, x - s0
 
 
-def xor(rng, x: np.ndarray):
-    s0 = rng.uint64(x.shape)
-    return s0, x ^ s0
-
-
 # -- the material -----------------------------------------------------------------------------------------
 class Material:
     """Base of every kind of material: built from its wire form, field by field."""
@@ -414,9 +409,10 @@ class MaskedChainRequest(Request):
     steps: tuple
     spares: "SparesRequest"
     kind = "masked"
+    DRAWS = {"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}  # fresh rows of n words, by step
 
     def draw(self, rng):
-        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}[step[0]] for step in self.steps)
+        draws = sum(self.DRAWS[step[0]] for step in self.steps)
         fresh = iter(rng.uint64_parts(((self.n,),) * draws))
         masks, out0, out1 = {}, [], []
         for step in self.steps:

@@ -45,29 +45,30 @@ class SecureRandom:
         return self.fill(np.empty(shape, dtype=np.uint64))
 
     def uint64_parts(self, shapes) -> list:
-        """Uniform arrays of the given shapes, the next words of the stream in order (as uint64 of each
-        would draw them), with few AES calls: a run of small parts from one call, as views of one
-        buffer, so that a draw of many small arrays pays for one call; a large part as its own array."""
-        parts, run = [], []   # run: the shapes of small parts not drawn yet
-
-        def draw_run():
-            sizes = [math.prod(s) for s in run]
-            words = self.fill(np.empty(sum(sizes), dtype=np.uint64))
-            start = 0
-            for shape, size in zip(run, sizes):
-                parts.append(words[start:start + size].reshape(shape))
-                start += size
-            run.clear()
-
-        for shape in shapes:
-            if math.prod(shape) <= SecureRandom.FEW_WORDS:
-                run.append(shape)
+        """Uniform arrays of the given shapes (tuples), the next words of the stream in order (as uint64 of
+        each would draw them), with few AES calls: a run of small parts from one call, as views of one
+        buffer, so that a draw of many small arrays pays for one call; a large part as its own array.
+        (The dealer may send some of the views and keep others secret: the channel copies a view apart
+        before it hands it over, channel.hand_over.)"""
+        sizes = [math.prod(s) for s in shapes]
+        parts, start = [], 0
+        while start < len(sizes):
+            if sizes[start] > SecureRandom.FEW_WORDS:
+                parts.append(self.uint64(shapes[start]))
+                start += 1
                 continue
-            if run:
-                draw_run()
-            parts.append(self.uint64(shape))
-        if run:
-            draw_run()
+            stop = start + 1
+            while stop < len(sizes) and sizes[stop] <= SecureRandom.FEW_WORDS:
+                stop += 1
+            words = self.fill(np.empty(sum(sizes[start:stop]), dtype=np.uint64))
+            if shapes[start] and all(shape == shapes[start] for shape in shapes[start + 1:stop]):  # rows
+                parts.extend(words.reshape(stop - start, *shapes[start]))
+            else:
+                offset = 0
+                for shape, size in zip(shapes[start:stop], sizes[start:stop]):
+                    parts.append(words[offset:offset + size].reshape(shape))
+                    offset += size
+            start = stop
         return parts
 
     def bits(self, shape) -> np.ndarray:
