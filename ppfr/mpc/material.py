@@ -34,6 +34,12 @@ def additive(rng, x: np.ndarray):
     return s0, x - s0
 
 
+def _minus(x: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """x - share, in x's memory: x is a value the dealer drew or computed for this alone (one array less
+    a draw, whose fresh pages cost more than the subtraction)."""
+    return np.subtract(x, share, out=x)
+
+
 # -- the material -----------------------------------------------------------------------------------------
 class Material:
     """Base of every kind of material: built from its wire form, field by field."""
@@ -236,7 +242,7 @@ class TriplesRequest(Request):
             c = a * b if op == "mul" else ring_matmul(a, b)
             c0 = rng.uint64(c.shape)
             out0.append((a0, b0, c0))
-            out1.append((a - a0, b - b0, c - c0))
+            out1.append((a - a0, b - b0, _minus(c, c0)))
         return out0, out1
 
 
@@ -250,7 +256,7 @@ class SquaresRequest(Request):
         for shape in self.shapes:
             a, a0, s0 = rng.uint64_parts((shape,) * 3)
             out0.append((a0, s0))
-            out1.append((a - a0, a * a - s0))
+            out1.append((a - a0, _minus(a * a, s0)))
         return out0, out1
 
 
@@ -263,7 +269,8 @@ def truncation_draw(rng, segments):
         shifts = np.repeat(np.array([s for _, s in segments], dtype=U64), [n for n, _ in segments])
         n = shifts.size
     r, r0, h0 = rng.uint64_parts(((n,),) * 3)
-    return (r0, h0), (r - r0, (r >> shifts) - h0)
+    high = _minus(r >> shifts, h0)
+    return (r0, h0), (_minus(r, r0), high)
 
 
 @dataclass(frozen=True)
@@ -387,11 +394,12 @@ class SelectionRequest(Request):
 
     def draw(self, rng):
         t, tb0, ta0, *fresh = rng.uint64_parts(((self.n,),) * (3 + 3 * self.count))
-        t, tb0 = t & U64(1), tb0 & U64(1)
+        t &= U64(1)
+        tb0 &= U64(1)
         masks0, masks1 = [], []
         for b, b0, p0 in zip(fresh[::3], fresh[1::3], fresh[2::3]):
             masks0.append((b0, p0))
-            masks1.append((b - b0, t * b - p0))
+            masks1.append((b - b0, _minus(t * b, p0)))
         return (tb0, ta0, tuple(masks0)), (t ^ tb0, t - ta0, tuple(masks1))
 
 
@@ -421,11 +429,10 @@ class MaskedChainRequest(Request):
                 s0 = next(fresh)
                 s1 = a - s0
             elif step[0] == "trunc":
-                r = next(fresh)
+                r, r0, h0 = next(fresh), next(fresh), next(fresh)
                 high = r >> U64(step[2])
                 masks[step[1]] = -high
-                r0, h0 = next(fresh), next(fresh)
-                s0, s1 = (r0, h0), (r - r0, high - h0)
+                s0, s1 = (r0, h0), (_minus(r, r0), _minus(high, h0))
             elif step[0] == "sum":
                 runs = masks[step[2]].reshape(-1, step[3]).sum(axis=1, dtype=U64)
                 masks[step[1]] = np.repeat(runs, step[3])
@@ -436,7 +443,7 @@ class MaskedChainRequest(Request):
                 s0, s1 = k0.to_wire(), k1.to_wire()
             else:
                 s0 = next(fresh)
-                s1 = masks[step[1]] * masks[step[2]] - s0
+                s1 = _minus(masks[step[1]] * masks[step[2]], s0)
             out0.append(s0)
             out1.append(s1)
         spare0, spare1 = self.spares.draw(rng)
