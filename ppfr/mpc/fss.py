@@ -197,22 +197,23 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
         # whole blocks as flat words, each value's mask repeated for its two words (a broadcast over the
         # last axis of 2 is several times slower)
         left_words, right_words = left.reshape(2, -1), right.reshape(2, -1)
-        swap = (left_words ^ right_words) & np.repeat(take_right, 2)
+        swap = (left_words ^ right_words) & take_right.repeat(2)
         keep_seed, lose_seed = left_words ^ swap, right_words ^ swap
         tcw_left = t_left[0] ^ t_left[1] ^ a ^ ONE
         right_diff = tcw_left ^ t_right[0] ^ t_right[1] ^ a  # XOR the right control-bit correction
         right_t |= right_diff << position
         scw = (lose_seed[0] ^ lose_seed[1]).reshape(n, 2)
         scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw[0] << ONE) if xor else U64(0))
-        seed = (keep_seed ^ (scw.reshape(-1) & np.repeat(-t, 2, axis=1))).reshape(2, n, 2)
+        seed = (keep_seed ^ (scw.reshape(-1) & (-t).repeat(2, axis=1))).reshape(2, n, 2)
         seed[:, :, 0] ^= right_diff & a & t  # on the right, the right correction of the control bit
         t = seed[:, :, 0] & ONE
         if xor:
             seed[:, :, 0] &= ~BIT1
-        for key in keys:
-            key.seed_cw[level, part] = scw
-            if not xor:
-                key.value_cw[level, :, part] = vcw
+        keys[0].seed_cw[level, part] = scw
+        if not xor:
+            keys[0].value_cw[level, :, part] = vcw
+    keys[1].seed_cw[:, part] = keys[0].seed_cw[:, part]  # the corrections are both servers'
+    keys[1].value_cw[:, :, part] = keys[0].value_cw[:, :, part]
     for key in keys:
         key.right_t[part] = right_t
     if xor:  # the final output is bit 2 of the last seed
