@@ -270,6 +270,9 @@ class _DrawRepeats:
         value = self.rng.uint64(shape)
         return self.memo.setdefault(shape, value) if self.calls == self.which else value
 
+    def __getattr__(self, name):  # the rng's other draws (uint64_parts, fill: the spares) as they are
+        return getattr(self.rng, name)
+
 
 def update_mask_reused(which: int, monkeypatch):
     """Training's update opens W - b' and the next batch's x - a for the next products with one b' (draw

@@ -27,6 +27,55 @@ def monomial_layout(variables: int, monomials: tuple):
     return [(v,) for v in range(variables)] + larger
 
 
+@functools.lru_cache(maxsize=None)
+def product_plan(layouts: tuple) -> "ProductPlan":
+    """How the dealer computes the rows of several monomial layouts at once (a tuple of (variables,
+    monomials), their rows stacked layout after layout) from the masks of their variables (stacked too)."""
+    variables = sum(v for v, _ in layouts)
+    by_size: dict = {}    # k -> the subsets of k variables (numbered across the layouts)
+    rows, offset = [], 0
+    for v, monomials in layouts:
+        rows.append([tuple(offset + i for i in t) for t in monomial_layout(v, monomials)])
+        for t in rows[-1][v:]:
+            by_size.setdefault(len(t), []).append(t)
+        offset += v
+    index = {(i,): i for i in range(variables)}
+    steps, start = [], variables
+    for k in sorted(by_size):  # a subset's first k - 1 variables are a subset the layout has too
+        ts = by_size[k]
+        index.update((t, start + j) for j, t in enumerate(ts))
+        steps.append((start, start + len(ts), _indices(index[t[:-1]] for t in ts), _indices(t[-1] for t in ts)))
+        start += len(ts)
+    return ProductPlan(variables, start, tuple(steps), tuple(_indices(index[t] for t in r) for r in rows))
+
+
+def _indices(values) -> np.ndarray:
+    out = np.fromiter(values, dtype=np.intp)
+    out.setflags(write=False)  # kept in a cache and shared
+    return out
+
+
+class ProductPlan:
+    """The AND of every subset that a layout needs, for all subsets of k variables in one numpy call per
+    k: each is the AND of the subset of its first k - 1 variables (the call before) with its last one,
+    in a working array of rows [the variables, the subsets of 2, of 3, ...] (`size` rows); `order` picks
+    each layout's rows from it. (Instead of a reduce over k mask rows per subset.)"""
+
+    def __init__(self, variables: int, size: int, steps: tuple, order: tuple):
+        self.variables, self.size, self.steps, self.order = variables, size, steps, order
+
+    def products(self, work: np.ndarray) -> np.ndarray:
+        """Fill rows variables.. of `work` (size x n; its first rows the masks of the variables) with the
+        ANDs, in place; returns work."""
+        for start, stop, parents, last in self.steps:
+            np.bitwise_and(work[parents], work[last], out=work[start:stop])
+        return work
+
+    def shapes(self, n: int) -> list:
+        """The shape of each layout's rows, for n words a row."""
+        return [(o.size, n) for o in self.order]
+
+
 # The prefix circuit of the comparison combines spans of bits, high to low, one level per round. A radix-2
 # level:  G = G1 ^ P1 G0,  P = P1 P0                      over variables P1 P0 G0 = 0..2
 # A radix-4 level (fewer rounds, about four times the arithmetic):

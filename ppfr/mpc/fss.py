@@ -148,15 +148,19 @@ def _output_correction(lose_v, keep_v, v_alpha, beta_if_left_lost, t1, xor: bool
 
 def _tweaked(blocks: np.ndarray, seed: np.ndarray, tweaks) -> None:
     """blocks[i] = seed with tweaks[i] XORed into its high word."""
+    blocks[:] = seed
     for i, tweak in enumerate(tweaks):
-        blocks[i] = seed
-        blocks[i, ..., 1] ^= U64(tweak)
+        if tweak:  # (a scalar XOR on each block: faster on long rows than one broadcast of all the tweaks)
+            blocks[i, ..., 1] ^= U64(tweak)
 
 
 def _words(value_blocks: np.ndarray, words: int) -> np.ndarray:
     """The first m output words of hashed value blocks (blocks, ..., 2) -> (m, ...), word 2j + k from
     word k of block j."""
-    return np.moveaxis(value_blocks, -1, 1).reshape(-1, *value_blocks.shape[1:-1])[:words]
+    if words == 1:  # a view
+        return value_blocks[:1, ..., 0]
+    last = value_blocks.ndim - 1  # (np.moveaxis(value_blocks, -1, 1), at a fraction of its overhead)
+    return value_blocks.transpose(0, last, *range(1, last)).reshape(-1, *value_blocks.shape[1:-1])[:words]
 
 
 def _word(value_blocks: np.ndarray, w: int) -> np.ndarray:
@@ -193,22 +197,23 @@ def _keygen_chunk(root, alpha, beta, bits: int, keys, part: slice, xor: bool) ->
         # whole blocks as flat words, each value's mask repeated for its two words (a broadcast over the
         # last axis of 2 is several times slower)
         left_words, right_words = left.reshape(2, -1), right.reshape(2, -1)
-        swap = (left_words ^ right_words) & np.repeat(take_right, 2)
+        swap = (left_words ^ right_words) & take_right.repeat(2)
         keep_seed, lose_seed = left_words ^ swap, right_words ^ swap
         tcw_left = t_left[0] ^ t_left[1] ^ a ^ ONE
         right_diff = tcw_left ^ t_right[0] ^ t_right[1] ^ a  # XOR the right control-bit correction
         right_t |= right_diff << position
         scw = (lose_seed[0] ^ lose_seed[1]).reshape(n, 2)
         scw[:, 0] = (scw[:, 0] & ~low_bits) | tcw_left | ((vcw[0] << ONE) if xor else U64(0))
-        seed = (keep_seed ^ (scw.reshape(-1) & np.repeat(-t, 2, axis=1))).reshape(2, n, 2)
+        seed = (keep_seed ^ (scw.reshape(-1) & (-t).repeat(2, axis=1))).reshape(2, n, 2)
         seed[:, :, 0] ^= right_diff & a & t  # on the right, the right correction of the control bit
         t = seed[:, :, 0] & ONE
         if xor:
             seed[:, :, 0] &= ~BIT1
-        for key in keys:
-            key.seed_cw[level, part] = scw
-            if not xor:
-                key.value_cw[level, :, part] = vcw
+        keys[0].seed_cw[level, part] = scw
+        if not xor:
+            keys[0].value_cw[level, :, part] = vcw
+    keys[1].seed_cw[:, part] = keys[0].seed_cw[:, part]  # the corrections are both servers'
+    keys[1].value_cw[:, :, part] = keys[0].value_cw[:, :, part]
     for key in keys:
         key.right_t[part] = right_t
     if xor:  # the final output is bit 2 of the last seed

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from .circuits import PREFIX, RADICES, pack_lanes, prefix_monomials, product_plan
 from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen, sign_keys_for_masks
 from .prg import SecureRandom
@@ -33,9 +34,10 @@ def additive(rng, x: np.ndarray):
     return s0, x - s0
 
 
-def xor(rng, x: np.ndarray):
-    s0 = rng.uint64(x.shape)
-    return s0, x ^ s0
+def _minus(x: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """x - share, in x's memory: x is a value the dealer drew or computed for this alone (one array less
+    a draw, whose fresh pages cost more than the subtraction)."""
+    return np.subtract(x, share, out=x)
 
 
 # -- the material -----------------------------------------------------------------------------------------
@@ -243,11 +245,11 @@ class TriplesRequest(Request):
     def draw(self, rng):
         out0, out1 = [], []
         for op, sx, sy in self.specs:
-            a, b = rng.uint64(tuple(sx)), rng.uint64(tuple(sy))
+            a, b, a0, b0 = rng.uint64_parts((sx, sy, sx, sy))
             c = a * b if op == "mul" else ring_matmul(a, b)
-            (a0, a1), (b0, b1), (c0, c1) = additive(rng, a), additive(rng, b), additive(rng, c)
+            c0 = rng.uint64(c.shape)
             out0.append((a0, b0, c0))
-            out1.append((a1, b1, c1))
+            out1.append((a - a0, b - b0, _minus(c, c0)))
         return out0, out1
 
 
@@ -259,19 +261,23 @@ class SquaresRequest(Request):
     def draw(self, rng):
         out0, out1 = [], []
         for shape in self.shapes:
-            a = rng.uint64(tuple(shape))
-            (a0, a1), (s0, s1) = additive(rng, a), additive(rng, a * a)
+            a, a0, s0 = rng.uint64_parts((shape,) * 3)
             out0.append((a0, s0))
-            out1.append((a1, s1))
+            out1.append((a - a0, _minus(a * a, s0)))
         return out0, out1
 
 
 def truncation_draw(rng, segments):
     """r and r >> shift for runs of (count, shift): each party's TruncationPair wire form."""
-    shifts = np.repeat(np.array([s for _, s in segments], dtype=U64), [n for n, _ in segments])
-    r = rng.uint64(shifts.shape)
-    (r0, r1), (h0, h1) = additive(rng, r), additive(rng, r >> shifts)
-    return (r0, h0), (r1, h1)
+    if len(segments) == 1:
+        (n, shift), = segments
+        shifts = U64(shift)
+    else:
+        shifts = np.repeat(np.array([s for _, s in segments], dtype=U64), [n for n, _ in segments])
+        n = shifts.size
+    r, r0, h0 = rng.uint64_parts(((n,),) * 3)
+    high = _minus(r >> shifts, h0)
+    return (r0, h0), (_minus(r, r0), high)
 
 
 @dataclass(frozen=True)
@@ -312,20 +318,26 @@ class ComparisonRequest(Request):
     kind = "comparison"
 
     def draw(self, rng):
-        from .circuits import PREFIX, RADICES, pack_lanes, prefix_monomials
-
         if self.width not in RADICES:
             raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
-        n = self.n
-        r = rng.uint64((n,)) if self.width == 64 else rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(U64)
-        (ra0, ra1), (rb0, rb1) = additive(rng, r), xor(rng, pack_lanes(r, self.width))
-        levels0, levels1 = [], []
-        for level, radix in enumerate(self.radices):
-            m0, m1 = monomial_draw(rng, rb0.size, PREFIX[radix]["variables"],
-                                   prefix_monomials(radix, level == len(self.radices) - 1))
-            levels0.append(m0)
-            levels1.append(m1)
-        return (ra0, rb0, tuple(levels0)), (ra1, rb1, tuple(levels1))
+        n, width = self.n, self.width
+        plan = _prefix_plan(self.radices)
+        words = -(-n // (64 // width))  # the bitwise mask's words (pack_lanes)
+        r, ra0, rb0 = rng.uint64_parts(((n if width == 64 else (n + 1) // 2,), (n,), (words,)))
+        work = np.empty((plan.size, words), dtype=U64)
+        rng.fill(work[:plan.variables])
+        shares = rng.uint64_parts(plan.shapes(words))
+        if width != 64:
+            r = r.view(np.uint32)[:n].astype(U64)
+        levels0, levels1 = monomial_shares(plan, work, shares)
+        return (ra0, rb0, levels0), (r - ra0, pack_lanes(r, width) ^ rb0, levels1)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_plan(radices: tuple):
+    """The mask products of every level of a comparison's prefix circuit (circuits.PREFIX), all together."""
+    return product_plan(tuple((PREFIX[radix]["variables"], prefix_monomials(radix, level == len(radices) - 1))
+                              for level, radix in enumerate(radices)))
 
 
 @dataclass(frozen=True)
@@ -348,14 +360,25 @@ class FSSComparisonRequest(Request):
 def monomial_draw(rng, n: int, variables: int, monomials):
     """A mask per variable and, for every subset of the variables of a monomial, the AND of their masks;
     XOR-shared, one row per subset (circuits.monomial_layout)."""
-    from .circuits import monomial_layout
+    plan = product_plan(((variables, tuple(map(tuple, monomials))),))
+    work = np.empty((plan.size, n), dtype=U64)
+    rng.fill(work[:plan.variables])
+    shares = rng.uint64_parts(plan.shapes(n))
+    (m0,), (m1,) = monomial_shares(plan, work, shares)
+    return m0, m1
 
-    masks = rng.uint64((variables, n))
-    rows = monomial_layout(variables, tuple(map(tuple, monomials)))
-    products = np.empty((len(rows), n), dtype=U64)
-    for i, t in enumerate(rows):
-        products[i] = masks[t[0]] if len(t) == 1 else np.bitwise_and.reduce(masks[list(t)], axis=0)
-    return xor(rng, products)
+
+def monomial_shares(plan, work: np.ndarray, shares):
+    """XOR shares of the rows of each layout of a circuits.ProductPlan: work (plan.size x n) holds the fresh
+    masks of the variables in its first rows; shares, fresh words of plan.shapes(n), are server 0's. Both
+    servers' shares, a tuple of arrays (a layout's rows x n) each."""
+    plan.products(work)
+    out1 = []
+    for order, s0 in zip(plan.order, shares):
+        s1 = work[order]
+        s1 ^= s0
+        out1.append(s1)
+    return tuple(shares), tuple(out1)
 
 
 @dataclass(frozen=True)
@@ -377,16 +400,14 @@ class SelectionRequest(Request):
     kind = "selection"
 
     def draw(self, rng):
-        t = rng.bits((self.n,))
-        tb0 = rng.bits((self.n,))
-        ta0, ta1 = additive(rng, t)
+        t, tb0, ta0, *fresh = rng.uint64_parts(((self.n,),) * (3 + 3 * self.count))
+        t &= U64(1)
+        tb0 &= U64(1)
         masks0, masks1 = [], []
-        for _ in range(self.count):
-            b = rng.uint64((self.n,))
-            (b0, b1), (p0, p1) = additive(rng, b), additive(rng, t * b)
+        for b, b0, p0 in zip(fresh[::3], fresh[1::3], fresh[2::3]):
             masks0.append((b0, p0))
-            masks1.append((b1, p1))
-        return (tb0, ta0, tuple(masks0)), (t ^ tb0, ta1, tuple(masks1))
+            masks1.append((b - b0, _minus(t * b, p0)))
+        return (tb0, ta0, tuple(masks0)), (t ^ tb0, t - ta0, tuple(masks1))
 
 
 @dataclass(frozen=True)
@@ -403,11 +424,11 @@ class MaskedChainRequest(Request):
     steps: tuple
     spares: "SparesRequest"
     kind = "masked"
+    DRAWS = {"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}  # fresh rows of n words, by step
 
     def draw(self, rng):
-        draws = sum({"mask": 2, "trunc": 3, "cross": 1, "sum": 0, "sign": 0}[step[0]] for step in self.steps)
-        # one draw; server 0's rows are views of it, which the channel copies apart (channel.hand_over)
-        fresh = iter(rng.uint64((draws, self.n)))
+        draws = sum(self.DRAWS[step[0]] for step in self.steps)
+        fresh = iter(rng.uint64_parts(((self.n,),) * draws))
         masks, out0, out1 = {}, [], []
         for step in self.steps:
             if step[0] == "mask":
@@ -415,11 +436,10 @@ class MaskedChainRequest(Request):
                 s0 = next(fresh)
                 s1 = a - s0
             elif step[0] == "trunc":
-                r = next(fresh)
+                r, r0, h0 = next(fresh), next(fresh), next(fresh)
                 high = r >> U64(step[2])
                 masks[step[1]] = -high
-                r0, h0 = next(fresh), next(fresh)
-                s0, s1 = (r0, h0), (r - r0, high - h0)
+                s0, s1 = (r0, h0), (_minus(r, r0), _minus(high, h0))
             elif step[0] == "sum":
                 runs = masks[step[2]].reshape(-1, step[3]).sum(axis=1, dtype=U64)
                 masks[step[1]] = np.repeat(runs, step[3])
@@ -430,7 +450,7 @@ class MaskedChainRequest(Request):
                 s0, s1 = k0.to_wire(), k1.to_wire()
             else:
                 s0 = next(fresh)
-                s1 = masks[step[1]] * masks[step[2]] - s0
+                s1 = _minus(masks[step[1]] * masks[step[2]], s0)
             out0.append(s0)
             out1.append(s1)
         spare0, spare1 = self.spares.draw(rng)

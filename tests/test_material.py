@@ -1,0 +1,125 @@
+"""The dealer's draws: every correlation each kind of material promises holds on the servers' shares
+together, and the products of mask subsets (circuits.product_plan) equal an AND over each subset."""
+import numpy as np
+import pytest
+
+from ppfr.mpc import material as M
+from ppfr.mpc.circuits import PREFIX, RADICES, monomial_layout, pack_lanes, prefix_monomials, product_plan
+from ppfr.mpc.fixedpoint import ring_matmul
+from ppfr.mpc.prg import SecureRandom
+
+U64 = np.uint64
+AND_MONOMIALS = ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))  # the argmax's tournament of 4
+
+
+def subset_products(masks: np.ndarray, layout) -> np.ndarray:
+    return np.stack([np.bitwise_and.reduce(masks[list(t)], axis=0) for t in layout])
+
+
+@pytest.mark.parametrize("layouts", [
+    ((3, PREFIX[2]["monomials"]),),
+    ((7, PREFIX[4]["monomials"]), (7, prefix_monomials(4, True))),
+    ((6, AND_MONOMIALS), (3, ((0, 2),)), (7, PREFIX[4]["monomials"])),
+])
+def test_product_plan_is_the_and_of_each_subset(layouts):
+    plan = product_plan(layouts)
+    n = 5
+    work = SecureRandom().uint64((plan.size, n))
+    masks = work[:plan.variables].copy()
+    plan.products(work)
+    start = 0
+    for (variables, monomials), order in zip(layouts, plan.order):
+        layout = monomial_layout(variables, monomials)
+        assert len(order) == len(layout)
+        np.testing.assert_array_equal(work[order], subset_products(masks[start:start + variables], layout))
+        start += variables
+    assert plan.shapes(n) == [(len(o), n) for o in plan.order]
+
+
+def both(request):
+    return request.draw(SecureRandom())
+
+
+def test_triples_and_squares():
+    specs = (("mul", (4, 3), (4, 3)), ("matmul", (5, 6), (6, 2)), ("mul", (7,), (7,)))
+    for (op, *_), t0, t1 in zip(specs, *both(M.TriplesRequest(specs))):
+        a, b, c = (x + y for x, y in zip(t0, t1))
+        np.testing.assert_array_equal(c, a * b if op == "mul" else ring_matmul(a, b))
+        assert not np.array_equal(t0[0], a)
+    for s0, s1 in zip(*both(M.SquaresRequest(((3, 2), (4,))))):
+        a, aa = s0[0] + s1[0], s0[1] + s1[1]
+        np.testing.assert_array_equal(aa, a * a)
+
+
+@pytest.mark.parametrize("segments", [((6, 16),), ((3, 16), (4, 23), (0, 8))])
+def test_truncation_pairs(segments):
+    spares = M.spares_for(segments, 40)
+    ((r0, h0), spare0), ((r1, h1), spare1) = both(M.TruncationRequest(segments, spares))
+    shifts = np.repeat([s for _, s in segments], [n for n, _ in segments]).astype(U64)
+    np.testing.assert_array_equal(h0 + h1, (r0 + r1) >> shifts)
+    for (shift, count), p0, p1 in zip(spare0[0], spare0[1], spare1[1]):
+        assert p0[0].shape == (count,)
+        np.testing.assert_array_equal(p0[1] + p1[1], (p0[0] + p1[0]) >> U64(shift))
+
+
+@pytest.mark.parametrize("width,radices", [(w, r) for w, rs in RADICES.items() for r in rs])
+@pytest.mark.parametrize("n", [1, 7, 40, 9000])
+def test_comparison_material(width, radices, n):
+    (ra0, rb0, levels0), (ra1, rb1, levels1) = both(M.ComparisonRequest(n, radices, width))
+    r = ra0 + ra1
+    assert r.shape == (n,) and (width == 64 or (r >> U64(width) == 0).all())
+    np.testing.assert_array_equal(rb0 ^ rb1, pack_lanes(r, width))
+    assert len(levels0) == len(radices)
+    for level, (radix, m0, m1) in enumerate(zip(radices, levels0, levels1)):
+        variables = PREFIX[radix]["variables"]
+        products = m0 ^ m1
+        layout = monomial_layout(variables, prefix_monomials(radix, level == len(radices) - 1))
+        assert products.shape == (len(layout), rb0.size)
+        np.testing.assert_array_equal(products, subset_products(products[:variables], layout))
+
+
+def test_and_material():
+    (m0,), (m1,) = both(M.AndRequest(9, 6, AND_MONOMIALS))
+    products = m0 ^ m1
+    layout = monomial_layout(6, AND_MONOMIALS)
+    np.testing.assert_array_equal(products, subset_products(products[:6], layout))
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_selection_material(count):
+    (tb0, ta0, masks0), (tb1, ta1, masks1) = both(M.SelectionRequest(11 + 3000 * count, count))
+    t = ta0 + ta1
+    assert set(np.unique(t)) <= {0, 1} and set(np.unique(tb0)) <= {0, 1}
+    np.testing.assert_array_equal(tb0 ^ tb1, t)
+    assert len(masks0) == count
+    for (b0, p0), (b1, p1) in zip(masks0, masks1):
+        np.testing.assert_array_equal(p0 + p1, t * (b0 + b1))
+
+
+@pytest.mark.parametrize("exact_fit", [True, False])
+@pytest.mark.parametrize("shapes", [((3,), (2, 2), (0,), (5,)), ((1,),), ((3000,), (2, 1000), (7,), (1, 8), (2000,))])
+def test_parts_are_the_stream_in_order(monkeypatch, exact_fit, shapes):
+    """uint64_parts, in one call or one per part, uint64 and fill, with or without an exact fit, are the
+    same stream; every large part and every uint64 an array of its own."""
+    if exact_fit and not SecureRandom.EXACT_FIT:
+        pytest.skip("this cryptography wants room for a block more")
+    monkeypatch.setattr(SecureRandom, "EXACT_FIT", exact_fit)
+    key = bytes(range(16))
+    parts = SecureRandom(key).uint64_parts(shapes)
+    assert [p.shape for p in parts] == list(shapes)
+    whole = np.concatenate([p.ravel() for p in parts])
+    np.testing.assert_array_equal(whole, SecureRandom(key).uint64((whole.size,)))
+    for p in parts:  # a large part is an array of its own (the channel hands it over without a copy)
+        assert p.flags.owndata == (p.size > SecureRandom.FEW_WORDS)
+    rng, rows = SecureRandom(key), np.zeros((3, whole.size), dtype=U64)
+    rng.fill(rows[:1])
+    np.testing.assert_array_equal(rows[0], whole)
+    assert not rows[1:].any()
+    assert rng.uint64(whole.shape).flags.owndata
+    with pytest.raises(ValueError):
+        rng.fill(np.zeros((4, 4), dtype=U64)[:, :2])
+
+
+def test_parts_of_scalars_are_arrays():
+    parts = SecureRandom().uint64_parts(((), (), (2,)))
+    assert [p.shape for p in parts] == [(), (), (2,)] and all(isinstance(p, np.ndarray) for p in parts)
