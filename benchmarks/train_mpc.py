@@ -30,8 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-# The reference's matrices are small (64 x 128 x 158): BLAS threads only add overhead there, and under
-# load they collapse (15 ms instead of 0.1 ms a product). The MPC path does no float BLAS at all.
+# The matrices are small (64 x 128 x 158): BLAS threads only add overhead there, and under load they
+# collapse (15 ms instead of 0.1 ms a product). numpy is imported here before ppfr, which sets the same
+# for the engine's float limbs (ppfr/__init__.py).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402

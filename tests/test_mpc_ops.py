@@ -406,3 +406,39 @@ def test_truncation_keeps_its_result_masked(session):
     assert np.array_equal(truncated[kept], public[kept] + mask[kept])
     # and the truncation itself: 16 fractional bits down to 8, within one unit of the last place
     assert np.max(np.abs(truncated.view(np.int64) / 2**8 - encoded(x))) <= 2**-8
+
+
+_BLAS_THREADS = """
+import sys, ctypes
+if sys.argv[1] == "ppfr first":
+    import ppfr  # noqa: F401
+import numpy  # noqa: F401
+path = next((line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()
+             and line.split()[-1].endswith(".so")), None)
+getters = ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads")
+lib = ctypes.CDLL(path) if path else None
+getter = next((getattr(lib, name) for name in getters if lib is not None and hasattr(lib, name)), None)
+print(getter() if getter else "no openblas")
+"""
+
+
+def test_importing_ppfr_first_runs_numpys_blas_in_one_thread_unless_the_user_chose():
+    """The parties call ring_matmul's small float products from several threads at once; BLAS threads on
+    top oversubscribed the cores (training several times slower). ppfr, imported before numpy, keeps
+    OpenBLAS to one thread, and leaves a user's own OPENBLAS_NUM_THREADS alone."""
+    import os
+    import subprocess
+    import sys
+
+    def threads(order, **env):
+        base = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+        done = subprocess.run([sys.executable, "-c", _BLAS_THREADS, order], env={**base, **env},
+                              capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip()
+
+    if threads("numpy only") == "no openblas":
+        pytest.skip("numpy is not built on OpenBLAS here")
+    if int(threads("numpy only")) == 1 and (os.cpu_count() or 1) > 1:
+        pytest.skip("OpenBLAS already runs one thread here without ppfr")
+    assert threads("ppfr first") == "1"
+    assert threads("ppfr first", OPENBLAS_NUM_THREADS="2") == "2"
