@@ -100,6 +100,7 @@ class Link:
             raise ProtocolAborted(f"{self.me} cannot send to {self.peer}: {self._failure}") from None
         except (OSError, ValueError) as e:
             self._last_words()
+            self._await_reader()
             self._fail(f"the connection to {self.peer} broke ({_reason(e)})")
             raise ProtocolAborted(f"{self.me} cannot send to {self.peer}: {self._failure}") from None
         finally:
@@ -131,6 +132,14 @@ class Link:
                     return
                 self._reading = True
             self._read_one()
+
+    def _await_reader(self):
+        """Let a thread that is reading a frame finish it (bounded): a write that broke because the peer
+        closed must not report "broke" while that thread is reading the peer's closing frame, which says
+        why (a heartbeat's write used to win that race under load)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._reading or self._failure is not None,
+                                timeout=min(1.0, self.timing.dead_after))
 
     def _drain(self):
         while True:
