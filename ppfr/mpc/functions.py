@@ -68,6 +68,8 @@ GROUPS = {
     4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
         "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
 }
+for _group in GROUPS.values():  # the pairs' first and second members, as index arrays
+    _group["order"] = tuple(np.array(side) for side in zip(*_group["pairs"]))
 FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the comparisons) up to this many values
 
 
@@ -117,25 +119,26 @@ def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, wi
         pad = k * groups - x.shape[-1]  # fill the last group with copies of its first member: ties are harmless
         x = _grouped(x, k, pad)
         index = _grouped(index, k, pad) if with_index else None
-        members = [x[..., i] for i in range(k)]
+        # member i of every group, one row each: (k, ..., groups)
+        members = np.moveaxis(x.share, -1, 0)
         # m_ij = [v_i loses to v_j]: v_i < v_j for max, v_i > v_j for min; the sign of one difference
-        losses = _stack_first([(members[i] - members[j]) if not want_min else (members[j] - members[i])
-                               for i, j in group["pairs"]])
-        size = members[0].size
+        first, second = group["order"] if not want_min else group["order"][::-1]
+        losses = members[first] - members[second]
+        size = losses[0].size
         comparison = protocols.ask_msb(server, losses.size, width)
         winner_and = server.provider.ands(size, len(group["pairs"]), group["winner"]) if k > 2 else None
         selection = server.provider.selection(k * size, 2 if with_index else 1)
-        bits = protocols.msb_bits(server, losses.share, comparison, width).reshape(len(group["pairs"]), size)
+        bits = protocols.msb_bits(server, losses, comparison, width).reshape(len(group["pairs"]), size)
         if k > 2:
-            one_hot = protocols.and_monomials(server, list(bits), group["winner"], winner_and.get().products)
+            one_hot = protocols.and_monomials(server, bits, group["winner"], winner_and.get().products)
         else:  # NOT m, m: local
-            one_hot = [bits[0] ^ (ONE if server.index == 0 else U64(0)), bits[0]]
-        one_hot = np.concatenate(one_hot) & ONE
-        values = [np.concatenate([m.share.ravel() for m in members])]
+            one_hot = np.concatenate((bits ^ (ONE if server.index == 0 else U64(0)), bits))
+        one_hot = one_hot.ravel() & ONE
+        values = [members.ravel()]
         if with_index:
-            values.append(np.concatenate([index[..., i].share.ravel() for i in range(k)]))
+            values.append(np.moveaxis(index.share, -1, 0).ravel())
         chosen = protocols.select(server, one_hot, values, selection)
-        shape = members[0].shape
+        shape = members.shape[1:]
         x = x._new(chosen[0].reshape(k, *shape).sum(axis=0, dtype=U64))
         if with_index:
             index = index._new(chosen[1].reshape(k, *shape).sum(axis=0, dtype=U64))
@@ -395,11 +398,12 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m.trunc(f"t{k}") for k in (5, 6, 7)],
                                            power_bits)
     # sum of c_k y^k: public coefficients at yf, one truncation (masked: it feeds the first square)
-    acc = y.share * fixed.encode(1.0, yf)
-    for k, p in enumerate((t2, t3, t4, t5, t6, t7), start=2):
-        acc = acc + p.share * fixed.encode(1.0 / math.factorial(k), yf)
+    coefficients = _taylor_coefficients(fixed, yf)
+    acc = y.share * coefficients[0]
+    for c, p in zip(coefficients[1:], (t2, t3, t4, t5, t6, t7)):
+        acc += p.share * c
     if srv.index == 0:
-        acc = acc + fixed.encode(1.0, 2 * yf)
+        acc += fixed.encode(1.0, 2 * yf)
     (z,) = protocols.truncate_masked(srv, [acc], [yf], [m.trunc("z0")], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
@@ -409,7 +413,14 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     return x._new(z.share.reshape(x.shape), out_frac)
 
 
-def _exp_steps(yf: int, squares) -> tuple:
+@functools.lru_cache(maxsize=None)
+def _taylor_coefficients(fixed, frac: int) -> np.ndarray:
+    """1/k! for k = 1 .. 7 at `frac` fractional bits: exp's polynomial, less its constant term."""
+    return fixed.encode([1.0 / math.factorial(k) for k in range(1, 8)], frac)
+
+
+@functools.lru_cache(maxsize=256)
+def _exp_steps(yf: int, squares: tuple) -> tuple:
     """The dealer's material for _exp (material.MaskedChainRequest): the powers' masks, truncations and mask
     products, the truncation of the polynomial and of each square (z0 .. z7), each square's mask product."""
     steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
@@ -420,7 +431,8 @@ def _exp_steps(yf: int, squares) -> tuple:
     return tuple(steps)
 
 
-def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> list:
+@functools.lru_cache(maxsize=256)
+def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> tuple:
     """(fractional bits in, out, bits above the point of the largest square) of each squaring: as many
     fractional bits as the truncation bound allows for the largest value that squaring can produce,
     the caller's at the end."""
@@ -434,7 +446,7 @@ def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -
             raise ValueError(f"exp cannot reach {upper} with {current} fractional bits")
         fracs.append((current, nxt, biggest))
         current = nxt
-    return fracs
+    return tuple(fracs)
 
 
 def _bits_of_exp(x: float) -> int:
