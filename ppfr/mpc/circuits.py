@@ -61,8 +61,10 @@ def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
         return values
     parts = np.zeros((lanes, -(-values.size // lanes)), dtype=np.uint64)
     parts.ravel()[:values.size] = values  # row k: the values of lane k
-    parts <<= _lane_shifts(width)
-    return np.bitwise_or.reduce(parts, axis=0)
+    out = parts[0]
+    for lane in range(1, lanes):
+        out |= parts[lane] << np.uint64(lane * width)
+    return out
 
 
 def unpack_lane_bits(words: np.ndarray, n: int, width: int) -> np.ndarray:

@@ -134,7 +134,7 @@ def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bi
         public -= U64(1) << (U64(L) - shifts)
     out = public - r_high if srv.index == 0 else -r_high
     limit = U64(2 ** (L + 1))
-    retry = np.flatnonzero(c < limit) if c.size and c.min() < limit else _NOWHERE
+    retry = np.flatnonzero(c < limit) if c.size and np.minimum.reduce(c) < limit else _NOWHERE
     if retry.size:
         shifts = np.broadcast_to(shifts, x.shape)
         again = srv.provider.spare_truncation(shifts[retry])
@@ -243,11 +243,14 @@ def masked_products(srv, pairs, crosses):
     positions only (triples from the spares the chain's request brought)."""
     out, repairs = [], []
     for (x, y), cross in zip(pairs, crosses):
-        z = x.public * y.mask
-        z += y.public * x.mask
-        z += cross
+        # e_x (a_y + e_y) + e_y a_x + a_x a_y, with e_x e_y on server 0 only; a square, e (2a + e) + a^2
+        z = x.mask << U64(1) if x is y else y.mask.copy()
         if srv.index == 0:
-            z += x.public * y.public
+            z += y.public
+        z *= x.public
+        if x is not y:
+            z += y.public * x.mask
+        z += cross
         broken = np.union1d(x.broken, y.broken) if x.broken.size or y.broken.size else _NOWHERE
         if broken.size:
             repairs.append((len(out), broken, x.share[broken], y.share[broken]))
@@ -287,13 +290,13 @@ def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     used = sorted({variable(lit) for m in monomials for lit in m})
     at_used = {v: k for k, v in enumerate(used)}
     literal_row = lambda lit: at_used[lit] if lit >= 0 else len(used) + at_used[variable(lit)]  # noqa: E731
-    chosen = slice(0, len(used)) if used == list(range(len(used))) else np.array(used)
+    chosen = _rows(used)
     negated = any(lit < 0 for m in monomials for lit in m)
     pairs = None
     if all(len(m) == 2 for m in monomials) and not negated:
         ordered = [tuple(sorted(m)) for m in monomials]
-        pairs = (np.array([row[m] for m in ordered]), np.array([at_used[i] for i, _ in ordered]),
-                 np.array([at_used[j] for _, j in ordered]))
+        pairs = (_rows([row[m] for m in ordered]), _rows([at_used[i] for i, _ in ordered], broadcast=True),
+                 _rows([at_used[j] for _, j in ordered]))
     wholes = [tuple(sorted(m)) for m in monomials]
     term_rows, complements, starts = [], [], []
     for m in wholes:
@@ -307,11 +310,22 @@ def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     steps = []
     for size in range(1, max(map(len, order)) + 1):
         layer = [t for t in order if len(t) == size]
-        steps.append((np.array([at[t] for t in layer]), np.array([at[t[:-1]] for t in layer]),
-                      np.array([literal_row(t[-1]) for t in layer])))
-    return _MonomialPlan(chosen, pairs, negated, len(order), tuple(steps), np.array(term_rows),
-                         np.array([at[c] for c in complements]), np.array(starts),
-                         np.array([at[m] for m in wholes]))
+        steps.append((_rows([at[t] for t in layer]), _rows([at[t[:-1]] for t in layer]),
+                      _rows([literal_row(t[-1]) for t in layer])))
+    return _MonomialPlan(chosen, pairs, negated, len(order), tuple(steps), _rows(term_rows),
+                         _rows([at[c] for c in complements]), np.array(starts), _rows([at[m] for m in wholes]))
+
+
+def _rows(indices, broadcast: bool = False):
+    """Row indices as a slice where they step evenly (a view, not a copy); with `broadcast`, the same row
+    repeated as a slice of that one row, for an operand that broadcasts against the others."""
+    first, step = indices[0], (indices[1] - indices[0] if len(indices) > 1 else 1)
+    if broadcast and len(set(indices)) == 1:
+        return slice(first, first + 1)
+    if step and list(indices) == list(range(first, first + step * len(indices), step)):
+        end = first + step * len(indices)
+        return slice(first, end if end >= 0 else None, step)
+    return np.array(indices)
 
 
 def and_monomials(srv, variables, monomials, material):
@@ -330,9 +344,8 @@ def and_monomials(srv, variables, monomials, material):
     (d,) = srv.open_xor(variables[plan.used] ^ masks)
     if plan.pairs is not None:
         rows, i, j = plan.pairs
-        d_j, m_j = d[j], masks[j]
-        if srv.index == 0:
-            m_j ^= d_j  # d_i m_j ^ d_i d_j = d_i (m_j ^ d_j)
+        d_j = d[j]
+        m_j = masks[j] ^ d_j if srv.index == 0 else masks[j]  # d_i m_j ^ d_i d_j = d_i (m_j ^ d_j)
         out = d[i] & m_j
         out ^= d_j & masks[i]
         out ^= material[rows]
@@ -341,7 +354,9 @@ def and_monomials(srv, variables, monomials, material):
         d = np.concatenate((d, ~d))
     public = np.empty((plan.count, d.shape[1]), dtype=U64)
     public[0] = ~U64(0)  # the empty product
-    for rows, parents, last in plan.steps:
+    (rows, _, last), *larger = plan.steps
+    public[rows] = d[last]  # single literals: the empty product AND the literal
+    for rows, parents, last in larger:
         public[rows] = public[parents] & d[last]
     out = np.bitwise_xor.reduceat(material[plan.term_rows] & public[plan.term_public], plan.starts, axis=0)
     if srv.index == 0:
