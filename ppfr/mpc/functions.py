@@ -62,7 +62,8 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 # A tournament level compares the members of groups. Pairs: one comparison m = [v0 loses to v1] per
 # pair, winner one-hot (NOT m, m). Fours: the six comparisons m_ij = [v_i loses to v_j] (i < j) at once,
 # and the first best member wins: w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group.
-# Literal k is comparison k, -(k + 1) its negation.
+# Literal k is comparison k, -(k + 1) its negation. Since exactly one w_i is 1, the winner is
+# v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
 GROUPS = {
     2: {"pairs": ((0, 1),), "winner": ((-1,), (0,))},
     4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
@@ -76,7 +77,8 @@ FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the compari
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     """Tournament along `axis`. With bitwise comparisons (the default), small levels play in groups of
     four: one comparison of all six pairs of every group (4 rounds), one round of 3-input ANDs for the
-    one-hot winner, one round that applies it to the values (and indices) — 6 rounds a level,
+    one-hot winner, one round that applies it to the differences of the values (and indices) from the
+    group's first — 6 rounds a level,
     ceil(log4 n) levels, 24 rounds for 158 values. Large levels, where arithmetic rather than rounds is
     the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
     1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
@@ -126,22 +128,23 @@ def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, wi
         losses = members[first] - members[second]
         size = losses[0].size
         comparison = protocols.ask_msb(server, losses.size, width)
-        winner_and = server.provider.ands(size, len(group["pairs"]), group["winner"]) if k > 2 else None
-        selection = server.provider.selection(k * size, 2 if with_index else 1)
+        winners = group["winner"][1:]  # w_1 .. w_(k-1): w_0 is not needed
+        winner_and = server.provider.ands(size, len(group["pairs"]), winners) if k > 2 else None
+        selection = server.provider.selection((k - 1) * size, 2 if with_index else 1)
         bits = protocols.msb_bits(server, losses, comparison, width).reshape(len(group["pairs"]), size)
         if k > 2:
-            one_hot = protocols.and_monomials(server, bits, group["winner"], winner_and.get().products)
-        else:  # NOT m, m: local
-            one_hot = np.concatenate((bits ^ (ONE if server.index == 0 else U64(0)), bits))
-        one_hot = one_hot.ravel() & ONE
-        values = [members.ravel()]
-        if with_index:
-            values.append(np.moveaxis(index.share, -1, 0).ravel())
-        chosen = protocols.select(server, one_hot, values, selection)
+            one_hot = protocols.and_monomials(server, bits, winners, winner_and.get().products)
+        else:  # w_1 = m
+            one_hot = bits
+        # the winner: v_0 + sum_(i>0) w_i (v_i - v_0), and so its index
+        columns = [members] + ([np.moveaxis(index.share, -1, 0)] if with_index else [])
+        chosen = protocols.select(server, one_hot.ravel() & ONE, [(c[1:] - c[0]).ravel() for c in columns],
+                                  selection)
         shape = members.shape[1:]
-        x = x._new(chosen[0].reshape(k, *shape).sum(axis=0, dtype=U64))
+        won = [c[0] + z.reshape(k - 1, *shape).sum(axis=0, dtype=U64) for c, z in zip(columns, chosen)]
+        x = x._new(won[0])
         if with_index:
-            index = index._new(chosen[1].reshape(k, *shape).sum(axis=0, dtype=U64))
+            index = index._new(won[1])
     return x[..., 0], (index[..., 0] if with_index else None)
 
 
