@@ -266,8 +266,9 @@ def masked_products(srv, pairs, crosses):
 # -- Comparison -----------------------------------------------------------------------------------------
 class _MonomialPlan(NamedTuple):
     """How and_monomials evaluates a set of monomials (see _monomial_plan); rows of `opened` are the used
-    variables in order, and row U + i (U = len(used)) the NOT of row i."""
-    used: object          # the variables opened: a slice when they are 0 .. U - 1, else an index array
+    variables in order, and row U + i (U = len(used)) the NOT of row i. Row indices are slices where they
+    step evenly (_rows: views, not copies), else index arrays."""
+    used: object          # the variables opened
     pairs: tuple | None   # every monomial a plain 2-input AND: (rows of its dealer products, i, j)
     negated: bool         # whether any literal is a NOT
     count: int            # public products (below), the empty one first
@@ -468,7 +469,7 @@ def msb_bits(srv, x, material=None, width: int = 64):
         np.right_shift(p, spans, out=variables[:radix])
         np.right_shift(g, spans[1:], out=variables[radix:])
         products = and_monomials(srv, variables, prefix_monomials(radix, last), level_material)
-        g = (g >> spans[0, 0]) ^ np.bitwise_xor.reduce(products[:radix - 1], axis=0)
+        g = (g >> spans[0, 0]) ^ (products[0] if radix == 2 else np.bitwise_xor.reduce(products[:radix - 1], axis=0))
         if not last:
             p = products[-1]
         span *= radix
