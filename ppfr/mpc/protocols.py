@@ -275,7 +275,8 @@ class _MonomialPlan(NamedTuple):
     steps: tuple          # (rows, parents, last literal): public[rows] = public[parents] & opened[last]
     term_rows: np.ndarray
     term_public: np.ndarray
-    starts: np.ndarray
+    starts: np.ndarray    # the first term of each monomial
+    segments: tuple       # (first, end) of each monomial's terms
     wholes: np.ndarray
 
 
@@ -314,7 +315,8 @@ def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
         steps.append((_rows([at[t] for t in layer]), _rows([at[t[:-1]] for t in layer]),
                       _rows([literal_row(t[-1]) for t in layer])))
     return _MonomialPlan(chosen, pairs, negated, len(order), tuple(steps), _rows(term_rows),
-                         _rows([at[c] for c in complements]), np.array(starts), _rows([at[m] for m in wholes]))
+                         _rows([at[c] for c in complements]), np.array(starts),
+                         tuple(zip(starts, [*starts[1:], len(term_rows)])), _rows([at[m] for m in wholes]))
 
 
 def _rows(indices, broadcast: bool = False):
@@ -327,6 +329,9 @@ def _rows(indices, broadcast: bool = False):
         end = first + step * len(indices)
         return slice(first, end if end >= 0 else None, step)
     return np.array(indices)
+
+
+WIDE_ROWS = 128  # words a row from which and_monomials sums each monomial's terms by a reduction of its own
 
 
 def and_monomials(srv, variables, monomials, material):
@@ -359,7 +364,13 @@ def and_monomials(srv, variables, monomials, material):
     public[rows] = d[last]  # single literals: the empty product AND the literal
     for rows, parents, last in larger:
         public[rows] = public[parents] & d[last]
-    out = np.bitwise_xor.reduceat(material[plan.term_rows] & public[plan.term_public], plan.starts, axis=0)
+    terms = material[plan.term_rows] & public[plan.term_public]
+    if terms.shape[1] < WIDE_ROWS:
+        out = np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
+    else:  # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
+        out = np.empty((len(plan.starts), terms.shape[1]), dtype=U64)
+        for k, (start, end) in enumerate(plan.segments):
+            np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
     if srv.index == 0:
         out ^= public[plan.wholes]
     return out
