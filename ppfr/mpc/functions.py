@@ -161,11 +161,6 @@ def _pad_groups(a: np.ndarray, k: int, pad: int) -> np.ndarray:
     return a.reshape(*a.shape[:-1], a.shape[-1] // k, k)
 
 
-def _stack_first(tensors):
-    """Same-shaped tensors stacked along a new leading axis, so that each pair's signs form one row."""
-    return tensors[0]._new(np.stack([t.share for t in tensors]))
-
-
 # The tournament with FSS comparisons (use_comparisons("fss")) plays each level in groups of k, by rank:
 # - k = 2, one round: s = [v1 beats v0] and s (v1 - v0) (and s (i1 - i0)) from one comparison key with
 #   payloads (protocols.msb_select); the winner is v0 + s (v1 - v0).
