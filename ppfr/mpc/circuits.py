@@ -96,17 +96,21 @@ def prefix_monomials(radix: int, last: bool):
     return monomials[:-1] if last else monomials
 
 
+@functools.lru_cache(maxsize=None)
+def _lane_shifts(width: int) -> np.ndarray:
+    """Each lane's shift within a word, one row per lane."""
+    return (np.arange(64 // width, dtype=np.uint64) * np.uint64(width))[:, None]
+
+
 def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
     """n values below 2^width -> ceil(n / lanes) uint64 words of 64 / width lanes; value i goes to lane
     i // words of word i % words (the first `words` values fill the low lanes)."""
     lanes = 64 // width
     if lanes == 1:
         return values
-    words = -(-values.size // lanes)
-    padded = np.zeros(lanes * words, dtype=np.uint64)
-    padded[:values.size] = values
-    parts = padded.reshape(lanes, words)
-    out = parts[0].copy()
+    parts = np.zeros((lanes, -(-values.size // lanes)), dtype=np.uint64)
+    parts.ravel()[:values.size] = values  # row k: the values of lane k
+    out = parts[0]
     for lane in range(1, lanes):
         out |= parts[lane] << np.uint64(lane * width)
     return out
@@ -116,4 +120,4 @@ def unpack_lane_bits(words: np.ndarray, n: int, width: int) -> np.ndarray:
     """The inverse of pack_lanes for one bit a lane: bit 0 of each lane, back in the order of the n values."""
     if width == 64:
         return words & np.uint64(1)
-    return np.concatenate([(words >> np.uint64(lane * width)) & np.uint64(1) for lane in range(64 // width)])[:n]
+    return ((words >> _lane_shifts(width)) & np.uint64(1)).ravel()[:n]

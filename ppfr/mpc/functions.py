@@ -62,19 +62,23 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 # A tournament level compares the members of groups. Pairs: one comparison m = [v0 loses to v1] per
 # pair, winner one-hot (NOT m, m). Fours: the six comparisons m_ij = [v_i loses to v_j] (i < j) at once,
 # and the first best member wins: w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group.
-# Literal k is comparison k, -(k + 1) its negation.
+# Literal k is comparison k, -(k + 1) its negation. Since exactly one w_i is 1, the winner is
+# v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
 GROUPS = {
     2: {"pairs": ((0, 1),), "winner": ((-1,), (0,))},
     4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
         "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
 }
+for _group in GROUPS.values():  # the pairs' first and second members, as index arrays
+    _group["order"] = tuple(np.array(side) for side in zip(*_group["pairs"]))
 FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the comparisons) up to this many values
 
 
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     """Tournament along `axis`. With bitwise comparisons (the default), small levels play in groups of
     four: one comparison of all six pairs of every group (4 rounds), one round of 3-input ANDs for the
-    one-hot winner, one round that applies it to the values (and indices) — 6 rounds a level,
+    one-hot winner, one round that applies it to the differences of the values (and indices) from the
+    group's first — 6 rounds a level,
     ceil(log4 n) levels, 24 rounds for 158 values. Large levels, where arithmetic rather than rounds is
     the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
     1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
@@ -117,28 +121,30 @@ def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, wi
         pad = k * groups - x.shape[-1]  # fill the last group with copies of its first member: ties are harmless
         x = _grouped(x, k, pad)
         index = _grouped(index, k, pad) if with_index else None
-        members = [x[..., i] for i in range(k)]
+        # member i of every group, one row each: (k, ..., groups)
+        members = np.moveaxis(x.share, -1, 0)
         # m_ij = [v_i loses to v_j]: v_i < v_j for max, v_i > v_j for min; the sign of one difference
-        losses = _stack_first([(members[i] - members[j]) if not want_min else (members[j] - members[i])
-                               for i, j in group["pairs"]])
-        size = members[0].size
+        first, second = group["order"] if not want_min else group["order"][::-1]
+        losses = members[first] - members[second]
+        size = losses[0].size
         comparison = protocols.ask_msb(server, losses.size, width)
-        winner_and = server.provider.ands(size, len(group["pairs"]), group["winner"]) if k > 2 else None
-        selection = server.provider.selection(k * size, 2 if with_index else 1)
-        bits = protocols.msb_bits(server, losses.share, comparison, width).reshape(len(group["pairs"]), size)
+        winners = group["winner"][1:]  # w_1 .. w_(k-1): w_0 is not needed
+        winner_and = server.provider.ands(size, len(group["pairs"]), winners) if k > 2 else None
+        selection = server.provider.selection((k - 1) * size, 2 if with_index else 1)
+        bits = protocols.msb_bits(server, losses, comparison, width).reshape(len(group["pairs"]), size)
         if k > 2:
-            one_hot = protocols.and_monomials(server, list(bits), group["winner"], winner_and.get().products)
-        else:  # NOT m, m: local
-            one_hot = [bits[0] ^ (ONE if server.index == 0 else U64(0)), bits[0]]
-        one_hot = np.concatenate(one_hot) & ONE
-        values = [np.concatenate([m.share.ravel() for m in members])]
+            one_hot = protocols.and_monomials(server, bits, winners, winner_and.get().products)
+        else:  # w_1 = m
+            one_hot = bits
+        # the winner: v_0 + sum_(i>0) w_i (v_i - v_0), and so its index
+        columns = [members] + ([np.moveaxis(index.share, -1, 0)] if with_index else [])
+        chosen = protocols.select(server, one_hot.ravel() & ONE, [(c[1:] - c[0]).ravel() for c in columns],
+                                  selection)
+        shape = members.shape[1:]
+        won = [c[0] + z.reshape(k - 1, *shape).sum(axis=0, dtype=U64) for c, z in zip(columns, chosen)]
+        x = x._new(won[0])
         if with_index:
-            values.append(np.concatenate([index[..., i].share.ravel() for i in range(k)]))
-        chosen = protocols.select(server, one_hot, values, selection)
-        shape = members[0].shape
-        x = x._new(chosen[0].reshape(k, *shape).sum(axis=0, dtype=U64))
-        if with_index:
-            index = index._new(chosen[1].reshape(k, *shape).sum(axis=0, dtype=U64))
+            index = index._new(won[1])
     return x[..., 0], (index[..., 0] if with_index else None)
 
 
@@ -153,11 +159,6 @@ def _pad_groups(a: np.ndarray, k: int, pad: int) -> np.ndarray:
         start = (a.shape[-1] // k) * k
         a = np.concatenate([a, np.repeat(a[..., start:start + 1], pad, axis=-1)], axis=-1)
     return a.reshape(*a.shape[:-1], a.shape[-1] // k, k)
-
-
-def _stack_first(tensors):
-    """Same-shaped tensors stacked along a new leading axis, so that each pair's signs form one row."""
-    return tensors[0]._new(np.stack([t.share for t in tensors]))
 
 
 # The tournament with FSS comparisons (use_comparisons("fss")) plays each level in groups of k, by rank:
@@ -395,11 +396,12 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m.trunc(f"t{k}") for k in (5, 6, 7)],
                                            power_bits)
     # sum of c_k y^k: public coefficients at yf, one truncation (masked: it feeds the first square)
-    acc = y.share * fixed.encode(1.0, yf)
-    for k, p in enumerate((t2, t3, t4, t5, t6, t7), start=2):
-        acc = acc + p.share * fixed.encode(1.0 / math.factorial(k), yf)
+    coefficients = _taylor_coefficients(fixed, yf)
+    acc = y.share * coefficients[0]
+    for c, p in zip(coefficients[1:], (t2, t3, t4, t5, t6, t7)):
+        acc += p.share * c
     if srv.index == 0:
-        acc = acc + fixed.encode(1.0, 2 * yf)
+        acc += fixed.encode(1.0, 2 * yf)
     (z,) = protocols.truncate_masked(srv, [acc], [yf], [m.trunc("z0")], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
@@ -409,7 +411,14 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
     return x._new(z.share.reshape(x.shape), out_frac)
 
 
-def _exp_steps(yf: int, squares) -> tuple:
+@functools.lru_cache(maxsize=None)
+def _taylor_coefficients(fixed, frac: int) -> np.ndarray:
+    """1/k! for k = 1 .. 7 at `frac` fractional bits: exp's polynomial, less its constant term."""
+    return fixed.encode([1.0 / math.factorial(k) for k in range(1, 8)], frac)
+
+
+@functools.lru_cache(maxsize=256)
+def _exp_steps(yf: int, squares: tuple) -> tuple:
     """The dealer's material for _exp (material.MaskedChainRequest): the powers' masks, truncations and mask
     products, the truncation of the polynomial and of each square (z0 .. z7), each square's mask product."""
     steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
@@ -420,7 +429,8 @@ def _exp_steps(yf: int, squares) -> tuple:
     return tuple(steps)
 
 
-def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> list:
+@functools.lru_cache(maxsize=256)
+def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> tuple:
     """(fractional bits in, out, bits above the point of the largest square) of each squaring: as many
     fractional bits as the truncation bound allows for the largest value that squaring can produce,
     the caller's at the end."""
@@ -434,7 +444,7 @@ def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -
             raise ValueError(f"exp cannot reach {upper} with {current} fractional bits")
         fracs.append((current, nxt, biggest))
         current = nxt
-    return fracs
+    return tuple(fracs)
 
 
 def _bits_of_exp(x: float) -> int:

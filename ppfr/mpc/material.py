@@ -129,8 +129,12 @@ class MaskedChain(Material):
     steps: tuple
     values: tuple
 
+    @functools.cached_property
+    def _index(self) -> dict:  # once per chain: hashing the steps for every step showed in profiles
+        return _chain_index(self.steps)
+
     def _at(self, *step_key):
-        return self.values[_chain_index(self.steps)[step_key]]
+        return self.values[self._index[step_key]]
 
     def mask(self, name: str) -> np.ndarray:
         return self._at("mask", name)

@@ -128,9 +128,13 @@ def _truncate_flat(srv, x, shifts, material, keep_public: bool = False, bound_bi
     if srv.index == 0:
         masked += U64(2**L)
     c, *opened = srv.open(masked, *also, tag=tag)
-    public = (c >> shifts) - (U64(1) << (U64(L) - shifts)) if srv.index == 0 or keep_public else None
+    public = None
+    if srv.index == 0 or keep_public:
+        public = c >> shifts
+        public -= U64(1) << (U64(L) - shifts)
     out = public - r_high if srv.index == 0 else -r_high
-    retry = np.flatnonzero(c < U64(2 ** (L + 1)))
+    limit = U64(2 ** (L + 1))
+    retry = np.flatnonzero(c < limit) if c.size and np.minimum.reduce(c) < limit else _NOWHERE
     if retry.size:
         shifts = np.broadcast_to(shifts, x.shape)
         again = srv.provider.spare_truncation(shifts[retry])
@@ -226,7 +230,7 @@ def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -
                                         bound_bits=bound_bits)
     results, start = [], 0
     for n, m in zip(sizes, materials):
-        broken = retry[(retry >= start) & (retry < start + n)] - start
+        broken = retry[(retry >= start) & (retry < start + n)] - start if retry.size else _NOWHERE
         results.append(Masked(out[start:start + n], public[start:start + n], -m.r_high, broken))
         start += n
     return results
@@ -239,10 +243,15 @@ def masked_products(srv, pairs, crosses):
     positions only (triples from the spares the chain's request brought)."""
     out, repairs = [], []
     for (x, y), cross in zip(pairs, crosses):
-        z = cross + x.public * y.mask + y.public * x.mask
+        # e_x (a_y + e_y) + e_y a_x + a_x a_y, with e_x e_y on server 0 only; a square, e (2a + e) + a^2
+        z = x.mask << U64(1) if x is y else y.mask.copy()
         if srv.index == 0:
-            z += x.public * y.public
-        broken = np.union1d(x.broken, y.broken)
+            z += y.public
+        z *= x.public
+        if x is not y:
+            z += y.public * x.mask
+        z += cross
+        broken = np.union1d(x.broken, y.broken) if x.broken.size or y.broken.size else _NOWHERE
         if broken.size:
             repairs.append((len(out), broken, x.share[broken], y.share[broken]))
         out.append(z)
@@ -255,16 +264,41 @@ def masked_products(srv, pairs, crosses):
 
 
 # -- Comparison -----------------------------------------------------------------------------------------
+class _MonomialPlan(NamedTuple):
+    """How and_monomials evaluates a set of monomials (see _monomial_plan); rows of `opened` are the used
+    variables in order, and row U + i (U = len(used)) the NOT of row i. Row indices are slices where they
+    step evenly (_rows: views, not copies), else index arrays."""
+    used: object          # the variables opened
+    pairs: tuple | None   # every monomial a plain 2-input AND: (rows of its dealer products, i, j)
+    negated: bool         # whether any literal is a NOT
+    count: int            # public products (below), the empty one first
+    steps: tuple          # (rows, parents, last literal): public[rows] = public[parents] & opened[last]
+    term_rows: np.ndarray
+    term_public: np.ndarray
+    starts: np.ndarray    # the first term of each monomial
+    segments: tuple       # (first, end) of each monomial's terms
+    wholes: np.ndarray
+
+
 @functools.lru_cache(maxsize=None)
-def _monomial_plan(variables: int, monomials: tuple):
+def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     """Index arrays that evaluate all monomials with a handful of whole-matrix operations.
 
     A monomial S (a tuple of literals, see dealer.variable) expands into one term per non-empty subset T
     of its literals: (dealer row of the AND of T's masks) AND (public product of the opened literals in
     S minus T). The public products needed (and their prefixes) are built one size at a time, each from
-    a smaller one AND one opened literal; literal j reads row j of the opened values, NOT j row V + j."""
+    a smaller one AND one opened literal. Plain 2-input ANDs need none of this (`pairs`)."""
     row = {t: i for i, t in enumerate(monomial_layout(variables, monomials))}
     used = sorted({variable(lit) for m in monomials for lit in m})
+    at_used = {v: k for k, v in enumerate(used)}
+    literal_row = lambda lit: at_used[lit] if lit >= 0 else len(used) + at_used[variable(lit)]  # noqa: E731
+    chosen = _rows(used)
+    negated = any(lit < 0 for m in monomials for lit in m)
+    pairs = None
+    if all(len(m) == 2 for m in monomials) and not negated:
+        ordered = [tuple(sorted(m)) for m in monomials]
+        pairs = (_rows([row[m] for m in ordered]), _rows([at_used[i] for i, _ in ordered], broadcast=True),
+                 _rows([at_used[j] for _, j in ordered]))
     wholes = [tuple(sorted(m)) for m in monomials]
     term_rows, complements, starts = [], [], []
     for m in wholes:
@@ -278,35 +312,68 @@ def _monomial_plan(variables: int, monomials: tuple):
     steps = []
     for size in range(1, max(map(len, order)) + 1):
         layer = [t for t in order if len(t) == size]
-        steps.append((np.array([at[t] for t in layer]), np.array([at[t[:-1]] for t in layer]),
-                      np.array([t[-1] if t[-1] >= 0 else variables + variable(t[-1]) for t in layer])))
-    return (used, len(order), steps, np.array(term_rows), np.array([at[c] for c in complements]),
-            np.array(starts), np.array([at[m] for m in wholes]))
+        steps.append((_rows([at[t] for t in layer]), _rows([at[t[:-1]] for t in layer]),
+                      _rows([literal_row(t[-1]) for t in layer])))
+    return _MonomialPlan(chosen, pairs, negated, len(order), tuple(steps), _rows(term_rows),
+                         _rows([at[c] for c in complements]), np.array(starts),
+                         tuple(zip(starts, [*starts[1:], len(term_rows)])), _rows([at[m] for m in wholes]))
+
+
+def _rows(indices, broadcast: bool = False):
+    """Row indices as a slice where they step evenly (a view, not a copy); with `broadcast`, the same row
+    repeated as a slice of that one row, for an operand that broadcasts against the others."""
+    first, step = indices[0], (indices[1] - indices[0] if len(indices) > 1 else 1)
+    if broadcast and len(set(indices)) == 1:
+        return slice(first, first + 1)
+    if step and list(indices) == list(range(first, first + step * len(indices), step)):
+        end = first + step * len(indices)
+        return slice(first, end if end >= 0 else None, step)
+    return np.array(indices)
+
+
+WIDE_ROWS = 128  # words a row from which and_monomials sums each monomial's terms by a reduction of its own
 
 
 def and_monomials(srv, variables, monomials, material):
     """ANDs of literals of XOR-shared words, all in one round (multi-input Beaver, GF(2) version).
 
+    variables: the words, one row a variable (V x W); material: the dealer's rows (monomial_layout).
+    Returns one row of W words per monomial.
+
     With masks m_j from the dealer, the servers open d_j = v_j XOR m_j (NOT v_j is then NOT d_j under the
     same mask); for a monomial S, AND of its literals = XOR over subsets T of S of (AND of the opened
     literals in S minus T) AND M_T, with M_T = AND of the masks in T XOR-shared by the dealer and the
-    T = {} term (all public) added by server 0."""
-    if all(len(m) == 2 and min(m) >= 0 for m in monomials):
-        return _and_pairs(srv, variables, monomials, material)
-    used, count, steps, term_rows, term_public, starts, wholes = _monomial_plan(len(variables), tuple(monomials))
-    opened = srv.open_xor(*[variables[j] ^ material[j] for j in used])
-    width = variables[0].size
-    d = np.zeros((2 * len(variables), width), dtype=U64)
-    d[used] = opened
-    d[[len(variables) + j for j in used]] = ~np.asarray(opened)
-    public = np.empty((count, width), dtype=U64)
+    T = {} term (all public) added by server 0. For a plain 2-input AND that is Beaver's
+    v_i v_j = M_ij ^ d_i m_j ^ d_j m_i (^ d_i d_j on server 0)."""
+    plan = _monomial_plan(len(variables), tuple(monomials))
+    masks = material[plan.used]
+    (d,) = srv.open_xor(variables[plan.used] ^ masks)
+    if plan.pairs is not None:
+        rows, i, j = plan.pairs
+        d_j = d[j]
+        m_j = masks[j] ^ d_j if srv.index == 0 else masks[j]  # d_i m_j ^ d_i d_j = d_i (m_j ^ d_j)
+        out = d[i] & m_j
+        out ^= d_j & masks[i]
+        out ^= material[rows]
+        return out
+    if plan.negated:
+        d = np.concatenate((d, ~d))
+    public = np.empty((plan.count, d.shape[1]), dtype=U64)
     public[0] = ~U64(0)  # the empty product
-    for rows, parents, last in steps:
+    (rows, _, last), *larger = plan.steps
+    public[rows] = d[last]  # single literals: the empty product AND the literal
+    for rows, parents, last in larger:
         public[rows] = public[parents] & d[last]
-    out = np.bitwise_xor.reduceat(material[term_rows] & public[term_public], starts, axis=0)
+    terms = material[plan.term_rows] & public[plan.term_public]
+    if terms.shape[1] < WIDE_ROWS:
+        out = np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
+    else:  # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
+        out = np.empty((len(plan.starts), terms.shape[1]), dtype=U64)
+        for k, (start, end) in enumerate(plan.segments):
+            np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
     if srv.index == 0:
-        out ^= public[wholes]
-    return list(out)
+        out ^= public[plan.wholes]
+    return out
 
 
 # Below this many words a comparison is latency-bound and uses radix-4 levels (4 rounds); above, it is
@@ -365,21 +432,6 @@ def ask_msb(srv, n: int, width: int = 64, group: str = "xor"):
     return srv.provider.comparison(n, comparison_radices(n, width), width)
 
 
-def _and_pairs(srv, variables, monomials, material):
-    """and_monomials when every monomial is a plain 2-input AND: Beaver's formula term by term,
-    v_i v_j = M_ij ^ d_i m_j ^ d_j m_i (^ d_i d_j on server 0), with no index gymnastics."""
-    row = {t: i for i, t in enumerate(monomial_layout(len(variables), tuple(monomials)))}
-    used = sorted({j for m in monomials for j in m})
-    opened = dict(zip(used, srv.open_xor(*[variables[j] ^ material[j] for j in used])))
-    out = []
-    for i, j in (tuple(sorted(m)) for m in monomials):
-        z = material[row[(i, j)]] ^ (opened[i] & material[j]) ^ (opened[j] & material[i])
-        if srv.index == 0:
-            z ^= opened[i] & opened[j]
-        out.append(z)
-    return out
-
-
 def msb_bits(srv, x, material=None, width: int = 64):
     """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0].
 
@@ -407,30 +459,28 @@ def msb_bits(srv, x, material=None, width: int = 64):
     n = x.size
     radices = comparison_radices(n, width)
     top = U64(width - 1)
-    lanes_low = pack_lanes(np.full(64 // width, 2**(width - 1) - 1, dtype=U64), width)[0]  # all but each lane's msb
-    lanes_bit0 = pack_lanes(np.ones(64 // width, dtype=U64), width)[0]
+    lanes_low, lanes_bit0 = _lane_constants(width)
     if width == 64:
         (c,) = srv.open(x + m.r)
     else:
         (c,) = srv.open((x + m.r).astype(np.uint32))
-        c = pack_lanes(c.astype(U64), width)
-    c_low = c & lanes_low
+        c = pack_lanes(c, width)
+    not_c = ~(c & lanes_low)
     r_bits = m.r_bits
-    g = (~c_low & lanes_low) & r_bits
-    p = (r_bits & lanes_low) ^ (~c_low if srv.index == 0 else U64(0))
+    r_low = r_bits & lanes_low
+    g = not_c & r_low
+    p = r_low ^ not_c if srv.index == 0 else r_low
     span = 1
     for level, (radix, level_material) in enumerate(zip(radices, m.levels)):
         last = level == len(radices) - 1
-        monomials = prefix_monomials(radix, last)
-        s = U64(span)
-        if radix == 2:
-            products = and_monomials(srv, [p >> s, p, g], monomials, level_material)
-            g = (g >> s) ^ products[0]
-        else:
-            p1, p2, p3 = p >> s, p >> U64(2) * s, p >> U64(3) * s
-            g1, g2, g3 = g >> s, g >> U64(2) * s, g >> U64(3) * s
-            products = and_monomials(srv, [p3, p2, p1, p, g2, g1, g], monomials, level_material)
-            g = g3 ^ products[0] ^ products[1] ^ products[2]
+        # the variables of circuits.PREFIX: P_(radix-1) .. P_0, G_(radix-2) .. G_0, the spans of p and g
+        # `span` bits apart, one row each
+        spans = _SPANS[radix] * U64(span)
+        variables = np.empty((2 * radix - 1, p.size), dtype=U64)
+        np.right_shift(p, spans, out=variables[:radix])
+        np.right_shift(g, spans[1:], out=variables[radix:])
+        products = and_monomials(srv, variables, prefix_monomials(radix, last), level_material)
+        g = (g >> spans[0, 0]) ^ (products[0] if radix == 2 else np.bitwise_xor.reduce(products[:radix - 1], axis=0))
         if not last:
             p = products[-1]
         span *= radix
@@ -438,6 +488,17 @@ def msb_bits(srv, x, material=None, width: int = 64):
     if srv.index == 0:
         bits ^= (c >> top) & lanes_bit0
     return unpack_lane_bits(bits, n, width).reshape(shape)
+
+
+_SPANS = {radix: np.arange(radix - 1, -1, -1, dtype=U64)[:, None] for radix in (2, 4)}  # radix - 1 .. 0
+
+
+@functools.lru_cache(maxsize=None)
+def _lane_constants(width: int):
+    """Words with all but each lane's msb set, and with each lane's bit 0 set."""
+    lanes = 64 // width
+    return (pack_lanes(np.full(lanes, 2**(width - 1) - 1, dtype=U64), width)[0],
+            pack_lanes(np.ones(lanes, dtype=U64), width)[0])
 
 
 def msb(srv, x, width: int = 64, material=None):
@@ -482,12 +543,18 @@ def _open_bits(srv, bits, m, values):
     masked = [v - b for v, (b, _) in zip(values, m.masks)]
     theirs = srv.exchange(("bits",) + ("+",) * len(masked), [np.packbits(mine.astype(np.uint8))] + masked)
     e = mine ^ np.unpackbits(theirs[0], count=mine.size).astype(U64)
-    flip = U64(1) - U64(2) * e  # 1 - 2e, public
-    bit = m.t * flip
+    bit = m.t * (U64(1) - U64(2) * e)  # bit = e + t - 2et = t (1 - 2e) + e
     if srv.index == 0:
         bit += e
     out = [bit]
     for v, mv, f_theirs, (b, tb) in zip(values, masked, theirs[1:], m.masks):
-        f = mv + f_theirs
-        out.append(e * v + flip * (f * m.t + tb))
+        # bit*v = e v + (1 - 2e) t v = w + e (v - 2w), with w = t v = f t + t b (f = v - b, public)
+        w = mv + f_theirs
+        w *= m.t
+        w += tb
+        z = v - w
+        z -= w
+        z *= e
+        z += w
+        out.append(z)
     return out

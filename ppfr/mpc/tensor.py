@@ -61,6 +61,8 @@ class SharedTensor:
     def _aligned(self, other: "SharedTensor"):
         """Both operands at the larger fractional precision (a left shift is exact and local)."""
         other._check_owner(self.server)
+        if self.frac == other.frac:  # the usual case: nothing to shift
+            return self.share, other.share, self.frac
         frac = max(self.frac, other.frac)
         return self.share << U64(frac - self.frac), other.share << U64(frac - other.frac), frac
 
@@ -70,8 +72,13 @@ class SharedTensor:
             a, b, frac = self._aligned(other)
             return self._new(_broadcast_checked(np.add, a, b), frac)
         public = self._public(other, self.frac)
-        return self._new(_broadcast_checked(np.add, self.share, public) if self.server.index == 0
-                         else _broadcast_checked(np.add, self.share, np.zeros_like(public)))
+        if self.server.index == 0:
+            return self._new(_broadcast_checked(np.add, self.share, public))
+        try:  # server 1 adds nothing, but takes the shape of the sum
+            shape = np.broadcast_shapes(self.shape, np.shape(public))
+        except ValueError as e:
+            raise ValueError(f"shapes {self.shape} and {np.shape(public)} do not broadcast") from e
+        return self._new(self.share.copy() if shape == self.shape else np.broadcast_to(self.share, shape).copy())
 
     __radd__ = __add__
 
