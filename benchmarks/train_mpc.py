@@ -13,7 +13,9 @@ Data: the shared dlib embedding cache (benchmarks/CACHE.md), people with at leas
 (158 people, 4,324 images), stratified 80/20 split, client-side preprocessing (unit norm x 4).
 Measures, with the default training configuration:
   - MPC: seconds per epoch, bytes and rounds per epoch per server, where a batch's time goes
-    (forward matmul, softmax, gradient matmul, update), train/test accuracy from prediction on shares;
+    (forward matmul, softmax, gradient matmul, update: server 0's wall time) and whose CPU it is
+    (each server, the client, the dealer and the rest: with threads, whose sum is about the wall time,
+    as the parties share one interpreter lock), train/test accuracy from prediction on shares;
   - plaintext reference (numpy float64, same algorithm, init and batch order): seconds per epoch,
     train/test accuracy; and the same loop in torch for scale;
   - prediction on shares vs the plaintext softmax of the reconstructed weights, every test sample.
@@ -87,6 +89,18 @@ def lfw_split(args):
     return x_train, y_train, x_test, y_test, len(split.class_names), config
 
 
+def cpu_split(run, cpu: float, client_cpu: float) -> dict:
+    """CPU milliseconds a batch by party, with all parties threads of this process: each server's thread,
+    the client's (this thread), and the rest of the process's CPU (the dealer's thread, mostly). The
+    parties share one interpreter lock, so the wall time of a batch is about their sum."""
+    if len(getattr(run, "server_cpu_seconds", ())) != 2:   # an older tree's training, which does not say
+        return {}
+    split = {f"server{i}": t for i, t in enumerate(run.server_cpu_seconds)}
+    split["client"] = client_cpu
+    split["dealer_and_rest"] = cpu - sum(split.values())
+    return {k: 1e3 * v / run.batches for k, v in split.items()}
+
+
 def measure_run(args) -> dict:
     """One MPC training run of whatever ppfr is importable (this tree's or, under --baseline, the older
     one's: only APIs that both have), with args.comparisons; its figures per epoch and per batch."""
@@ -97,13 +111,14 @@ def measure_run(args) -> dict:
     load = os.getloadavg()[0]
     with open_session("threads") as session:
         session.run(use_comparisons, args.comparisons).result()
-        cpu = time.process_time()
+        cpu, client_cpu = time.process_time(), time.thread_time()
         run = train_mpc(session, [(x_train, y_train)], classes, config)
-        cpu = time.process_time() - cpu
+        cpu, client_cpu = time.process_time() - cpu, time.thread_time() - client_cpu
         p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities
     epochs, server = config.epochs, run.stats["server0"]
     return {"code": str(Path(ppfr.__file__).parent.parent), "comparisons": args.comparisons,
             "seconds_per_epoch": run.seconds / epochs, "cpu_seconds_per_epoch": cpu / epochs,
+            "cpu_ms_per_batch": cpu_split(run, cpu, client_cpu),
             "rounds_per_epoch": server["rounds"] / epochs, "rounds_per_batch": server["rounds"] / run.batches,
             "bytes_online_per_epoch": server["bytes_sent"] / epochs,
             "bytes_offline_per_epoch": server["offline_bytes"] / epochs,
@@ -166,9 +181,9 @@ def main(argv=None) -> dict:
 
     load_before = os.getloadavg()[0]
     with open_session(args.parties) as session:
-        cpu = time.process_time()
+        cpu, client_cpu = time.process_time(), time.thread_time()
         run = train_mpc(session, [(x_train, y_train)], classes, config)
-        cpu = time.process_time() - cpu
+        cpu, client_cpu = time.process_time() - cpu, time.thread_time() - client_cpu
         t = time.perf_counter()
         p_test = predict_mpc(session, x_test, reveal="probabilities").probabilities
         predict_seconds = time.perf_counter() - t
@@ -197,6 +212,8 @@ def main(argv=None) -> dict:
         "mpc_over_plaintext": mpc_epoch / plain_epoch,
         "speedup_vs_crypten": CRYPTEN_SECONDS_PER_EPOCH / mpc_epoch,
         "ms_per_batch": {k: 1e3 * v / batches for k, v in run.phase_seconds.items()},
+        # threads only: the processes' CPU is not this process's
+        "cpu_ms_per_batch": cpu_split(run, cpu, client_cpu) if args.parties == "threads" else {},
         "batches_per_epoch": batches // epochs,
         "per_epoch_per_server": per_server,
         "mpc_train_accuracy": float(np.mean(p_train.argmax(1) == y_train)),

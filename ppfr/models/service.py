@@ -27,6 +27,7 @@ class MPCTraining:
     stats: dict                  # per server: online bytes, rounds, offline bytes during training
     losses: list = field(default_factory=list)  # per-epoch mean loss, seen by the client only (if asked)
     batches: int = 0
+    server_cpu_seconds: tuple = ()  # CPU seconds of each server's thread (or process) in the training
 
 
 class TrainingOutOfRange(ValueError):
@@ -81,11 +82,12 @@ def train_mpc(session, parts, classes: int, config: TrainConfig, progress=None,
                     progress(epoch, i, len(batches))
             losses.append(total / n)
         _verdict(session, job, epoch, limits, config)
-    timings, _ = job.result()
+    timings = job.result()
     seconds = time.perf_counter() - start
     after = session.stats()
     stats = {s: (after[s] - before[s]).as_dict() for s in ("server0", "server1")}
-    return MPCTraining(seconds, timings, stats, losses, sum(len(b) for b in schedule))
+    return MPCTraining(seconds, timings[0]["phases"], stats, losses, sum(len(b) for b in schedule),
+                       tuple(t["cpu"] for t in timings))
 
 
 def _verdict(session, job, epoch: int, limits, config: TrainConfig) -> None:
