@@ -179,6 +179,25 @@ def identification_scaling(res):
             "identify_scaling", records, "; ".join(parts))
 
 
+def in_process_targets(res):
+    r = res["inprocess"]
+    def figures(f):
+        face, soft, row = f["one face"], f["softmax 64x158"], f["softmax 1x158"]
+        paced = next(v for k, v in face.items() if k != "back to back")
+        return (f"one face (label under MPC) {num(face['back to back']['median_ms'])} ms back to back, "
+                f"{num(paced['median_ms'])} ms at 0.1 s between faces ({face['back to back']['rounds']} rounds); "
+                f"softmax 64×158 {num(soft['mpc_ms'])} ms, online {num(soft['online_ms'])} ms; one row "
+                f"{num(row['mpc_ms'])} ms, online {num(row['online_ms'])} ms")
+    ab = r.get("ab")
+    text = figures(r["figures"])
+    if ab:
+        keys = ("one face / back to back / median_ms", "softmax 64x158 / mpc_ms", "softmax 64x158 / online_ms")
+        text += (f"; against {ab['baseline_commit']}, medians of {ab['repeats']} alternated runs: "
+                 + ", ".join(f"{k.replace(' / median_ms', '').replace(' / ', ' ').replace('_ms', '')} "
+                             f"{num(ab['old'][k])} → {num(ab['new'][k])} ms" for k in keys))
+    return ("in-process speed targets (one face ≤ 5 ms, softmax 64×158 ≤ 10 ms), bitwise", "inprocess", [r], text)
+
+
 def wan(res):
     r = res["wan"]
     runs = {(x["task"], x["comparisons"], x["rtt_ms"]): x for x in r["runs"]}
@@ -333,7 +352,7 @@ def network_services(res):
 
 
 ROWS = (plain_verification, engine_ops, engine_softmax, fss_comparisons, fss_tournaments, exp_tables, training,
-        prediction, recognition, open_set, extraction, verification, identification, identification_scaling, wan, live,
+        prediction, recognition, open_set, extraction, verification, identification, identification_scaling, in_process_targets, wan, live,
         storage, input_limits, link_layers, network_services)
 
 
