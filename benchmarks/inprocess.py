@@ -38,18 +38,11 @@ BETWEEN_FACES = 0.1
 
 def measure_faces(session, faces: int) -> dict:
     """One face at a time through predict_mpc: median ms back to back and with BETWEEN_FACES between them."""
-    from wan import CLASSES, DIM, hold_model
+    from wan import model_and_face
 
     from ppfr.models.service import predict_mpc
 
-    rng = np.random.default_rng(0)
-    w, b = rng.normal(size=(DIM, CLASSES)) * 0.3, rng.normal(size=CLASSES) * 0.1
-    job = session.run(hold_model)
-    session.client.share(w)
-    session.client.share(b)
-    job.result()
-    face = rng.normal(size=(1, DIM))
-    face /= np.linalg.norm(face)
+    face = model_and_face(session, np.random.default_rng(0))
     for _ in range(3):  # plans recorded, pools drawn, the next face's material asked for
         predict_mpc(session, face)
     out = {}

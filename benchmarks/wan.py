@@ -71,14 +71,19 @@ def measure(session, task, repeats: int) -> dict:
             "offline_bytes": max(c.offline_bytes for c in cost.values())}
 
 
-def one_face_and_softmax(session, rng, repeats: int) -> dict:
+def model_and_face(session, rng) -> np.ndarray:
+    """Give the servers a random classifier of DIM x CLASSES shared weights; return a unit face to ask it."""
     w, b = rng.normal(size=(DIM, CLASSES)) * 0.3, rng.normal(size=CLASSES) * 0.1
     job = session.run(hold_model)
     session.client.share(w)
     session.client.share(b)
     job.result()
     face = rng.normal(size=(1, DIM))
-    face /= np.linalg.norm(face)
+    return face / np.linalg.norm(face)
+
+
+def one_face_and_softmax(session, rng, repeats: int) -> dict:
+    face = model_and_face(session, rng)
     out = {"one face": measure(session, lambda: predict_mpc(session, face), repeats)}
     for name, rows in (("softmax row", 1), ("softmax 64x158", BATCH)):
         logits = rng.uniform(-30, 30, (rows, CLASSES))
