@@ -413,8 +413,11 @@ def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
 
 @functools.lru_cache(maxsize=None)
 def _taylor_coefficients(fixed, frac: int) -> np.ndarray:
-    """1/k! for k = 1 .. 7 at `frac` fractional bits: exp's polynomial, less its constant term."""
-    return fixed.encode([1.0 / math.factorial(k) for k in range(1, 8)], frac)
+    """1/k! for k = 1 .. 7 at `frac` fractional bits: exp's polynomial, less its constant term (read-only:
+    every call shares the cached array)."""
+    coefficients = fixed.encode([1.0 / math.factorial(k) for k in range(1, 8)], frac)
+    coefficients.flags.writeable = False
+    return coefficients
 
 
 @functools.lru_cache(maxsize=256)
