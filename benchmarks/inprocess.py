@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from publish import publish
+from publish import alternately, commit_of, publish
 
 TARGETS_MS = {"one face": 5.0, "softmax 64x158": 10.0}
 BETWEEN_FACES = 0.1
@@ -104,19 +103,11 @@ def flatten(figures: dict, prefix: str = "") -> dict:
 def compare_with_baseline(args) -> dict:
     here = Path(__file__).resolve()
     trees = {"old": Path(args.baseline).resolve(), "new": here.parent.parent}
-    commit = lambda tree: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],  # noqa: E731
-                                         capture_output=True, text=True).stdout.strip()
-    runs = {"old": [], "new": []}
-    for r in range(args.repeats):
-        for name in (("old", "new") if r % 2 == 0 else ("new", "old")):  # alternate who goes first
-            command = [sys.executable, str(here), "--measure-run", "--faces", str(args.faces), "--reps", str(args.reps)]
-            done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(trees[name])), capture_output=True,
-                                  text=True, check=True, timeout=1800)
-            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{name} run {r + 1}: {json.dumps(flatten(runs[name][-1]['figures']))}", file=sys.stderr)
+    command = [sys.executable, str(here), "--measure-run", "--faces", str(args.faces), "--reps", str(args.reps)]
+    runs = alternately(trees, command, args.repeats, timeout=1800)
     medians = {name: {k: statistics.median(flatten(run["figures"])[k] for run in rs)
                       for k in flatten(rs[0]["figures"])} for name, rs in runs.items()}
-    return {"baseline": str(trees["old"]), "baseline_commit": commit(trees["old"]), "commit": commit(trees["new"]),
+    return {"baseline": str(trees["old"]), "baseline_commit": commit_of(trees["old"]), "commit": commit_of(trees["new"]),
             "repeats": args.repeats, **medians,
             "new_over_old": {k: medians["new"][k] / medians["old"][k] for k in medians["new"]
                              if k.endswith("_ms") and medians["old"].get(k)}}

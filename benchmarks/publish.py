@@ -49,3 +49,28 @@ def publish(result: dict, name: str | None = None, results_dir: Path = RESULTS) 
         tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(record, ensure_ascii=False), flush=True)
     return path
+
+
+def commit_of(tree) -> str:
+    """The short commit a checkout is at ("" if it is not a git checkout)."""
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def alternately(trees: dict, command: list, repeats: int, label: str = "", timeout: float = 3600) -> dict:
+    """Run `command` in fresh processes with each tree's code first on the path (PYTHONPATH), the trees
+    taking turns and who goes first alternating, `repeats` times each: {name: [the JSON of each run's
+    last line of output]}, each run also printed to stderr. The A/B of code old and new in one run, on a
+    machine whose speed drifts."""
+    import subprocess
+
+    runs = {name: [] for name in trees}
+    for r in range(repeats):
+        for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+            done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(trees[name])), capture_output=True,
+                                  text=True, check=True, timeout=timeout)
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"{label}{name} run {r + 1}: {runs[name][-1]}", file=sys.stderr)
+    return runs

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-from publish import publish  # noqa: E402
+from publish import alternately, commit_of, publish  # noqa: E402
 
 from ppfr.embed.lfw import load_lfw_embeddings  # noqa: E402
 from ppfr.models.data import ClientData, Preprocessing, Split, stratified_split  # noqa: E402
@@ -136,21 +135,13 @@ def compare_with_baseline(args) -> dict:
     here = Path(__file__).resolve().parent
     trees = {"old": Path(args.baseline).resolve(), "new": here.parent}
     methods = ("bitwise", "fss") if args.comparisons == "both" else (args.comparisons,)
-    commit = lambda tree: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],  # noqa: E731
-                                         capture_output=True, text=True).stdout.strip()
-    out = {"baseline": str(trees["old"]), "baseline_commit": commit(trees["old"]), "commit": commit(trees["new"]),
+    out = {"baseline": str(trees["old"]), "baseline_commit": commit_of(trees["old"]), "commit": commit_of(trees["new"]),
            "repeats": args.repeats}
     for method in methods:
-        runs = {"old": [], "new": []}
-        for r in range(args.repeats):
-            for name in (("old", "new") if r % 2 == 0 else ("new", "old")):   # alternate who goes first
-                command = [sys.executable, str(Path(__file__).resolve()), "--measure-run", "--comparisons", method,
-                           "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-                           "--min-images", str(args.min_images)] + (["--epochs", str(args.epochs)] if args.epochs else [])
-                env = dict(os.environ, PYTHONPATH=str(trees[name]))
-                done = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=3600)
-                runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-                print(f"{method} {name} run {r + 1}: {runs[name][-1]}", file=sys.stderr)
+        command = [sys.executable, str(Path(__file__).resolve()), "--measure-run", "--comparisons", method,
+                   "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                   "--min-images", str(args.min_images)] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        runs = alternately(trees, command, args.repeats, label=f"{method} ")
         medians = {name: {k: float(np.median([run[k] for run in rs])) for k in AB_FIGURES} for name, rs in runs.items()}
         out[method] = {**medians, "new_over_old": {k: medians["new"][k] / medians["old"][k] for k in AB_FIGURES},
                        "runs": runs}
