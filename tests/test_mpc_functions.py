@@ -2,6 +2,7 @@
 kind and with each way of comparing (protocols.use_comparisons: the bitwise circuit, function secret
 sharing). Programs are module-level functions (or partials of them), so that they pickle for parties in
 processes."""
+import itertools
 from functools import partial
 
 import numpy as np
@@ -114,6 +115,32 @@ def test_max_argmax_argmin(session, shape, axis, bound):
     got_i = evaluate(session, partial(argmin_index, axis=axis, bound=bound), x)
     assert np.array_equal(got_v, e.min(axis=axis))
     assert np.array_equal(got_i, e.argmin(axis=axis))
+
+
+@pytest.mark.parametrize("n", [5, 6, 7, 8, 40, 158])
+def test_tournament_groups_of_five_to_eight_break_ties_to_the_first_position(session, n):
+    """Bitwise tournaments play small levels in groups of up to eight (functions.circuit_levels: 158 as 4,
+    5 then 8); with values from {-1, 0, 1} nearly every group has ties, which go to the first best
+    member, as numpy's argmax and argmin do."""
+    x = rng.integers(-1, 2, size=(12, n)).astype(np.float64)
+    x[0] = 1.0                                                   # all equal
+    x[1, -1] = 7.0                                               # the best member last
+    e = encoded(x)
+    assert np.array_equal(evaluate(session, partial(argmax_index, axis=-1, bound=8.0), x), e.argmax(axis=-1))
+    assert np.array_equal(evaluate(session, partial(argmin_index, axis=-1, bound=None), x), e.argmin(axis=-1))
+    assert np.array_equal(evaluate(session, partial(argmin_value, axis=-1, bound=None), x), e.min(axis=-1))
+
+
+def test_winner_literals_of_a_group_pick_the_first_best_member():
+    """circuit_group(k)'s w_i, read on every outcome of k values drawn from {0, 1, 2} (ties included), is
+    one-hot at numpy's argmax."""
+    for k in range(2, F.CIRCUIT_MAX_GROUP + 1):
+        group = F.circuit_group(k)
+        for values in itertools.islice(itertools.product(range(3), repeat=k), 0, None, 7):
+            v = np.array(values)
+            loses = [v[i] < v[j] for i, j in group["pairs"]]           # m_ij = [v_i loses to v_j]
+            wins = [all(loses[lit] if lit >= 0 else not loses[-lit - 1] for lit in w) for w in group["winner"]]
+            assert wins == [i == v.argmax() for i in range(k)], (k, values)
 
 
 def test_exp_within_bounds_over_its_range(session):

@@ -59,28 +59,61 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
     return b + bit * (a - b)
 
 
-# A tournament level compares the members of groups. Pairs: one comparison m = [v0 loses to v1] per
-# pair, winner one-hot (NOT m, m). Fours: the six comparisons m_ij = [v_i loses to v_j] (i < j) at once,
-# and the first best member wins: w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group.
-# Literal k is comparison k, -(k + 1) its negation. Since exactly one w_i is 1, the winner is
-# v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
-GROUPS = {
-    2: {"pairs": ((0, 1),), "winner": ((-1,), (0,))},
-    4: {"pairs": ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)),
-        "winner": ((-1, -2, -3), (0, -4, -5), (1, 3, -6), (2, 4, 5))},
-}
-for _group in GROUPS.values():  # the pairs' first and second members, as index arrays
-    _group["order"] = tuple(np.array(side) for side in zip(*_group["pairs"]))
-FOURS_MAX_VALUES = 4096  # groups of four (fewer levels, three times the comparisons) up to this many values
+# A tournament level compares the members of groups of k. All k(k-1)/2 comparisons
+# m_ij = [v_i loses to v_j] (i < j) of every group run at once, and the first best member wins:
+# w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group (for pairs, w_1 = m_01). The ANDs of
+# k - 1 literals take one round (protocols.and_monomials), and 2^(k-1) - 1 dealer products a monomial, so
+# groups stay small: at most CIRCUIT_MAX_GROUP. Literal c is comparison c, -(c + 1) its negation. Since exactly one
+# w_i is 1, the winner is v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
+CIRCUIT_MAX_GROUP = 8
+FOURS_MAX_VALUES = 4096  # above this many values a level plays in pairs (a third of the comparisons of fours)
+
+
+@functools.lru_cache(maxsize=None)
+def circuit_group(k: int) -> dict:
+    """The pairs of a group of k (comparison c compares pairs[c]), the literals of w_0 .. w_(k-1), and the
+    pairs' first and second members as index arrays."""
+    if not 2 <= k <= CIRCUIT_MAX_GROUP:
+        raise ValueError(f"a tournament group has 2 to {CIRCUIT_MAX_GROUP} members, not {k}")
+    pairs = tuple((i, j) for i in range(k) for j in range(i + 1, k))
+    at = {pair: c for c, pair in enumerate(pairs)}
+    winner = tuple(tuple([at[j, i] for j in range(i)] + [-(at[i, j] + 1) for j in range(i + 1, k)])
+                   for i in range(k))
+    return {"pairs": pairs, "winner": winner, "order": tuple(np.array(side) for side in zip(*pairs))}
+
+
+@functools.lru_cache(maxsize=1024)
+def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
+    """The group size of each level of a bitwise tournament of n values in each of `rows` rows: the fewest
+    rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_radices:
+    4 with radix 4, 6 or 7 with radix 2), the winner's ANDs (groups of three or more), the selection. A level
+    of more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
+    groups of more than four only where the level's comparisons still take radix 4."""
+    fast = protocols.comparison_radices(1, width)
+
+    @functools.lru_cache(maxsize=None)
+    def best(n):  # (rounds, comparisons, group sizes) from n values down to one
+        if n == 1:
+            return 0, 0, ()
+        options = []
+        for k in ((2,) if rows * n > FOURS_MAX_VALUES and n > 4 else range(2, min(n, CIRCUIT_MAX_GROUP) + 1)):
+            comparisons = rows * -(-n // k) * k * (k - 1) // 2
+            radices = protocols.comparison_radices(comparisons, width)
+            if k > 4 and radices != fast:
+                continue
+            rounds, count, sizes = best(-(-n // k))
+            options.append((rounds + 1 + len(radices) + (k > 2) + 1, count + comparisons, (k,) + sizes))
+        return min(options)
+
+    return best(n)[2]
 
 
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     """Tournament along `axis`. With bitwise comparisons (the default), small levels play in groups of
-    four: one comparison of all six pairs of every group (4 rounds), one round of 3-input ANDs for the
-    one-hot winner, one round that applies it to the differences of the values (and indices) from the
-    group's first — 6 rounds a level,
-    ceil(log4 n) levels, 24 rounds for 158 values. Large levels, where arithmetic rather than rounds is
-    the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
+    up to eight: one comparison of all pairs of every group (4 rounds), one round of ANDs for the one-hot
+    winner, one round that applies it to the differences of the values (and indices) from the group's
+    first — 6 rounds a level, 18 for 158 values (groups of 4, 5 and 8; circuit_levels). Large levels,
+    where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
     1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
     a row of 158, 6 for 64 rows, 8 for 13,233 values, 21 for 10^6. With values known within +-bound, the comparisons of
     differences may run on 32 bits (less_than_zero). Exact: ties go to the first position."""
@@ -108,15 +141,14 @@ def _tournament(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bo
 
 
 def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, width: int):
-    """The tournament of GROUPS along the last axis (see _tournament_planned)."""
+    """The tournament along the last axis, level by level as circuit_levels plans it (see _tournament_planned)."""
     n = x.shape[-1]
     index = None
     if with_index:  # public positions to start with; shared once the first selections are made
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
     server = x.server
-    while x.shape[-1] > 1:
-        k = 4 if x.size <= FOURS_MAX_VALUES or x.shape[-1] <= 4 else 2
-        group = GROUPS[k]
+    for k in circuit_levels(n, x.size // n, width):
+        group = circuit_group(k)
         groups = -(-x.shape[-1] // k)
         pad = k * groups - x.shape[-1]  # fill the last group with copies of its first member: ties are harmless
         x = _grouped(x, k, pad)
@@ -318,7 +350,7 @@ def _sum_over(values: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
 
 
 def max_along(x: SharedTensor, axis: int = -1, bound: float | None = None) -> SharedTensor:
-    """Maximum along an axis, by the tournament above (24 rounds for a row of 158, 4 with FSS). Exact. A `bound` on
+    """Maximum along an axis, by the tournament above (18 rounds for a row of 158, 4 with FSS). Exact. A `bound` on
     the magnitude of the values (if known) makes the comparisons cheaper; values beyond it give garbage."""
     return _tournament_planned(x, axis, want_min=False, with_index=False, bound=bound)[0]
 
@@ -697,7 +729,7 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
-    Rounds: the tournament (24 for 158 classes), the clamp (5), exp (12), the comparisons (5) and one
+    Rounds: the tournament (18 for 158 classes), the clamp (5), exp (12), the comparisons (5) and one
     product (label = known * (index + 1) - 1). A decision can differ from float64 only where p is within
     exp's 1e-4 relative error of a threshold.
 
