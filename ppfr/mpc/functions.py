@@ -67,6 +67,9 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 # w_i is 1, the winner is v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
 CIRCUIT_MAX_GROUP = 8
 FOURS_MAX_VALUES = 4096  # above this many values a level plays in pairs (a third of the comparisons of fours)
+# groups of more than four up to this many values a level: beyond, their extra comparisons cost more time in
+# one process than the rounds they save (measured on softmax 64 x 158: 5-10 % slower online with them)
+LARGE_GROUPS_MAX_VALUES = 256
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,19 +87,25 @@ def circuit_group(k: int) -> dict:
 
 @functools.lru_cache(maxsize=1024)
 def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
-    """The group size of each level of a bitwise tournament of n values in each of `rows` rows: the fewest
+    """The group size of each level of a bitwise tournament of n values in each of `rows` rows. A level of
+    more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
+    others in fours (a single group of the last two or three), or in groups of five to eight on a level of
+    up to LARGE_GROUPS_MAX_VALUES values whose comparisons still take radix 4, where that gives the fewest
     rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_radices:
-    4 with radix 4, 6 or 7 with radix 2), the winner's ANDs (groups of three or more), the selection. A level
-    of more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
-    groups of more than four only where the level's comparisons still take radix 4."""
+    4 with radix 4, 6 or 7 with radix 2), the winner's ANDs (groups of three or more), the selection."""
     fast = protocols.comparison_radices(1, width)
 
     @functools.lru_cache(maxsize=None)
     def best(n):  # (rounds, comparisons, group sizes) from n values down to one
         if n == 1:
             return 0, 0, ()
+        if rows * n > FOURS_MAX_VALUES and n > 4:
+            choices = (2,)
+        else:  # fours (or one group of the n < 4 left), or a group of up to eight on a small level
+            choices = (min(n, 4),) + (tuple(range(5, min(n, CIRCUIT_MAX_GROUP) + 1))
+                                      if rows * n <= LARGE_GROUPS_MAX_VALUES else ())
         options = []
-        for k in ((2,) if rows * n > FOURS_MAX_VALUES and n > 4 else range(2, min(n, CIRCUIT_MAX_GROUP) + 1)):
+        for k in choices:
             comparisons = rows * -(-n // k) * k * (k - 1) // 2
             radices = protocols.comparison_radices(comparisons, width)
             if k > 4 and radices != fast:
