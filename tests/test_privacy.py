@@ -75,7 +75,8 @@ def exp_by_tables(x, y):
 
 
 def label(x, y):
-    """Recognition's default reveal (label and band); with FSS comparisons, by exp tables untruncated."""
+    """Recognition's default reveal (label and band): bitwise, the polynomial exp and the comparisons whose
+    selection round gives the label's product; with FSS comparisons, by exp tables untruncated."""
     return F.confident_argmax(x, (0.5, 0.9))
 
 
@@ -86,7 +87,7 @@ def fss_session(**kwargs):
     return session
 
 
-PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables]
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables, label]
 COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, label]
 SESSIONS = {
     "threads": LocalSession,

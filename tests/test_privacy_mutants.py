@@ -12,7 +12,7 @@ import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
 from ppfr.mpc import fss, lut, material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, softmax
+from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, label, softmax
 
 
 def two_products(x, y):
@@ -102,6 +102,18 @@ def bits_without_t(monkeypatch):
         e = bits ^ np.unpackbits(theirs[0], count=bits.size).astype(np.uint64)
         return [e if srv.index == 0 else np.zeros_like(e)] + [e * v for v in values]
     monkeypatch.setattr(protocols, "_open_bits", open_bits)
+
+
+def selection_payloads_unmasked(monkeypatch):
+    """Selections whose payload masks b are 0 (and so t b): v itself is opened beside bit XOR t, e.g. the
+    top index + 1 that the bitwise label's comparison round multiplies by its first bit (results stay
+    right)."""
+    def unmasked(self, rng):
+        out0, out1 = material.SelectionRequest.__dict__["_original"](self, rng)
+        zero = [(np.zeros(self.n, dtype=np.uint64),) * 2] * self.count
+        return (*out0[:2], tuple(zero)), (*out1[:2], tuple(zero))
+    monkeypatch.setattr(material.SelectionRequest, "_original", material.SelectionRequest.draw, raising=False)
+    monkeypatch.setattr(material.SelectionRequest, "draw", unmasked)
 
 
 def comparison_without_mask(monkeypatch):
@@ -236,6 +248,7 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (query_mask_reused, LocalSession, masked_rows_queried_twice),
     (row_masks_zero, LocalSession, masked_rows_queried_twice),
     (bits_without_t, LocalSession, softmax),
+    (selection_payloads_unmasked, LocalSession, label),
     (comparison_without_mask, LocalSession, softmax),
     (fss_comparison_without_mask, fss_session, softmax),
     (fss_loss_counts_unmasked, fss_session, argmin_row),

@@ -127,7 +127,7 @@ def predict_mpc(session, x: np.ndarray, chunk: int = 512, reveal: str = "label",
     """Shares x (already preprocessed) with the servers, who hold a model; only the client learns the
     answer, as `reveal` says (reference.REVEALS). Rows go in chunks to bound the servers' memory.
 
-    label: the top class under MPC with a confidence band (functions.confident_argmax; about 44 rounds
+    label: the top class under MPC with a confidence band (functions.confident_argmax; about 43 rounds
     for a batch, 9 with mpc.comparisons: fss). As it ends, the servers ask for the next call's material of
     the same shape (functions.prepare_confident_argmax), so that a stream of faces meets only the online
     phase: with FSS, one face 65-71 ms -> 23-33 ms with 0.1 s between faces. probabilities: the softmax

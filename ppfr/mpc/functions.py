@@ -738,8 +738,8 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
-    Rounds: the tournament (18 for 158 classes), the clamp (5), exp (12), the comparisons (5) and one
-    product (label = known * (index + 1) - 1). A decision can differ from float64 only where p is within
+    Rounds: the tournament (18 for 158 classes), the clamp (5), exp (12), and the comparisons (5), whose
+    last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A decision can differ from float64 only where p is within
     exp's 1e-4 relative error of a threshold.
 
     Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
@@ -755,10 +755,19 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
         if few_rounds(x) and thresholds[0] >= 2.0**-15 and x.shape[-1] < 2**16:
             return _confident_argmax_by_tables(x - m.reshape(*m.shape, 1), index, limits)
         s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
-        reaches = 1 - less_than_zero(limits - s.reshape(*s.shape, 1), bound=x.shape[-1] + limits[0])
-        known = reaches[..., 0]
-        (label,) = multiply_many([(known, index + 1)])
-        return label - 1, reaches.sum(axis=-1)
+        gaps = limits - s.reshape(*s.shape, 1)                                   # rows x thresholds
+        return _label_and_band(gaps, index, comparison_width(gaps.frac, x.shape[-1] + limits[0]))
+
+
+def _label_and_band(gaps: SharedTensor, index: SharedTensor, width: int):
+    """(label, band) from gaps = 1/t - s (rows x thresholds) and the top index: with b_t = [gap_t < 0]
+    (threshold t not reached), band = sum_t (1 - b_t) and label + 1 = (index + 1) - b_0 (index + 1), the
+    product from the comparison's selection round (protocols.msb_select; every threshold carries
+    index + 1, the first one's product is used)."""
+    payload = np.broadcast_to((index + 1).share[..., None], gaps.shape)
+    bits, (times_index,) = protocols.msb_select(gaps.server, gaps.share, [payload], width)
+    label = index - index._new(times_index[..., 0])
+    return label, (1 - gaps._new(bits, 0)).sum(axis=-1)
 
 
 def prepare_confident_argmax(server, shape: tuple, frac: int, thresholds) -> bool:
@@ -789,10 +798,7 @@ def _confident_argmax_by_tables(shifted: SharedTensor, index: SharedTensor, limi
     e = lut.exp_nonpositive(shifted, truncate=False)
     s = e.sum(axis=-1).reinterpret(0)
     gaps = np.rint(limits * 2.0**e.frac).astype(np.int64) - s.reshape(*s.shape, 1)   # rows x thresholds
-    payload = np.broadcast_to((index + 1).share[..., None], gaps.shape)
-    bits, (times_index,) = protocols.msb_select(shifted.server, gaps.share, [payload])
-    label = index - index._new(times_index[..., 0])
-    return label, (1 - gaps._new(bits)).sum(axis=-1)
+    return _label_and_band(gaps, index, 64)
 
 
 def _softmax_sum_bound(n: int) -> float:

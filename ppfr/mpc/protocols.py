@@ -513,17 +513,29 @@ def msb(srv, x, width: int = 64, material=None):
     return _open_bits(srv, bits.ravel(), conversion.get(), [])[0].reshape(x.shape)
 
 
+def ask_msb_select(srv, n: int, payloads: int, width: int = 64):
+    """Ask ahead for the material of msb_select on n values with `payloads` payloads: with FSS, one key a
+    value; bitwise, a comparison and a selection."""
+    if srv.provider.comparisons == "fss":
+        return srv.provider.fss_comparison(n, width, "add", payloads)
+    return ask_msb(srv, n, width), srv.provider.selection(n, payloads)
+
+
 def msb_select(srv, x, payloads, width: int = 64, material=None):
-    """Additive shares (0 or 1) of s = [x < 0] and of s v for each shared vector v (of x's size), in ONE
-    round: with FSS comparisons only (use_comparisons("fss")), by fss.select_by_sign, which opens
-    x + r and v - b together and gets s and s b from one key. width/8 + 8 len(payloads) bytes a value
-    each way; x must satisfy -2^(width-1) <= x < 2^(width-1). `material`: a Pending of the key
-    (srv.provider.fss_comparison(x.size, width, "add", len(payloads))). Returns (s, [s v, ...])."""
-    if srv.provider.comparisons != "fss":
-        raise ValueError("msb_select needs FSS comparisons (protocols.use_comparisons)")
+    """Additive shares (0 or 1) of s = [x < 0] and of s v for each shared vector v (of x's size).
+    With FSS comparisons (use_comparisons("fss")), in ONE round: fss.select_by_sign opens x + r and v - b
+    together and gets s and s b from one key, width/8 + 8 len(payloads) bytes a value each way. Bitwise,
+    the comparison's rounds (msb_bits) and one: the selection that turns s into additive shares applies it
+    to the payloads in the same round (select). x must satisfy -2^(width-1) <= x < 2^(width-1).
+    `material`: what ask_msb_select(srv, x.size, len(payloads), width) returned. Returns (s, [s v, ...])."""
     if material is None:
-        material = srv.provider.fss_comparison(x.size, width, "add", len(payloads))
-    return fss.select_by_sign(srv, x, payloads, material.get(), width)
+        material = ask_msb_select(srv, x.size, len(payloads), width)
+    if srv.provider.comparisons == "fss":
+        return fss.select_by_sign(srv, x, payloads, material.get(), width)
+    comparison, selection = material
+    bits = msb_bits(srv, x, comparison, width)
+    s, *chosen = _open_bits(srv, bits.ravel(), selection.get(), [v.ravel() for v in payloads])
+    return s.reshape(x.shape), [c.reshape(x.shape) for c in chosen]
 
 
 def select(srv, bits, values, material=None):
