@@ -231,18 +231,19 @@ def labels_and_bands(t):
     return stack([label, band], axis=-1)
 
 
-def test_confident_argmax_equals_float64_away_from_the_thresholds(session):
+@pytest.mark.parametrize("rows_per_call", [12, 48])
+def test_confident_argmax_equals_float64_away_from_the_thresholds(session, rows_per_call):
     """Label and band of rows whose top probability ranges over all bands (by the rows' spread), some with
     logits far below the maximum (the clamp, or the tables' comparison): those of float64 wherever the top
     probability is not within 1e-4 relative of a threshold (exp's error; 3e-5 by tables, which FSS
-    sessions use here)."""
+    sessions use for a dozen faces a call; 48 are over the tables' 2,048 values: the polynomial)."""
     from ppfr.models.reference import label_and_band, softmax_rows
 
     x = rng.normal(size=(48, 158)) * np.linspace(0.1, 12, 48)[:, None]
     x[:8, :30] = rng.uniform(-900, -100, (8, 30))
     x = np.clip(x, -8000, 8000)
-    # a dozen faces a call: within the tables' 2,048 values, so that FSS sessions run them by tables
-    got = np.concatenate([evaluate(session, labels_and_bands, x[i:i + 12]) for i in range(0, len(x), 12)])
+    got = np.concatenate([evaluate(session, labels_and_bands, x[i:i + rows_per_call])
+                          for i in range(0, len(x), rows_per_call)])
     p = softmax_rows(encoded(x))
     label, band = label_and_band(p, THRESHOLDS)
     near = np.any(np.abs(p.max(axis=1, keepdims=True) / np.array(THRESHOLDS) - 1) < 1e-4, axis=1)
