@@ -57,6 +57,12 @@ def argmin_every_level(x, y):
     return value + index
 
 
+def argmax_row_of_160(x, y):
+    """One row of 160 values: a bitwise tournament in groups of 4, 5 and 8 (functions.circuit_levels), whose
+    winners are ANDs of up to seven comparison bits."""
+    return F.argmax(x[:4].reshape(1, -1), axis=-1)[1]
+
+
 def exp(x, y):
     return F.exp(x - 2)
 
@@ -87,7 +93,16 @@ def fss_session(**kwargs):
     return session
 
 
-PROGRAMS = [mul, matmul, square, scale, compare, argmax, exp, reciprocal, softmax, exp_by_tables, label]
+def fss_polynomial_session(**kwargs):
+    """fss_session with exp by tables off: the label's polynomial path, whose comparisons carry the index as
+    a payload (protocols.msb_select)."""
+    session = fss_session(**kwargs)
+    session.run(lut.use_exp_tables, False).result()
+    return session
+
+
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, argmax_row_of_160, exp, reciprocal, softmax, exp_by_tables,
+            label]
 COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, label]
 SESSIONS = {
     "threads": LocalSession,
@@ -105,6 +120,10 @@ def test_what_each_server_and_the_dealer_see(program, kind):
 @pytest.mark.parametrize("program", COMPARING, ids=lambda p: p.__name__)
 def test_what_each_server_and_the_dealer_see_with_fss_comparisons(program):
     privacy.check_program(fss_session, program, (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
+
+
+def test_what_each_server_and_the_dealer_see_of_the_label_with_fss_and_the_polynomial():
+    privacy.check_program(fss_polynomial_session, label, (CONSTANT, CONSTANT), (RANDOM, RANDOM[::-1]))
 
 
 def test_views_are_the_same_with_the_parties_in_processes():
