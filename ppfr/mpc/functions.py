@@ -63,8 +63,8 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 # m_ij = [v_i loses to v_j] (i < j) of every group run at once, and the first best member wins:
 # w_i = AND_{j<i} m_ji AND AND_{j>i} NOT m_ij, exactly one per group (for pairs, w_1 = m_01). The ANDs of
 # k - 1 literals take one round (protocols.and_monomials), and 2^(k-1) - 1 dealer products a monomial, so
-# groups stay small: at most CIRCUIT_MAX_GROUP. Literal c is comparison c, -(c + 1) its negation. Since exactly one
-# w_i is 1, the winner is v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
+# groups stay small: at most CIRCUIT_MAX_GROUP. Literal c is comparison c, -(c + 1) its negation. Since
+# exactly one w_i is 1, the winner is v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
 CIRCUIT_MAX_GROUP = 8
 FOURS_MAX_VALUES = 4096  # above this many values a level plays in pairs (a third of the comparisons of fours)
 # groups of more than four up to this many values a level: beyond, their extra comparisons cost more time in
@@ -122,8 +122,8 @@ def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: 
     up to eight: one comparison of all pairs of every group (4 rounds), one round of ANDs for the one-hot
     winner, one round that applies it to the differences of the values (and indices) from the group's
     first — 6 rounds a level, 18 for 158 values (groups of 4, 5 and 8; circuit_levels). Large levels,
-    where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round). With FSS comparisons, by rank (_tournament_by_rank):
-    1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
+    where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round). With FSS
+    comparisons, by rank (_tournament_by_rank): 1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
     a row of 158, 6 for 64 rows, 8 for 13,233 values, 21 for 10^6. With values known within +-bound, the comparisons of
     differences may run on 32 bits (less_than_zero). Exact: ties go to the first position."""
     with x.server.provider.plan("tournament", x.shape, axis, want_min, with_index, bound):
@@ -739,8 +739,8 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
     Rounds: the tournament (18 for 158 classes), the clamp (5), exp (12), and the comparisons (5), whose
-    last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A decision can differ from float64 only where p is within
-    exp's 1e-4 relative error of a threshold.
+    last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A
+    decision can differ from float64 only where p is within exp's 1e-4 relative error of a threshold.
 
     Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
     comparisons and the label's product in one (_confident_argmax_by_tables): 3 rounds besides the
