@@ -502,15 +502,12 @@ def _lane_constants(width: int):
 
 
 def msb(srv, x, width: int = 64, material=None):
-    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert; with FSS comparisons
-    (use_comparisons), one round: keys of output group "add" give additive shares directly (`material`:
-    a Pending of them, asked ahead by ask_msb(srv, x.size, width, "add"))."""
+    """Additive shares (0 or 1) of [x < 0]: msb_bits, then one round to convert (msb_select without
+    payloads); with FSS comparisons (use_comparisons), one round: keys of output group "add" give additive
+    shares directly (`material`: a Pending of them, asked ahead by ask_msb(srv, x.size, width, "add"))."""
     if srv.provider.comparisons == "fss":
         return fss.less_than_zero(srv, x, (material or ask_msb(srv, x.size, width, "add")).get(), width)
-    comparison = ask_msb(srv, x.size, width)
-    conversion = srv.provider.selection(x.size, 0)
-    bits = msb_bits(srv, x, comparison, width)
-    return _open_bits(srv, bits.ravel(), conversion.get(), [])[0].reshape(x.shape)
+    return msb_select(srv, x, [], width)[0]
 
 
 def ask_msb_select(srv, n: int, payloads: int, width: int = 64):
