@@ -108,11 +108,12 @@ def selection_payloads_unmasked(monkeypatch):
     """Selections whose payload masks b are 0 (and so t b): v itself is opened beside bit XOR t, e.g. the
     top index + 1 that the bitwise label's comparison round multiplies by its first bit (results stay
     right)."""
+    draw = material.SelectionRequest.draw
+
     def unmasked(self, rng):
-        out0, out1 = material.SelectionRequest.__dict__["_original"](self, rng)
+        out0, out1 = draw(self, rng)
         zero = [(np.zeros(self.n, dtype=np.uint64),) * 2] * self.count
         return (*out0[:2], tuple(zero)), (*out1[:2], tuple(zero))
-    monkeypatch.setattr(material.SelectionRequest, "_original", material.SelectionRequest.draw, raising=False)
     monkeypatch.setattr(material.SelectionRequest, "draw", unmasked)
 
 
