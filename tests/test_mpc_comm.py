@@ -235,3 +235,30 @@ def _share_plus(srv, k):
     x = srv.receive()
     srv.reveal_to(x + x)
     return k
+
+
+def _cores_of(srv):
+    import os
+
+    return sorted(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity") or len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="placing threads on cores needs Linux and two cores")
+def test_a_local_sessions_two_servers_keep_to_one_core_and_sessions_take_the_cores_in_turn():
+    """The servers share the interpreter lock and hand it to each other many times a round: on one core a
+    hand-over is a plain switch, across two it wakes a sleeping core (session.ServerWorkers). The thread
+    that starts a session is not moved, and one_core=False leaves the servers where the OS puts them."""
+    import os
+
+    from ppfr.mpc import LocalSession
+
+    everywhere = sorted(os.sched_getaffinity(0))
+    with LocalSession() as first, LocalSession() as second, LocalSession(one_core=False) as free:
+        placed = [first.run(_cores_of).result(), second.run(_cores_of).result()]
+        unplaced = free.run(_cores_of).result()
+    for cores in placed:
+        assert cores[0] == cores[1] and len(cores[0]) == 1
+    assert placed[0] != placed[1]
+    assert unplaced == [everywhere, everywhere]
+    assert sorted(os.sched_getaffinity(0)) == everywhere

@@ -22,6 +22,7 @@ the config names (`open_session`); nothing reaches into a session's transport.
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import os
 import queue
@@ -77,21 +78,44 @@ class Session:
         self.close()
 
 
+_sessions_placed = itertools.count()
+
+
+def servers_core() -> int | None:
+    """The CPU core for the next LocalSession's two server threads, or None to leave them where the OS
+    puts them (no sched_setaffinity here, or only one core allowed). Sessions take the allowed cores in
+    turn, so that servers of sessions run side by side do not all crowd onto one."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    return cores[next(_sessions_placed) % len(cores)] if len(cores) > 1 else None
+
+
 class ServerWorkers:
     """A long-lived thread per server that runs a session's jobs one after another. Starting two threads
     for every job cost 1.6 ms a job on this machine, about a tenth of one face's whole protocol; handing a
-    job to a waiting thread costs some 40 µs."""
+    job to a waiting thread costs some 40 µs.
 
-    def __init__(self):
+    `core`: the CPU core both threads keep to (servers_core; None: anywhere). The two servers share the
+    interpreter lock, so their Python never runs at once anyway, and they hand it to each other many times
+    a round (a message sent, the lock given up to wait for the reply). When the other thread sleeps on
+    another core, each hand-over wakes that core, which on this VM costs tens of microseconds; on one core
+    it is a plain switch. One face: 16-19 ms -> 10 ms with 0.1 s between faces, 22 -> 10-11 ms back to
+    back (benchmarks/inprocess.py). The dealer and the client are left free, so the dealer's draws still
+    run beside the servers."""
+
+    def __init__(self, core: int | None = None):
         self._closed = False
         self._inboxes = [queue.SimpleQueue(), queue.SimpleQueue()]
-        self._threads = [threading.Thread(target=self._serve, args=(inbox,), daemon=True, name=f"ppfr-server{i}")
-                         for i, inbox in enumerate(self._inboxes)]
+        self._threads = [threading.Thread(target=self._serve, args=(inbox, core), daemon=True,
+                                          name=f"ppfr-server{i}") for i, inbox in enumerate(self._inboxes)]
         for t in self._threads:
             t.start()
 
     @staticmethod
-    def _serve(inbox):
+    def _serve(inbox, core):
+        if core is not None:
+            os.sched_setaffinity(0, {core})  # 0: this thread (Linux), not the process
         while (task := inbox.get()) is not None:
             task()
 
@@ -172,9 +196,11 @@ def _outcome(waits, results, errors):
 
 class LocalSession(Session):
     """latency: a round-trip time (seconds) that every message between the parties waits out, as over
-    a WAN (channel.InProcessNetwork): for benchmarks."""
+    a WAN (channel.InProcessNetwork): for benchmarks. one_core: both server threads on one CPU core
+    (ServerWorkers; False lets the OS place them, for side-by-side measurements)."""
 
-    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT, latency: float = 0.0):
+    def __init__(self, fixed: FixedPoint | None = None, timeout: float = DEFAULT_TIMEOUT, latency: float = 0.0,
+                 one_core: bool = True):
         self.fixed = fixed or FixedPoint()
         self.session_id = secrets.token_hex(8)
         self.network = InProcessNetwork(timeout=timeout, latency=latency)
@@ -183,7 +209,7 @@ class LocalSession(Session):
         self.dealer = Dealer(self.network.channel("dealer"))
         self._dealer_thread = threading.Thread(target=self.dealer.serve, daemon=True, name="ppfr-dealer")
         self._dealer_thread.start()
-        self.workers = ServerWorkers()
+        self.workers = ServerWorkers(servers_core() if one_core else None)
 
     def run(self, program, *args, per_server=((), ()), progress=None) -> Job:
         return Job(self, program, args, per_server, progress)
