@@ -1,5 +1,7 @@
 """Communication cost of the protocols, measured on each server's channel, on every session kind (the
 `session` fixture of conftest.py)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -238,19 +240,15 @@ def _share_plus(srv, k):
 
 
 def _cores_of(srv):
-    import os
-
     return sorted(os.sched_getaffinity(0))
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity") or len(__import__("os").sched_getaffinity(0)) < 2,
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
                     reason="placing threads on cores needs Linux and two cores")
 def test_a_local_sessions_two_servers_keep_to_one_core_and_sessions_take_the_cores_in_turn():
     """The servers share the interpreter lock and hand it to each other many times a round: on one core a
     hand-over is a plain switch, across two it wakes a sleeping core (session.ServerWorkers). The thread
     that starts a session is not moved, and one_core=False leaves the servers where the OS puts them."""
-    import os
-
     from ppfr.mpc import LocalSession
 
     everywhere = sorted(os.sched_getaffinity(0))
