@@ -3,6 +3,7 @@ removal, training output) stopped at every step boundary, by an exception and by
 field of a half or of the record tampered with; damaged files; permissions."""
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -24,7 +25,7 @@ from ppfr.models.cli import train_mpc as train_mpc_command
 from ppfr.models.protocols import STATE_KEY
 from ppfr.models.service import predict_mpc
 from ppfr.models.store import load_model, model_paths, save_model
-from ppfr.mpc import LocalSession
+from ppfr.mpc import LocalSession, ProcessSession
 from ppfr.storage import PartyStore, StorageError, faults
 from storage_util import db, digest_of_files, edit_header, edit_record, edit_sql, plaintext
 
@@ -400,6 +401,33 @@ def test_a_damaged_or_foreign_store_gives_one_clear_line(gallery, tmp_path, dama
     with pytest.raises(StorageError, match=match) as info:
         _identify(root)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("session", [LocalSession, ProcessSession], ids=["threads", "processes"])
+def test_a_closed_session_has_closed_each_store_into_one_whole_file(tmp_path, session):
+    """Once a gallery's session has closed, each server's store is one file that holds everything, with no
+    log beside it and no connection left to write into it later. Before, a server's connection lived until
+    the garbage collector ran: a backup that copied the file alone missed the changes still in its log,
+    and a file replaced meanwhile (test_a_damaged_or_foreign_store_gives_one_clear_line) was overwritten
+    with the old store when the connection finally closed. The collector is off, so it cannot do this."""
+    root, vecs = tmp_path / "gallery", unit(6)
+    gc.disable()
+    try:
+        with session() as parties, Gallery(root, session=parties) as g:
+            g.enroll("p0", vecs[:2])
+            g.enroll("p1", vecs[2:4])
+        for party in (0, 1):
+            path = db(root, party)
+            assert sorted(p.name for p in path.parent.iterdir()) == [path.name], f"server {party}"
+            copy = tmp_path / f"copy{party}"
+            copy.mkdir(mode=0o700)
+            shutil.copy(path, copy / path.name)   # the file alone, as a backup would take it
+            store = PartyStore(copy, party)
+            (object_id, head), = store.heads("gallery").items()
+            assert head == 2 and store.load("gallery", object_id, head).rows.shape == (4, 129)
+            store.close()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("damage, match", [("truncated", "not a readable ppfr record"),

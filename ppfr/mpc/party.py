@@ -6,6 +6,8 @@ providers (provider.py) for the same material in the same order.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .errors import SessionMismatch
@@ -30,6 +32,14 @@ class Server:
         self.rng = SecureRandom()  # this server's own randomness (see functions.hide_offset)
         self.provider = Provider(channel, fixed.bound_bits)  # its correlated randomness, from the dealer
         self.on_progress = None  # set by the session for a job that reports progress (see report_progress)
+        # What this server opened for its programs and closes when its session ends (its store): closed
+        # then, not whenever the collector gets to it, so that nothing of it is written after the session
+        # has closed (a store's connection, closed late, would fold its log into a file replaced meanwhile)
+        self.resources = contextlib.ExitStack()
+
+    def close(self) -> None:
+        """Release what this server's programs opened (its session calls this once no job runs)."""
+        self.resources.close()
 
     # -- communication -----------------------------------------------------------------------------
     def exchange(self, ops: tuple, arrays, tag: str = "open") -> list:

@@ -119,6 +119,10 @@ class ServerWorkers:
         while (task := inbox.get()) is not None:
             task()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def submit(self, i: int, task) -> None:
         """Run task() on server i's thread, after the tasks submitted before it."""
         if self._closed:  # nobody would run it, and its job would wait for ever
@@ -228,7 +232,11 @@ class LocalSession(Session):
         return {name: list(self.network.channel(name).view or ()) for name in self.network.parties}
 
     def close(self) -> None:
-        self.network.close()
+        if self.workers.closed:
+            return
+        self.network.close()  # a job still running stops waiting, so the servers' last tasks come soon
+        for i, server in enumerate(self.servers):
+            self.workers.submit(i, server.close)  # on its own thread, after its jobs
         self.workers.close()
         self._dealer_thread.join(timeout=5)
 
@@ -387,6 +395,8 @@ def _party_process(name, connections, control, fixed, session_id, timeout):
         except BaseException as e:  # noqa: BLE001 - reported to the client's process
             channel.close(f"{name} failed: {type(e).__name__}: {e}")  # the others stop waiting for this one
             control.send(("error", _portable(e)))
+    if name != "dealer":
+        party.close()
     channel.close()
 
 

@@ -232,7 +232,7 @@ class ServerService(_Service):
     def _session(self, session, client_link):
         client, start, runs, outcome = client_link.peer, time.monotonic(), 0, "closed"
         queries = 0
-        channel = None
+        channel = server = None
         try:
             fixed = FixedPoint(**(client_link.hello.get("fixed") or {}))
             channel = self._connect(session, client_link)
@@ -263,6 +263,8 @@ class ServerService(_Service):
         else:
             channel.close("the session ended")
         finally:
+            if server is not None:
+                server.close()  # what this session's programs opened (the stores are the service's own)
             self._untrack(session)
         log.info("session %s client=%s runs=%d queries=%d seconds=%.2f outcome=%s", session, client, runs,
                  queries, time.monotonic() - start, outcome)

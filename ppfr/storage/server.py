@@ -47,7 +47,8 @@ def party_store(srv, root, create: bool = True) -> PartyStore | None:
     if directory not in opened:
         if not create and not PartyStore.exists(directory):
             return None
-        opened[directory] = PartyStore(directory, srv.index)
+        opened[directory] = store = PartyStore(directory, srv.index)
+        srv.resources.callback(store.close)   # closed with the session, which leaves one complete file
     return opened[directory]
 
 
