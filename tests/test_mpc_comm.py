@@ -260,3 +260,44 @@ def test_a_local_sessions_two_servers_keep_to_one_core_and_sessions_take_the_cor
     assert placed[0] != placed[1]
     assert unplaced == [everywhere, everywhere]
     assert sorted(os.sched_getaffinity(0)) == everywhere
+
+
+
+def _cores_around_bulk_work(srv):
+    """The cores this server may use: outside, in a small block, in a bulk block (and one nested in it),
+    and after, also after an argmin of 10^5 values (during it: the test's recorder)."""
+    from ppfr.mpc import placement
+
+    seen = {"outside": _cores_of(srv)}
+    with placement.any_core(placement.ANY_CORE_FROM - 1):
+        seen["small"] = _cores_of(srv)
+    with placement.any_core(placement.ANY_CORE_FROM):
+        with placement.any_core(placement.ANY_CORE_FROM):
+            seen["nested"] = _cores_of(srv)
+        seen["bulk"] = _cores_of(srv)
+    seen["after"] = _cores_of(srv)
+    F.argmin(srv.receive(), axis=1)
+    seen["after argmin"] = _cores_of(srv)
+    return seen
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="placing threads on cores needs Linux and two cores")
+def test_bulk_work_outside_the_interpreter_lock_runs_on_every_core_then_the_server_is_back_on_its_own(monkeypatch):
+    """On one core the two servers' numpy of a 10^6-row gallery would run one after the other
+    (placement.any_core): such blocks, and only such, widen a server thread to every core, and restore it."""
+    from ppfr.mpc import LocalSession
+
+    everywhere = sorted(os.sched_getaffinity(0))
+    during = {}   # server thread: the cores it may use when its argmin's comparisons start
+    bits = protocols.msb_bits
+    monkeypatch.setattr(protocols, "msb_bits", lambda srv, *a, **k: (
+        during.setdefault(srv.index, _cores_of(srv)), bits(srv, *a, **k))[1])
+    with LocalSession() as session:
+        job = session.run(_cores_around_bulk_work)
+        session.client.share(np.random.default_rng(3).uniform(-1, 1, size=(1, 1 << 17)))
+        seen = job.result()
+    for i, s in enumerate(seen):
+        own = s["outside"]
+        assert len(own) == 1 and s["small"] == s["after"] == s["after argmin"] == own
+        assert s["bulk"] == s["nested"] == during[i] == everywhere

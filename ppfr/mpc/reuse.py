@@ -16,6 +16,7 @@ import numpy as np
 
 from .fixedpoint import ring_matmul
 from .material import RING_DTYPES, ring_words
+from .placement import any_core
 from .prg import SecureRandom
 from .rows import GrowingRows
 from .tensor import SharedTensor, _rescaled
@@ -127,8 +128,9 @@ class MaskedRows:
         (e,) = self.server.open(q.astype(self.dtype) - m.a)
         out = m.c.copy()
         public, own = self.public.rows, self.own.rows
-        for lo in range(0, len(self), self.CHUNK_ROWS):
-            hi = lo + self.CHUNK_ROWS
-            out[:, lo:hi] += e @ own[lo:hi].T
-            out[:, lo:hi] += m.a @ public[lo:hi].T
+        with any_core(2 * out.size * self.cols):   # the other server's products run beside these
+            for lo in range(0, len(self), self.CHUNK_ROWS):
+                hi = lo + self.CHUNK_ROWS
+                out[:, lo:hi] += e @ own[lo:hi].T
+                out[:, lo:hi] += m.a @ public[lo:hi].T
         return out

@@ -22,7 +22,6 @@ the config names (`open_session`); nothing reaches into a session's transport.
 from __future__ import annotations
 
 import functools
-import itertools
 import multiprocessing
 import os
 import queue
@@ -36,6 +35,7 @@ from .dealer import Dealer
 from .errors import ProtocolAborted
 from .fixedpoint import FixedPoint
 from .party import Client, Server
+from .placement import keep_to, servers_core
 from .transport import ConnectionChannel
 
 
@@ -78,31 +78,14 @@ class Session:
         self.close()
 
 
-_sessions_placed = itertools.count()
-
-
-def servers_core() -> int | None:
-    """The CPU core for the next LocalSession's two server threads, or None to leave them where the OS
-    puts them (no sched_setaffinity here, or only one core allowed). Sessions take the allowed cores in
-    turn, so that servers of sessions run side by side do not all crowd onto one."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    cores = sorted(os.sched_getaffinity(0))
-    return cores[next(_sessions_placed) % len(cores)] if len(cores) > 1 else None
-
-
 class ServerWorkers:
     """A long-lived thread per server that runs a session's jobs one after another. Starting two threads
     for every job cost 1.6 ms a job on this machine, about a tenth of one face's whole protocol; handing a
     job to a waiting thread costs some 40 µs.
 
-    `core`: the CPU core both threads keep to (servers_core; None: anywhere). The two servers share the
-    interpreter lock, so their Python never runs at once anyway, and they hand it to each other many times
-    a round (a message sent, the lock given up to wait for the reply). When the other thread sleeps on
-    another core, each hand-over wakes that core, which on this VM costs tens of microseconds; on one core
-    it is a plain switch. One face: 16-19 ms -> 10 ms with 0.1 s between faces, 22 -> 10-11 ms back to
-    back (benchmarks/inprocess.py). The dealer and the client are left free, so the dealer's draws still
-    run beside the servers."""
+    `core`: the CPU core both threads keep to (placement.servers_core; None: anywhere), but for blocks of
+    work that run long outside the interpreter lock (placement.any_core). The dealer and the client are
+    left free, so the dealer's draws still run beside the servers."""
 
     def __init__(self, core: int | None = None):
         self._closed = False
@@ -114,8 +97,7 @@ class ServerWorkers:
 
     @staticmethod
     def _serve(inbox, core):
-        if core is not None:
-            os.sched_setaffinity(0, {core})  # 0: this thread (Linux), not the process
+        keep_to(core)
         while (task := inbox.get()) is not None:
             task()
 
