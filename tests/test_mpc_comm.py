@@ -1,6 +1,7 @@
 """Communication cost of the protocols, measured on each server's channel, on every session kind (the
 `session` fixture of conftest.py)."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -263,10 +264,13 @@ def test_a_local_sessions_two_servers_keep_to_one_core_and_sessions_take_the_cor
 
 
 
+
 def _cores_around_bulk_work(srv):
     """The cores this server may use: outside, in a small block, in a bulk block (and one nested in it),
-    and after, also after an argmin of 10^5 values (during it: the test's recorder)."""
+    and after; also after an argmin of 10^5 values and a masked gallery's product with 2^15 rows (inside
+    them: the test's recorder)."""
     from ppfr.mpc import placement
+    from ppfr.mpc.reuse import MaskedRows
 
     seen = {"outside": _cores_of(srv)}
     with placement.any_core(placement.ANY_CORE_FROM - 1):
@@ -278,6 +282,10 @@ def _cores_around_bulk_work(srv):
     seen["after"] = _cores_of(srv)
     F.argmin(srv.receive(), axis=1)
     seen["after argmin"] = _cores_of(srv)
+    rows = MaskedRows(srv, "bulk test", 64, 64)
+    rows.append(np.zeros((1 << 15, 64), dtype=np.uint64))
+    rows.products(np.zeros((1, 64), dtype=np.uint64))
+    seen["after products"] = _cores_of(srv)
     return seen
 
 
@@ -285,19 +293,28 @@ def _cores_around_bulk_work(srv):
                     reason="placing threads on cores needs Linux and two cores")
 def test_bulk_work_outside_the_interpreter_lock_runs_on_every_core_then_the_server_is_back_on_its_own(monkeypatch):
     """On one core the two servers' numpy of a 10^6-row gallery would run one after the other
-    (placement.any_core): such blocks, and only such, widen a server thread to every core, and restore it."""
-    from ppfr.mpc import LocalSession
+    (placement.any_core): such blocks, and only such, widen a server thread to every core, and restore it.
+    The recorder notes the cores inside the bulk blocks of the tournament and of the gallery's products."""
+    import contextlib
+
+    from ppfr.mpc import LocalSession, functions, placement, reuse
 
     everywhere = sorted(os.sched_getaffinity(0))
-    during = {}   # server thread: the cores it may use when its argmin's comparisons start
-    bits = protocols.msb_bits
-    monkeypatch.setattr(protocols, "msb_bits", lambda srv, *a, **k: (
-        during.setdefault(srv.index, _cores_of(srv)), bits(srv, *a, **k))[1])
+    inside = {}   # (where, server thread): the cores it may use inside that bulk block
+    for module in (functions, reuse):
+        @contextlib.contextmanager
+        def recording(operations, where=module.__name__):
+            with placement.any_core(operations):
+                inside.setdefault((where, threading.current_thread().name), sorted(os.sched_getaffinity(0)))
+                yield
+        monkeypatch.setattr(module, "any_core", recording)
     with LocalSession() as session:
         job = session.run(_cores_around_bulk_work)
         session.client.share(np.random.default_rng(3).uniform(-1, 1, size=(1, 1 << 17)))
         seen = job.result()
     for i, s in enumerate(seen):
         own = s["outside"]
-        assert len(own) == 1 and s["small"] == s["after"] == s["after argmin"] == own
-        assert s["bulk"] == s["nested"] == during[i] == everywhere
+        assert len(own) == 1 and s["small"] == s["after"] == s["after argmin"] == s["after products"] == own
+        assert s["bulk"] == s["nested"] == everywhere
+        for where in (functions.__name__, reuse.__name__):
+            assert inside[where, f"ppfr-server{i}"] == everywhere, where

@@ -430,6 +430,47 @@ def test_a_closed_session_has_closed_each_store_into_one_whole_file(tmp_path, se
         gc.enable()
 
 
+def _files_open_under(root) -> list:
+    """The files under `root` that this process holds open (Linux: /proc/self/fd)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:      # the descriptor listdir itself used, closed by now
+            continue
+        if target.startswith(str(root)):
+            found.append(target)
+    return sorted(found)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads this process's open files from /proc")
+def test_a_command_that_fails_leaves_no_store_open(gallery, tmp_path):
+    """A refusal closes what it had opened, at once, not when the collector gets to it (which would let a
+    connection write its log into a store restored meanwhile): a store that fails to open (another
+    server's), and identify's early check of a missing record, which opens both stores to see what
+    they hold. The collector is off, so it cannot close them instead."""
+    root, vecs = gallery
+    backup = tmp_path / "server1 backup"
+    shutil.copytree(root / "server1", backup)
+    gc.disable()
+    try:
+        shutil.rmtree(root / "server1")
+        shutil.copytree(root / "server0", root / "server1")
+        with pytest.raises(StorageError, match="is server 0's store, not server 1's"):
+            _identify(root)
+        assert _files_open_under(root) == []
+        shutil.rmtree(root / "server1")
+        shutil.copytree(backup, root / "server1")
+        (root / "client" / "gallery.json").unlink()
+        image = tmp_path / "face.jpg"
+        image.write_bytes(b"not looked at: the record is checked first")
+        result = CliRunner().invoke(gallery_cli.identify, [str(image), "--gallery", str(root)])
+        assert result.exit_code == 1 and "is missing, but the servers hold 1" in result.output, result.output
+        assert _files_open_under(root) == []
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("damage, match", [("truncated", "not a readable ppfr record"),
                                            ("older format", "format 1"), ("a list", "JSON object")])
 def test_a_damaged_record_gives_one_clear_line(gallery, damage, match):

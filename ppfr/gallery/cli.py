@@ -159,23 +159,23 @@ def identify(images, gallery_dir, tolerance, reveal, top, detector, policy, as_j
     """
     from .service import Gallery
 
-    gallery = Gallery(gallery_dir)  # its MPC session starts only when a query needs it
-    # before the slow part: nobody enrolled, nothing to embed for
-    gallery.require_entries()
-    embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
-                                notes=not as_json)
-    ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
-    results = {str(i.path): {"image": str(i.path), "error": i.why} for i in embedded if i.vector is None}
-    faces = {str(i.path): i.faces for i in embedded}
-    stats = None
-    if ok:
-        start = time.perf_counter()
-        with gallery as g:
+    # its MPC session starts only when a query needs it (require_entries may need one), and ends here
+    with Gallery(gallery_dir) as g:
+        # before the slow part: nobody enrolled, nothing to embed for
+        g.require_entries()
+        embedded, _ = _embed_images(list(images), detector, policy, progress=not quiet and not as_json,
+                                    notes=not as_json)
+        ok = [(i.path, i.vector) for i in embedded if i.vector is not None]
+        results = {str(i.path): {"image": str(i.path), "error": i.why} for i in embedded if i.vector is None}
+        faces = {str(i.path): i.faces for i in embedded}
+        stats = None
+        if ok:
+            start = time.perf_counter()
             before = g.parties.session.stats()["server0"]
             answers = g.identify([v for _, v in ok], reveal=reveal, tolerance=tolerance, top=top)
             stats = _mpc_stats(g.parties.session, before, time.perf_counter() - start)
-        for (p, _), a in zip(ok, answers):
-            results[str(p)] = {"image": str(p), "faces": faces[str(p)], **a.as_dict()}
+            for (p, _), a in zip(ok, answers):
+                results[str(p)] = {"image": str(p), "faces": faces[str(p)], **a.as_dict()}
     ordered = [results[str(p)] for p in images]
     if as_json:
         click.echo(json.dumps({"gallery": str(gallery_dir), "reveal": reveal, "tolerance": tolerance,

@@ -55,8 +55,8 @@ def any_core(operations: int):
     if core is None or operations < ANY_CORE_FROM:
         yield
         return
-    _thread.core = None   # a nested block is inside this one
     os.sched_setaffinity(0, _thread.cores)
+    _thread.core = None   # a nested block is inside this one
     try:
         yield
     finally:

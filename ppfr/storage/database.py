@@ -130,11 +130,18 @@ class PartyStore:
         with self._errors():
             self._db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
                                        check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA secure_delete=ON")    # removed shares are overwritten, not just unlinked
-            self._db.execute("PRAGMA journal_size_limit=4194304")   # the WAL shrinks back after a large change
-            self._db.executescript(_SCHEMA)
-            self._claim()
+        try:
+            with self._errors():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA secure_delete=ON")    # removed shares are overwritten, not just unlinked
+                self._db.execute("PRAGMA journal_size_limit=4194304")   # the WAL shrinks back after a large change
+                self._db.executescript(_SCHEMA)
+                self._claim()
+        except BaseException:
+            # not left for the collector: a connection closed late writes its log into whatever file is
+            # there by then (a store restored meanwhile)
+            self.close()
+            raise
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
