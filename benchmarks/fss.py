@@ -89,7 +89,8 @@ def _requests(method: str, n: int, width: int):
     comparisons, output = METHODS[method]
     if comparisons == "fss":
         return [material.FSSComparisonRequest(n, width, output)]
-    requests = [material.ComparisonRequest(n, protocols.comparison_radices(n, width), width)]
+    requests = [material.TableComparisonRequest(n, width) if protocols.by_tables(n, width)
+                else material.ComparisonRequest(n, protocols.RADICES[width], width)]
     return requests + [material.SelectionRequest(n, 0)] if output == "add" else requests
 
 

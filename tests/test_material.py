@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ppfr.mpc import material as M
-from ppfr.mpc.circuits import PREFIX, RADICES, monomial_layout, pack_lanes, prefix_monomials, product_plan
+from ppfr.mpc.circuits import PREFIX, RADICES, monomial_layout, pack_lanes, prefix_monomials, product_plan, table_chunks
 from ppfr.mpc.fixedpoint import ring_matmul
 from ppfr.mpc.prg import SecureRandom
 
@@ -34,6 +34,7 @@ def test_product_plan_is_the_and_of_each_subset(layouts):
         np.testing.assert_array_equal(work[order], subset_products(masks[start:start + variables], layout))
         start += variables
     assert plan.shapes(n) == [(len(o), n) for o in plan.order]
+    assert plan.shapes(n, larger=True) == [(len(o) - v, n) for o, (v, _) in zip(plan.order, layouts)]
 
 
 def both(request):
@@ -62,20 +63,55 @@ def test_truncation_pairs(segments):
         np.testing.assert_array_equal(p0[1] + p1[1], (p0[0] + p1[0]) >> U64(shift))
 
 
-@pytest.mark.parametrize("width,radices", [(w, r) for w, rs in RADICES.items() for r in rs])
+@pytest.mark.parametrize("width,radices", list(RADICES.items()))
 @pytest.mark.parametrize("n", [1, 7, 40, 9000])
 def test_comparison_material(width, radices, n):
-    (ra0, rb0, levels0), (ra1, rb1, levels1) = both(M.ComparisonRequest(n, radices, width))
+    (ra0, rb0, masks0, levels0), (ra1, rb1, masks1, levels1) = both(M.ComparisonRequest(n, radices, width))
     r = ra0 + ra1
     assert r.shape == (n,) and (width == 64 or (r >> U64(width) == 0).all())
     np.testing.assert_array_equal(rb0 ^ rb1, pack_lanes(r, width))
-    assert len(levels0) == len(radices)
+    words = rb0.size
+    # the masks of p and g: r's bits but each lane's msb on the first level, fresh and uniform later
+    r_low = pack_lanes(r & U64(2 ** (width - 1) - 1), width)
+    masks = masks0 ^ masks1
+    assert masks.shape == (len(radices) - 1, 2, words) and len(levels0) == len(radices)
+    if words >= 40:
+        assert 0.4 < np.unpackbits(masks.view(np.uint8)).mean() < 0.6
+    span = 1
     for level, (radix, m0, m1) in enumerate(zip(radices, levels0, levels1)):
-        variables = PREFIX[radix]["variables"]
-        products = m0 ^ m1
-        layout = monomial_layout(variables, prefix_monomials(radix, level == len(radices) - 1))
-        assert products.shape == (len(layout), rb0.size)
-        np.testing.assert_array_equal(products, subset_products(products[:variables], layout))
+        p, g = (r_low, r_low) if level == 0 else masks[level - 1]
+        shifts = [span * k for k in range(radix - 1, -1, -1)]  # P_(radix-1) .. P_0, G_(radix-2) .. G_0
+        variables = np.stack([p >> U64(s) for s in shifts] + [g >> U64(s) for s in shifts[1:]])
+        layout = monomial_layout(len(variables), prefix_monomials(radix, level == len(radices) - 1))
+        products = m0 ^ m1  # only the subsets beyond the variables: the servers shift the masks of p and g
+        assert products.shape == (len(layout) - len(variables), words)
+        np.testing.assert_array_equal(products, subset_products(variables, layout)[len(variables):])
+        span *= radix
+
+
+@pytest.mark.parametrize("width", [32, 64])
+@pytest.mark.parametrize("n", [1, 7, 64, 300])
+def test_table_comparison_material(width, n):
+    """The tables are, for every 8-bit chunk r_j of r's low width - 1 bits, its thermometer [k < r_j] and its
+    one-hot [k = r_j] over k = 0 .. 255; the top bits are r's msb, packed; the ANDs' material is the
+    subset products of its masks."""
+    (r0, top0, t0, p0), (r1, top1, t1, p1) = both(M.TableComparisonRequest(n, width))
+    r = r0 + r1
+    assert r.shape == (n,) and (width == 64 or (r >> U64(width) == 0).all())
+    chunks = table_chunks(width)
+    bits = np.unpackbits((t0 ^ t1).reshape(n, chunks, 2, 4).view(np.uint8), axis=-1, bitorder="little")
+    low = r & U64(2 ** (width - 1) - 1)
+    k = np.arange(256)
+    for j in range(chunks):
+        r_j = ((low >> U64(8 * j)) & U64(255)).astype(np.int64)
+        np.testing.assert_array_equal(bits[:, j, 0], k[None, :] < r_j[:, None])
+        np.testing.assert_array_equal(bits[:, j, 1], k[None, :] == r_j[:, None])
+    top = np.unpackbits((top0 ^ top1).view(np.uint8), count=n, bitorder="little")
+    np.testing.assert_array_equal(top, r >> U64(width - 1))
+    layout = monomial_layout(2 * chunks - 1, prefix_monomials(chunks, True))
+    products = p0 ^ p1
+    assert products.shape == (len(layout), -(-n // 64))
+    np.testing.assert_array_equal(products, subset_products(products[:2 * chunks - 1], layout))
 
 
 def test_and_material():

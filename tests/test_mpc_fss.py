@@ -195,11 +195,11 @@ def _rounds_of(session, function, x) -> int:
 
 
 def test_fss_comparisons_cut_the_rounds_of_what_compares():
-    """With use_comparisons("fss"): a sign in 1 round (5 before); argmax of 2 x 158 by rank in 4 (groups
-    of 7 and of 23, 2 rounds each; 18 bitwise, in groups of 4, 5 and 8). The softmax of a row besides its maximum
+    """With use_comparisons("fss"): a sign in 1 round (3 bitwise); argmax of 2 x 158 by rank in 4 (groups
+    of 7 and of 23, 2 rounds each; 12 bitwise, in groups of 4, 5 and 8). The softmax of a row besides its maximum
     (functions._softmax_by_tables): exp by tables (2 rounds, the clamp built in), the truncation of e (1;
     the reciprocal's guess comes with it), the opening of its mask (1), one Newton step (2), the product
-    (1): 7 rounds, against 5 + 12 + 10 bitwise (clamp, exp, guess and two Newton steps) + 2."""
+    (1): 7 rounds, against 3 + 12 + 8 bitwise (clamp, exp, guess and two Newton steps) + 2."""
     rounds = {}
     for method in protocols.COMPARISONS:
         with LocalSession() as s:
@@ -213,7 +213,7 @@ def test_fss_comparisons_cut_the_rounds_of_what_compares():
     assert F.rank_levels(158, 2, 64) == (7, 23)
     assert (less, argmax, softmax - unclamped, softmax - maximum) == (1, 4, 0, 7)
     bitwise = rounds["bitwise"]
-    assert (bitwise[0], bitwise[1], bitwise[2] - bitwise[3], bitwise[2] - bitwise[4]) == (5, 18, 5, 29)
+    assert (bitwise[0], bitwise[1], bitwise[2] - bitwise[3], bitwise[2] - bitwise[4]) == (3, 12, 3, 25)
 
 def _argmin_index(t):
     return F.argmin(t, axis=-1)[1]
@@ -235,20 +235,20 @@ def test_rounds_of_a_tournament_by_rank(n, rows, bound):
 
 @pytest.mark.parametrize("n, rows, bound", [(158, 1, None), (158, 64, 8192.0), (13_233, 1, None)])
 def test_rounds_of_a_bitwise_tournament(n, rows, bound):
-    """A bitwise tournament level costs its comparison's rounds (4 by radix 4, 6 or 7 by radix 2), one of
-    ANDs for the winner (groups of three or more) and one selection: argmax of a row of 158 in 18 (groups
-    of 4, 5 and 8; 24 in groups of four), of 64 rows in 36 on 32 bits (pairs, then fours: levels this
-    large keep them), argmin over 13,233 in 52 (58)."""
+    """A bitwise tournament level costs its comparison's rounds (2 by tables, 5 or 6 by the radix-2
+    circuit), one of ANDs for the winner (groups of three or more) and one selection: argmax of a row of
+    158 in 12 (groups of 4, 5 and 8), of 64 rows in 30 on 32 bits (pairs, then fours: levels this large
+    keep them), argmin over 13,233 in 42."""
     width = 32 if bound else 64
     planned, left = 0, n
     for k in F.circuit_levels(n, rows, width):
         comparisons = rows * -(-left // k) * k * (k - 1) // 2
-        planned += 1 + len(protocols.comparison_radices(comparisons, width)) + (k > 2) + 1
+        planned += protocols.comparison_rounds(comparisons, width) + (k > 2) + 1
         left = -(-left // k)
     with LocalSession() as s:
         got = _rounds_of(s, partial(_argmax_bounded, bound=bound), rng.normal(size=(rows, n)))
     assert left == 1 and got == planned
-    assert planned <= {(158, 1): 18, (158, 64): 36, (13_233, 1): 52}[n, rows]
+    assert planned <= {(158, 1): 12, (158, 64): 30, (13_233, 1): 42}[n, rows]
 
 
 def _argmax_bounded(t, bound):

@@ -97,16 +97,18 @@ def test_every_message_of_real_protocols_survives_the_wire():
     rng = np.random.default_rng(2)
 
     def program(srv):
-        x, y = srv.receive(), srv.receive()
+        x, y, z = srv.receive(), srv.receive(), srv.receive()
         srv.reveal_to(functions.softmax(x))
         srv.reveal_to(functions.argmin(x, axis=1)[1])
         srv.reveal_to(multiply_many([(x, y)], op="matmul")[0])
+        srv.reveal_to(functions.less_than_zero(z))  # enough values for the circuit rather than tables
     with LocalSession() as session:
         session.record_views()
         job = session.run(program)
         session.client.share(rng.normal(size=(3, 5)))
         session.client.share(rng.normal(size=(5, 2)))
-        for _ in range(3):
+        session.client.share(rng.normal(size=600))
+        for _ in range(4):
             session.client.reconstruct()
         job.result()
         views = session.views()
@@ -118,7 +120,7 @@ def test_every_message_of_real_protocols_survives_the_wire():
             assert payload_bytes(out) == payload_bytes(message)
             if isinstance(message, tuple) and message and message[0] in ("ask", "material"):
                 kinds.add(message[2])
-    assert {"triples", "comparison", "masked"} <= kinds
+    assert {"triples", "comparison", "table_comparison", "masked"} <= kinds
 
 
 @wire.register

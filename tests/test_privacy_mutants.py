@@ -118,13 +118,61 @@ def selection_payloads_unmasked(monkeypatch):
 
 
 def comparison_without_mask(monkeypatch):
-    """A comparison whose mask r is 0 (additively and bitwise): c = x is opened."""
+    """A comparison whose mask r is 0 (additively and bitwise, and so the products of its bits that the
+    first level of the prefix takes as mask products: XOR shares of 0): c = x is opened."""
     draw = material.ComparisonRequest.draw
 
     def zero_r(self, rng):
-        (r0, b0, l0), (r1, b1, l1) = draw(self, rng)
-        return (np.zeros_like(r0), np.zeros_like(b0), l0), (np.zeros_like(r1), np.zeros_like(b1), l1)
+        (r0, b0, m0, l0), (r1, b1, m1, l1) = draw(self, rng)
+        first = np.zeros_like(l0[0])
+        return ((np.zeros_like(r0), np.zeros_like(b0), m0, (first, *l0[1:])),
+                (np.zeros_like(r1), np.zeros_like(b1), m1, (first, *l1[1:])))
     monkeypatch.setattr(material.ComparisonRequest, "draw", zero_r)
+
+
+def comparison_level_masks_zero(monkeypatch):
+    """The masks of p and g after the comparison's first level 0, and so every product of them (XOR shares
+    of 0): each later level opens p and g themselves, the prefix of the borrow of x + r - r (results stay
+    right)."""
+    draw = material.ComparisonRequest.draw
+
+    def zero_masks(self, rng):
+        (r0, b0, m0, l0), (r1, b1, m1, l1) = draw(self, rng)
+        zeros = tuple(np.zeros_like(p) for p in l0[1:])
+        return (r0, b0, np.zeros_like(m0), (l0[0], *zeros)), (r1, b1, np.zeros_like(m1), (l1[0], *zeros))
+    monkeypatch.setattr(material.ComparisonRequest, "draw", zero_masks)
+
+
+class _FirstPartZero:
+    """A dealer's rng whose first uint64_parts part is all zeros (a request's mask r: see its draw)."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def uint64_parts(self, shapes):
+        first, *rest = self.rng.uint64_parts(shapes)
+        return [np.zeros_like(first), *rest]
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+def table_comparison_without_mask(monkeypatch):
+    """A comparison by tables for the mask r = 0 (its tables, and so the results, still right): c = x is
+    opened."""
+    draw = material.TableComparisonRequest.draw
+    monkeypatch.setattr(material.TableComparisonRequest, "draw", lambda self, rng: draw(self, _FirstPartZero(rng)))
+
+
+def table_prefix_masks_zero(monkeypatch):
+    """A comparison by tables whose ANDs over the chunks have masks 0 (and so products: XOR shares of 0;
+    results stay right): the chunks' bits [c_j < r_j], [c_j = r_j] are opened as they are."""
+    draw = material.TableComparisonRequest.draw
+
+    def zero_masks(self, rng):
+        (r0, t0, tables0, p0), (r1, t1, tables1, p1) = draw(self, rng)
+        return (r0, t0, tables0, np.zeros_like(p0)), (r1, t1, tables1, np.zeros_like(p1))
+    monkeypatch.setattr(material.TableComparisonRequest, "draw", zero_masks)
 
 
 def fss_comparison_without_mask(monkeypatch):
@@ -251,6 +299,9 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (bits_without_t, LocalSession, softmax),
     (selection_payloads_unmasked, LocalSession, label),
     (comparison_without_mask, LocalSession, softmax),
+    (comparison_level_masks_zero, LocalSession, softmax),
+    (table_comparison_without_mask, LocalSession, softmax),
+    (table_prefix_masks_zero, LocalSession, softmax),
     (fss_comparison_without_mask, fss_session, softmax),
     (fss_loss_counts_unmasked, fss_session, argmin_row),
     (fss_payloads_unmasked, fss_session, argmin_row),

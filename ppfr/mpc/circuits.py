@@ -46,7 +46,8 @@ def product_plan(layouts: tuple) -> "ProductPlan":
         index.update((t, start + j) for j, t in enumerate(ts))
         steps.append((start, start + len(ts), _indices(index[t[:-1]] for t in ts), _indices(t[-1] for t in ts)))
         start += len(ts)
-    return ProductPlan(variables, start, tuple(steps), tuple(_indices(index[t] for t in r) for r in rows))
+    larger = tuple(_indices(index[t] for t in r[v:]) for r, (v, _) in zip(rows, layouts))
+    return ProductPlan(variables, start, tuple(steps), tuple(_indices(index[t] for t in r) for r in rows), larger)
 
 
 def _indices(values) -> np.ndarray:
@@ -59,10 +60,12 @@ class ProductPlan:
     """The AND of every subset that a layout needs, for all subsets of k variables in one numpy call per
     k: each is the AND of the subset of its first k - 1 variables (the call before) with its last one,
     in a working array of rows [the variables, the subsets of 2, of 3, ...] (`size` rows); `order` picks
-    each layout's rows from it. (Instead of a reduce over k mask rows per subset.)"""
+    each layout's rows from it, `larger` its rows beyond its variables' own masks (what the dealer sends
+    where the servers derive those masks themselves: prefix_variables). (Instead of a reduce over k mask
+    rows per subset.)"""
 
-    def __init__(self, variables: int, size: int, steps: tuple, order: tuple):
-        self.variables, self.size, self.steps, self.order = variables, size, steps, order
+    def __init__(self, variables: int, size: int, steps: tuple, order: tuple, larger: tuple):
+        self.variables, self.size, self.steps, self.order, self.larger = variables, size, steps, order, larger
 
     def products(self, work: np.ndarray) -> np.ndarray:
         """Fill rows variables.. of `work` (size x n; its first rows the masks of the variables) with the
@@ -71,29 +74,62 @@ class ProductPlan:
             np.bitwise_and(work[parents], work[last], out=work[start:stop])
         return work
 
-    def shapes(self, n: int) -> list:
-        """The shape of each layout's rows, for n words a row."""
-        return [(o.size, n) for o in self.order]
+    def shapes(self, n: int, larger: bool = False) -> list:
+        """The shape of each layout's rows (with `larger`, of its rows beyond the variables), n words a row."""
+        return [(o.size, n) for o in (self.larger if larger else self.order)]
 
 
 # The prefix circuit of the comparison combines spans of bits, high to low, one level per round. A radix-2
 # level:  G = G1 ^ P1 G0,  P = P1 P0                      over variables P1 P0 G0 = 0..2
 # A radix-4 level (fewer rounds, about four times the arithmetic):
 #   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,  P = P3 P2 P1 P0   over P3 P2 P1 P0 G2 G1 G0 = 0..6
-# The last level needs G only. The radices of the levels multiply to the width of the compared values.
-PREFIX = {
-    2: {"variables": 3, "monomials": ((0, 2), (0, 1))},
-    4: {"variables": 7, "monomials": ((0, 4), (0, 1, 5), (0, 1, 2, 6), (0, 1, 2, 3))},
-}
-RADICES = {  # width -> (radices when latency matters, radices when arithmetic does)
-    64: ((4, 4, 4), (2,) * 6),
-    32: ((4, 4, 2), (2,) * 5),
-}
+# and so on for radix R: variables P_(R-1) .. P_0 = 0 .. R-1, G_(R-2) .. G_0 = R .. 2R-2; monomial i < R-1
+# is P_(R-1) .. P_(R-1-i) G_(R-2-i), the last one P's product. The last level needs G only.
+# In the bitwise circuit (msb_bits) the radices of the levels multiply to the width of the compared values;
+# a level's variables are its p and g shifted (prefix_variables), and so are their masks: a level opens
+# p and g alone, and the first, whose p and g are r's bits under public ones, opens nothing. The
+# comparison by tables (msb_by_tables) runs one last level of radix 4 or 8 over 8-bit chunks.
+PREFIX = {radix: {"variables": 2 * radix - 1,
+                  "monomials": tuple(tuple(range(i + 1)) + (radix + i,) for i in range(radix - 1)) + (tuple(range(radix)),)}
+          for radix in (2, 4, 8)}
+RADICES = {64: (2,) * 6, 32: (2,) * 5}  # width -> the circuit's radices (where arithmetic, not rounds, is the cost)
 
 
 def prefix_monomials(radix: int, last: bool):
     monomials = PREFIX[radix]["monomials"]
     return monomials[:-1] if last else monomials
+
+
+@functools.lru_cache(maxsize=None)
+def _spans(radix: int, span: int) -> np.ndarray:
+    """The shifts of a level's variables: span (radix - 1) .. 0, one row each."""
+    out = (np.arange(radix - 1, -1, -1, dtype=np.uint64) * np.uint64(span))[:, None]
+    out.setflags(write=False)  # kept in a cache and shared
+    return out
+
+
+def prefix_variables(p: np.ndarray, g: np.ndarray | None, radix: int, span: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The variables of a prefix level (PREFIX), one row each: P_(radix-1) .. P_0 = p shifted right by
+    span (radix - 1) .. 0, then G_(radix-2) .. G_0 = g shifted likewise. A right shift commutes with XOR,
+    so the same call gives the variables of XOR-shared p and g from their shares, and their masks from
+    the masks of p and g: correlated masks, opened as two words instead of 2 radix - 1."""
+    if out is None:
+        out = np.empty((2 * radix - 1, p.size), dtype=np.uint64)
+    spans = _spans(radix, span)
+    np.right_shift(p, spans, out=out[:radix])
+    if g is None:  # no g: the G rows 0
+        out[radix:2 * radix - 1] = 0
+    else:
+        np.right_shift(g, spans[1:], out=out[radix:2 * radix - 1])
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def lane_constants(width: int):
+    """Words with all but each lane's msb set, and with each lane's bit 0 set."""
+    lanes = 64 // width
+    return (pack_lanes(np.full(lanes, 2**(width - 1) - 1, dtype=np.uint64), width)[0],
+            pack_lanes(np.ones(lanes, dtype=np.uint64), width)[0])
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,6 +150,31 @@ def pack_lanes(values: np.ndarray, width: int) -> np.ndarray:
     for lane in range(1, lanes):
         out |= parts[lane] << np.uint64(lane * width)
     return out
+
+
+CHUNK_BITS = 8  # the comparison by tables looks up 8 bits of c at a time: 256-entry tables
+
+
+def table_chunks(width: int) -> int:
+    """The 8-bit chunks of the width - 1 low bits that a comparison by tables compares: 4 for 32 bits
+    (a radix-4 prefix over them), 8 for 64 (radix 8)."""
+    return -(-(width - 1) // CHUNK_BITS)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """0/1 values along the last axis -> uint64 words, 64 values a word (value i in bit i % 64 of word
+    i // 64; the last word padded with zeros)."""
+    n = bits.shape[-1]
+    packed = np.packbits(bits.astype(np.uint8, copy=False), axis=-1, bitorder="little")
+    pad = -packed.shape[-1] % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((*packed.shape[:-1], pad), dtype=np.uint8)], axis=-1)
+    return packed.view("<u8").reshape(*bits.shape[:-1], -(-n // 64))
+
+
+def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:
+    """The inverse of pack_bits for one row of words: n values, 0/1 as uint64."""
+    return np.unpackbits(words.view(np.uint8), count=n, bitorder="little").astype(np.uint64)
 
 
 def unpack_lane_bits(words: np.ndarray, n: int, width: int) -> np.ndarray:

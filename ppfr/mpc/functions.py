@@ -24,7 +24,8 @@ ONE = U64(1)
 # -- comparison ----------------------------------------------------------------------------------------
 def less_than_zero(x: SharedTensor, bound: float | None = None) -> SharedTensor:
     """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring; given a bound
-    on |x| small enough (comparison_width), the comparison runs on 32 bits at about half the cost. 5 rounds."""
+    on |x| small enough (comparison_width), the comparison runs on 32 bits at about half the cost. 3 rounds
+    (7 for many values: protocols.comparison_rounds)."""
     return x._new(protocols.msb(x.server, x.share, width=comparison_width(x.frac, bound)), 0)
 
 
@@ -37,7 +38,7 @@ def comparison_width(frac: int, bound: float | None) -> int:
 def any_nonnegative(x: SharedTensor) -> SharedTensor:
     """One shared bit: [some value of x is >= 0]. Exact for any ring values (64-bit comparisons), so it
     also catches values that overflowed. Costs one comparison of x (7 rounds for large x) and one of a
-    single count (5 rounds)."""
+    single count (3 rounds)."""
     count = (1 - less_than_zero(x.reshape(-1))).sum()
     return 1 - less_than_zero(count - 1, bound=x.size + 1.0)
 
@@ -91,10 +92,9 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
     """The group size of each level of a bitwise tournament of n values in each of `rows` rows. A level of
     more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
     others in fours (a single group of the last two or three), or in groups of five to eight on a level of
-    up to LARGE_GROUPS_MAX_VALUES values whose comparisons still take radix 4, where that gives the fewest
-    rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_radices:
-    4 with radix 4, 6 or 7 with radix 2), the winner's ANDs (groups of three or more), the selection."""
-    fast = protocols.comparison_radices(1, width)
+    up to LARGE_GROUPS_MAX_VALUES values whose comparisons still run by tables, where that gives the fewest
+    rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_rounds:
+    2 by tables, 5 or 6 by the radix-2 circuit), the winner's ANDs (groups of three or more), the selection."""
 
     @functools.lru_cache(maxsize=None)
     def best(n):  # (rounds, comparisons, group sizes) from n values down to one
@@ -108,11 +108,11 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
         options = []
         for k in choices:
             comparisons = rows * -(-n // k) * k * (k - 1) // 2
-            radices = protocols.comparison_radices(comparisons, width)
-            if k > 4 and radices != fast:
+            if k > 4 and not protocols.by_tables(comparisons, width):
                 continue
             rounds, count, sizes = best(-(-n // k))
-            options.append((rounds + 1 + len(radices) + (k > 2) + 1, count + comparisons, (k,) + sizes))
+            options.append((rounds + protocols.comparison_rounds(comparisons, width) + (k > 2) + 1,
+                            count + comparisons, (k,) + sizes))
         return min(options)
 
     return best(n)[2]
@@ -120,9 +120,9 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
 
 def _tournament_planned(x: SharedTensor, axis: int, want_min: bool, with_index: bool, bound: float | None):
     """Tournament along `axis`. With bitwise comparisons (the default), small levels play in groups of
-    up to eight: one comparison of all pairs of every group (4 rounds), one round of ANDs for the one-hot
+    up to eight: one comparison of all pairs of every group (2 rounds), one round of ANDs for the one-hot
     winner, one round that applies it to the differences of the values (and indices) from the group's
-    first — 6 rounds a level, 18 for 158 values (groups of 4, 5 and 8; circuit_levels). Large levels,
+    first — 4 rounds a level, 12 for 158 values (groups of 4, 5 and 8; circuit_levels). Large levels,
     where arithmetic rather than rounds is the cost, play in pairs (comparison + 1 round). With FSS
     comparisons, by rank (_tournament_by_rank): 1 round a level of pairs, 2 a level of groups of any size (or of pairs by lighter keys); 4 rounds for
     a row of 158, 6 for 64 rows, 8 for 13,233 values, 21 for 10^6. With values known within +-bound, the comparisons of
@@ -361,7 +361,7 @@ def _sum_over(values: np.ndarray, owner: np.ndarray, k: int) -> np.ndarray:
 
 
 def max_along(x: SharedTensor, axis: int = -1, bound: float | None = None) -> SharedTensor:
-    """Maximum along an axis, by the tournament above (18 rounds for a row of 158, 4 with FSS). Exact. A `bound` on
+    """Maximum along an axis, by the tournament above (12 rounds for a row of 158, 4 with FSS). Exact. A `bound` on
     the magnitude of the values (if known) makes the comparisons cheaper; values beyond it give garbage."""
     return _tournament_planned(x, axis, want_min=False, with_index=False, bound=bound)[0]
 
@@ -507,7 +507,7 @@ def reciprocal(x: SharedTensor, lower: float = RECIPROCAL_RANGE[0], upper: float
     """1/x for x in [lower, upper] (default [1/32, 32]), relative error below 1e-3 (about 1e-4).
 
     Initial guess: the servers compare x with powers of two spaced `octaves_per_comparison` apart inside
-    the range, all in one comparison (5 rounds); the sum of the bits [x >= 2^j] locates x in a band
+    the range, all in one comparison (3 rounds); the sum of the bits [x >= 2^j] locates x in a band
     [2^k, 2^(k+w)), and y0 = 2 / ((1 + 2^w) 2^k) is a public combination of those bits (local, exact).
     With FSS comparisons all the thresholds share one opening and one key a value (_below_thresholds: 1
     round, 792 bytes offline a value whatever their number). Then x*y0 is within e0 = (2^w - 1) / (2^w + 1)
@@ -614,7 +614,7 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
 
     m = max (exact, comparisons), d = x - m, e = exp(d) in (0, 1] at extra precision, s = sum(e) in [1, n],
     p = e * (1/s) with the reciprocal run over [1, n]. exp is only guaranteed on [-64, 0]; with `clamp`
-    (the default) d is raised to -64 where it is lower (one more comparison, 5 rounds for a row), which
+    (the default) d is raised to -64 where it is lower (one more comparison, 3 rounds for a row), which
     changes nothing at this precision (e^-64 rounds to 0) and makes any logits within the bound safe
     (beyond it the 32-bit comparisons of the maximum and the clamp are wrong). Without it, rows
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
@@ -622,7 +622,7 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
     reciprocal's guess from thresholds 1/64 octave apart (no round of its own), which leaves one Newton
     step, and the product, all on masked values of one chain (_softmax_by_tables): 7 rounds besides the
-    maximum, against 22 with FSS and the polynomial, 29 bitwise.
+    maximum, against 22 with FSS and the polynomial, 25 bitwise.
     """
     with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
         return _softmax(x, axis, clamp)
@@ -740,7 +740,7 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
-    Rounds: the tournament (18 for 158 classes), the clamp (5), exp (12), and the comparisons (5), whose
+    Rounds: the tournament (12 for 158 classes), the clamp (3), exp (12), and the comparisons (3), whose
     last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A
     decision can differ from float64 only where p is within exp's 1e-4 relative error of a threshold.
 

@@ -18,13 +18,15 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .circuits import PREFIX, RADICES, pack_lanes, prefix_monomials, product_plan
+from .circuits import (PREFIX, RADICES, lane_constants, pack_bits, pack_lanes, prefix_monomials, prefix_variables,
+                       product_plan, table_chunks)
 from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen, sign_keys_for_masks
 from .prg import SecureRandom
 from .rows import GrowingRows
 
 U64 = np.uint64
+ONE = U64(1)
 SPARE_FAILURE_LOG2 = -40  # spares run out with probability below 2^-40 per request
 
 
@@ -100,11 +102,29 @@ class WithSpares(Material):
 
 @dataclass(frozen=True)
 class ComparisonMaterial(Material):
-    """For the sign of n values: a mask r shared additively and bitwise (in lanes, see pack_lanes), and
-    the AND material of each level of the prefix circuit."""
+    """For the sign of n values: a mask r shared additively and bitwise (in lanes, see pack_lanes); the
+    masks of p and g of every level of the prefix circuit after the first, XOR-shared, (levels - 1, 2,
+    words) (the first level's are r's bits: its p and g are r's bits and public ones); and each level's
+    mask products beyond its variables' own masks, which the servers derive from those of p and g
+    (circuits.prefix_variables), rows of circuits.monomial_layout after the variables."""
     r: np.ndarray
     r_bits: np.ndarray
+    masks: np.ndarray
     levels: tuple
+
+
+@dataclass(frozen=True)
+class TableComparisonMaterial(Material):
+    """For the sign of n values by tables (protocols.msb_by_tables): a mask r of `width` bits shared
+    additively; XOR shares of its top bit, packed 64 values a word (circuits.pack_bits); for each value and
+    each 8-bit chunk r_j of r's low width - 1 bits, XOR shares of two 256-bit tables, the thermometer
+    [k < r_j] and the one-hot [k = r_j] ((n, chunks * 2 * 4) words: chunk, table, word); and the AND
+    material of the chunks' prefix (monomial_layout of circuits.prefix_monomials(chunks, last=True)) on
+    packed words."""
+    r: np.ndarray
+    top: np.ndarray
+    tables: np.ndarray
+    products: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -322,19 +342,74 @@ class ComparisonRequest(Request):
     kind = "comparison"
 
     def draw(self, rng):
+        """Correlated masks (protocols.msb_bits): a level's variables are p and g shifted, so their masks
+        are the masks of p and g shifted alike; the first level's p and g are r's bits (masked by
+        themselves), a later level's have fresh masks, drawn as two uniform XOR shares."""
         if self.width not in RADICES:
             raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
-        n, width = self.n, self.width
-        plan = _prefix_plan(self.radices)
+        n, width, radices = self.n, self.width, self.radices
+        plan = _prefix_plan(radices)
         words = -(-n // (64 // width))  # the bitwise mask's words (pack_lanes)
-        r, ra0, rb0 = rng.uint64_parts(((n if width == 64 else (n + 1) // 2,), (n,), (words,)))
-        work = np.empty((plan.size, words), dtype=U64)
-        rng.fill(work[:plan.variables])
-        shares = rng.uint64_parts(plan.shapes(words))
+        later = (len(radices) - 1, 2, words)
+        r, ra0, rb0, masks0, masks1 = rng.uint64_parts(
+            ((n if width == 64 else (n + 1) // 2,), (n,), (words,), later, later))
         if width != 64:
             r = r.view(np.uint32)[:n].astype(U64)
-        levels0, levels1 = monomial_shares(plan, work, shares)
-        return (ra0, rb0, levels0), (r - ra0, pack_lanes(r, width) ^ rb0, levels1)
+        r_bits = pack_lanes(r, width)
+        r_low = r_bits & lane_constants(width)[0]
+        masks = masks0 ^ masks1
+        work = np.empty((plan.size, words), dtype=U64)
+        row, span = 0, 1
+        for level, radix in enumerate(radices):
+            p, g = (r_low, r_low) if level == 0 else masks[level - 1]
+            variables = PREFIX[radix]["variables"]
+            prefix_variables(p, g, radix, span, out=work[row:row + variables])
+            row, span = row + variables, span * radix
+        shares = rng.uint64_parts(plan.shapes(words, larger=True))
+        levels0, levels1 = monomial_shares(plan, work, shares, larger=True)
+        return (ra0, rb0, masks0, levels0), (r - ra0, r_bits ^ rb0, masks1, levels1)
+
+
+@dataclass(frozen=True)
+class TableComparisonRequest(Request):
+    """TableComparisonMaterial for n values of `width` bits: (8 + 64 chunks) bytes a value and server and
+    the AND material of a level over the chunks, 1/64 of a word a value a row (circuits.table_chunks)."""
+    n: int
+    width: int = 64
+    kind = "table_comparison"
+
+    def draw(self, rng):
+        if self.width not in RADICES:
+            raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
+        n, width, chunks = self.n, self.width, table_chunks(self.width)
+        words = -(-n // 64)
+        r, r0, top0, tables0 = rng.uint64_parts(((n,), (n,), (words,), (n, chunks * 8)))
+        if width != 64:
+            r &= U64(2**width - 1)
+        low = r & U64(2 ** (width - 1) - 1)
+        chunk = ((low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)).astype(np.int64)
+        tables = _chunk_tables(chunk).reshape(n, chunks * 8)
+        m0, m1 = monomial_draw(rng, words, 2 * chunks - 1, prefix_monomials(chunks, True))
+        top = pack_bits(r >> U64(width - 1))
+        return (r0, top0, tables0, m0), (r - r0, top ^ top0, tables ^ tables0, m1)
+
+
+_WORD_STARTS = np.arange(0, 256, 64, dtype=np.int64)
+
+
+def _chunk_tables(values: np.ndarray) -> np.ndarray:
+    """For each v in 0 .. 255, the 256-bit thermometer [k < v] and one-hot [k = v] over k = 0 .. 255, as 4
+    uint64 words each (bit k % 64 of word k // 64): shape (*values.shape, 2, 4). With d = v - 64 w, word w
+    of the thermometer has its low clip(d, 0, 64) bits set (shifted in two halves: a shift by 64 is not
+    defined), of the one-hot bit d where 0 <= d < 64. Whole-array operations, no 256-wide arrays."""
+    d = values[..., None] - _WORD_STARTS
+    out = np.empty((*values.shape, 2, 4), dtype=U64)
+    t = np.minimum(np.maximum(d, 0), 64).astype(U64)
+    half = t >> ONE
+    np.subtract((ONE << half) << (t - half), ONE, out=out[..., 0, :])
+    inside = ((d >= 0) & (d < 64)).astype(U64)
+    np.left_shift(inside, (d & 63).astype(U64), out=out[..., 1, :])
+    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -372,13 +447,14 @@ def monomial_draw(rng, n: int, variables: int, monomials):
     return m0, m1
 
 
-def monomial_shares(plan, work: np.ndarray, shares):
-    """XOR shares of the rows of each layout of a circuits.ProductPlan: work (plan.size x n) holds the fresh
-    masks of the variables in its first rows; shares, fresh words of plan.shapes(n), are server 0's. Both
-    servers' shares, a tuple of arrays (a layout's rows x n) each."""
+def monomial_shares(plan, work: np.ndarray, shares, larger: bool = False):
+    """XOR shares of the rows of each layout of a circuits.ProductPlan (with `larger`, of its rows beyond
+    the variables): work (plan.size x n) holds the masks of the variables in its first rows; shares, fresh
+    words of plan.shapes(n, larger), are server 0's. Both servers' shares, a tuple of arrays (a layout's
+    rows x n) each."""
     plan.products(work)
     out1 = []
-    for order, s0 in zip(plan.order, shares):
+    for order, s0 in zip(plan.larger if larger else plan.order, shares):
         s1 = work[order]
         s1 ^= s0
         out1.append(s1)
@@ -609,6 +685,7 @@ MATERIAL_OF = {
     TruncationRequest: lambda plain: WithSpares(TruncationPair.from_wire(plain[0]), Spares.from_wire(plain[1])),
     SparesRequest: Spares.from_wire,
     ComparisonRequest: ComparisonMaterial.from_wire,
+    TableComparisonRequest: TableComparisonMaterial.from_wire,
     FSSComparisonRequest: SignKey.from_wire,
     AndRequest: AndMaterial.from_wire,
     SelectionRequest: SelectionMaterial.from_wire,

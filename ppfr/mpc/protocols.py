@@ -16,9 +16,10 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fss
-from .circuits import RADICES, monomial_layout, pack_lanes, prefix_monomials, subsets, unpack_lane_bits, variable
+from .circuits import (RADICES, lane_constants, monomial_layout, pack_bits, pack_lanes, prefix_monomials,
+                       prefix_variables, subsets, table_chunks, unpack_bits, unpack_lane_bits, variable)
 from .fixedpoint import ring_matmul
-from .material import Triple, TruncationPair
+from .material import TableComparisonMaterial, Triple, TruncationPair
 
 U64 = np.uint64
 
@@ -265,58 +266,70 @@ def masked_products(srv, pairs, crosses):
 
 # -- Comparison -----------------------------------------------------------------------------------------
 class _MonomialPlan(NamedTuple):
-    """How and_monomials evaluates a set of monomials (see _monomial_plan); rows of `opened` are the used
-    variables in order, and row U + i (U = len(used)) the NOT of row i. Row indices are slices where they
-    step evenly (_rows: views, not copies), else index arrays."""
+    """How monomials_of_opened evaluates a set of monomials over V variables (see _monomial_plan).
+
+    Its inputs are laid out by variable number: `opened` (opened_rows) has the public d_v of variable v in
+    row v, NOT d_v in row V + v (if any literal is negated), and a row of ones last; `material`
+    (material_rows) has the rows of circuits.monomial_layout, then the mask product of the empty subset,
+    the constant 1 (all ones on server 0, zeros on server 1). Index arrays are slices where they step
+    evenly (_rows: views, not copies)."""
+    variables: int
     used: object          # the variables opened
     pairs: tuple | None   # every monomial a plain 2-input AND: (rows of its dealer products, i, j)
     negated: bool         # whether any literal is a NOT
-    count: int            # public products (below), the empty one first
-    steps: tuple          # (rows, parents, last literal): public[rows] = public[parents] & opened[last]
-    term_rows: np.ndarray
-    term_public: np.ndarray
+    term_rows: object     # each term's row of `material`
+    term_literals: np.ndarray  # each term's rows of `opened` (its public literals), padded with the ones row
     starts: np.ndarray    # the first term of each monomial
     segments: tuple       # (first, end) of each monomial's terms
-    wholes: np.ndarray
 
 
 @functools.lru_cache(maxsize=None)
 def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     """Index arrays that evaluate all monomials with a handful of whole-matrix operations.
 
-    A monomial S (a tuple of literals, see dealer.variable) expands into one term per non-empty subset T
-    of its literals: (dealer row of the AND of T's masks) AND (public product of the opened literals in
-    S minus T). The public products needed (and their prefixes) are built one size at a time, each from
-    a smaller one AND one opened literal. Plain 2-input ANDs need none of this (`pairs`)."""
-    row = {t: i for i, t in enumerate(monomial_layout(variables, monomials))}
+    A monomial S (a tuple of literals, see circuits.variable) expands into one term per subset T of its
+    literals, the empty one included: (the dealer's AND of T's masks, the constant 1 for T = {}) AND (the
+    AND of the opened literals in S minus T). Each term's public part is one reduction over the rows of
+    its literals (term_literals, padded with ones to the longest). Plain 2-input ANDs need none of this
+    (`pairs`)."""
+    layout = monomial_layout(variables, monomials)
+    row = {t: i for i, t in enumerate(layout)}
+    empty = len(layout)  # the constant row of `material`, after the layout
     used = sorted({variable(lit) for m in monomials for lit in m})
-    at_used = {v: k for k, v in enumerate(used)}
-    literal_row = lambda lit: at_used[lit] if lit >= 0 else len(used) + at_used[variable(lit)]  # noqa: E731
-    chosen = _rows(used)
     negated = any(lit < 0 for m in monomials for lit in m)
+    ones = 2 * variables if negated else variables
+    literal_row = lambda lit: lit if lit >= 0 else variables + variable(lit)  # noqa: E731
     pairs = None
     if all(len(m) == 2 for m in monomials) and not negated:
         ordered = [tuple(sorted(m)) for m in monomials]
-        pairs = (_rows([row[m] for m in ordered]), _rows([at_used[i] for i, _ in ordered], broadcast=True),
-                 _rows([at_used[j] for _, j in ordered]))
-    wholes = [tuple(sorted(m)) for m in monomials]
-    term_rows, complements, starts = [], [], []
-    for m in wholes:
+        pairs = (_rows([row[m] for m in ordered]), _rows([i for i, _ in ordered], broadcast=True),
+                 _rows([j for _, j in ordered]))
+    term_rows, term_literals, starts = [], [], []
+    for m in (tuple(sorted(m)) for m in monomials):
         starts.append(len(term_rows))
-        for t in subsets(m):
-            term_rows.append(row[tuple(sorted(map(variable, t)))])
-            complements.append(tuple(lit for lit in m if lit not in t))
-    needed = {t[:k] for t in set(complements) | set(wholes) for k in range(len(t) + 1)}
-    order = sorted(needed, key=lambda t: (len(t), t))
-    at = {t: i for i, t in enumerate(order)}
-    steps = []
-    for size in range(1, max(map(len, order)) + 1):
-        layer = [t for t in order if len(t) == size]
-        steps.append((_rows([at[t] for t in layer]), _rows([at[t[:-1]] for t in layer]),
-                      _rows([literal_row(t[-1]) for t in layer])))
-    return _MonomialPlan(chosen, pairs, negated, len(order), tuple(steps), _rows(term_rows),
-                         _rows([at[c] for c in complements]), np.array(starts),
-                         tuple(zip(starts, [*starts[1:], len(term_rows)])), _rows([at[m] for m in wholes]))
+        for t in [()] + subsets(m):
+            term_rows.append(row[tuple(sorted(map(variable, t)))] if t else empty)
+            term_literals.append([literal_row(lit) for lit in m if lit not in t])
+    width = max(1, max(map(len, term_literals)))
+    literals = np.array([lits + [ones] * (width - len(lits)) for lits in term_literals], dtype=np.intp)
+    return _MonomialPlan(variables, _rows(used), pairs, negated, _rows(term_rows), literals, np.array(starts),
+                         tuple(zip(starts, [*starts[1:], len(term_rows)])))
+
+
+def opened_rows(plan: _MonomialPlan, n: int) -> np.ndarray:
+    """An `opened` buffer for monomials_of_opened, n words a row: the variables' rows to fill (and their NOTs,
+    which fill_negations writes), the ones row already set."""
+    out = np.empty((2 * plan.variables + 1 if plan.negated else plan.variables + 1, n), dtype=U64)
+    out[-1] = ~U64(0)
+    return out
+
+
+def material_rows(srv, layout_rows: int, n: int) -> np.ndarray:
+    """A `material` buffer for monomials_of_opened: layout_rows rows to fill, then the constant 1 as this
+    server's XOR share of it."""
+    out = np.empty((layout_rows + 1, n), dtype=U64)
+    out[-1] = ~U64(0) if srv.index == 0 else U64(0)
+    return out
 
 
 def _rows(indices, broadcast: bool = False):
@@ -331,7 +344,7 @@ def _rows(indices, broadcast: bool = False):
     return np.array(indices)
 
 
-WIDE_ROWS = 128  # words a row from which and_monomials sums each monomial's terms by a reduction of its own
+WIDE_ROWS = 128  # words a row from which monomials_of_opened sums each monomial's terms by a reduction of its own
 
 
 def and_monomials(srv, variables, monomials, material):
@@ -342,50 +355,62 @@ def and_monomials(srv, variables, monomials, material):
 
     With masks m_j from the dealer, the servers open d_j = v_j XOR m_j (NOT v_j is then NOT d_j under the
     same mask); for a monomial S, AND of its literals = XOR over subsets T of S of (AND of the opened
-    literals in S minus T) AND M_T, with M_T = AND of the masks in T XOR-shared by the dealer and the
-    T = {} term (all public) added by server 0. For a plain 2-input AND that is Beaver's
+    literals in S minus T) AND M_T, with M_T = AND of the masks in T XOR-shared by the dealer and
+    M_{} = 1 (server 0's share all ones, server 1's zero). For a plain 2-input AND that is Beaver's
     v_i v_j = M_ij ^ d_i m_j ^ d_j m_i (^ d_i d_j on server 0)."""
     plan = _monomial_plan(len(variables), tuple(monomials))
-    masks = material[plan.used]
-    (d,) = srv.open_xor(variables[plan.used] ^ masks)
+    (d,) = srv.open_xor(variables[plan.used] ^ material[plan.used])
+    n = variables.shape[1]
+    opened = opened_rows(plan, n)
+    opened[plan.used] = d
+    if plan.pairs is None:
+        full = material_rows(srv, len(material), n)
+        full[:-1] = material
+        material = full
+    return monomials_of_opened(srv, plan, opened, material)
+
+
+def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: np.ndarray) -> np.ndarray:
+    """and_monomials after its opening, local: the monomials of variables v_j = d_j XOR m_j from the public
+    d_j and the XOR-shared mask products, laid out as _MonomialPlan says (opened_rows, material_rows; the
+    constant row is not read by a plan of `pairs`). The d_j may come from anywhere both servers know them,
+    e.g. from fewer opened words that the variables derive from (msb_bits)."""
     if plan.pairs is not None:
         rows, i, j = plan.pairs
-        d_j = d[j]
-        m_j = masks[j] ^ d_j if srv.index == 0 else masks[j]  # d_i m_j ^ d_i d_j = d_i (m_j ^ d_j)
-        out = d[i] & m_j
-        out ^= d_j & masks[i]
+        d_j, m_j = opened[j], material[j]
+        if srv.index == 0:
+            m_j = m_j ^ d_j  # d_i m_j ^ d_i d_j = d_i (m_j ^ d_j)
+        out = opened[i] & m_j
+        out ^= d_j & material[i]
         out ^= material[rows]
         return out
     if plan.negated:
-        d = np.concatenate((d, ~d))
-    public = np.empty((plan.count, d.shape[1]), dtype=U64)
-    public[0] = ~U64(0)  # the empty product
-    (rows, _, last), *larger = plan.steps
-    public[rows] = d[last]  # single literals: the empty product AND the literal
-    for rows, parents, last in larger:
-        public[rows] = public[parents] & d[last]
-    terms = material[plan.term_rows] & public[plan.term_public]
+        np.invert(opened[:plan.variables], out=opened[plan.variables:2 * plan.variables])
+    terms = np.bitwise_and.reduce(opened[plan.term_literals], axis=1)
+    terms &= material[plan.term_rows]
     if terms.shape[1] < WIDE_ROWS:
-        out = np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
-    else:  # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
-        out = np.empty((len(plan.starts), terms.shape[1]), dtype=U64)
-        for k, (start, end) in enumerate(plan.segments):
-            np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
-    if srv.index == 0:
-        out ^= public[plan.wholes]
+        return np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
+    # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
+    out = np.empty((len(plan.starts), terms.shape[1]), dtype=U64)
+    for k, (start, end) in enumerate(plan.segments):
+        np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
     return out
 
 
-# Below this many words a comparison is latency-bound and uses radix-4 levels (4 rounds); above, it is
-# compute-bound and uses radix 2 (6 or 7 rounds, a quarter of the arithmetic).
-RADIX4_MAX_WORDS = 512
+# A comparison of up to this many words (of 64 bits) is latency-bound and runs by tables (msb_by_tables: 2
+# rounds, about 270 or 570 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
+# (msb_bits: 5 or 6 rounds, 80 or 184 bytes a value offline).
+TABLES_MAX_WORDS = 512
 
 
-def comparison_radices(n: int, width: int = 64) -> tuple:
-    """The radices of the prefix levels for a comparison of n values of `width` bits."""
-    words = -(-n * width // 64)
-    fast, lean = RADICES[width]
-    return fast if words <= RADIX4_MAX_WORDS else lean
+def by_tables(n: int, width: int = 64) -> bool:
+    """Whether a bitwise comparison of n values of `width` bits runs by tables."""
+    return -(-n * width // 64) <= TABLES_MAX_WORDS
+
+
+def comparison_rounds(n: int, width: int = 64) -> int:
+    """The rounds of a bitwise msb_bits on n values of `width` bits: 2 by tables, else the circuit's."""
+    return 2 if by_tables(n, width) else len(RADICES[width])
 
 
 COMPARISONS = ("bitwise", "fss")
@@ -393,8 +418,9 @@ COMPARISONS = ("bitwise", "fss")
 
 def use_comparisons(srv, method: str) -> None:
     """A program for both servers: from now on their comparisons (msb_bits, msb, and all that builds on
-    them) run by `method`. "bitwise", the default: the circuit of msb_bits, 4 to 7 rounds, about 20
-    ring elements a value online and 30 to 80 offline, little arithmetic. "fss": function secret sharing
+    them) run by `method`. "bitwise", the default: msb_bits by tables (2 rounds, 4 or 8 bytes and
+    a few bits a value online, about 270 or 570 bytes offline) or by its radix-2 circuit for many values (5 or 6
+    rounds, 5 or 11 ring elements online, 10 or 23 offline), little arithmetic. "fss": function secret sharing
     (fss.py), one round, 8 bytes a value online (4 on 32 bits), about 1 to 1.5 kB a value offline and
     some 60 AES blocks a value online: for links where a round trip costs more than that arithmetic."""
     if method not in COMPARISONS:
@@ -429,24 +455,22 @@ def ask_msb(srv, n: int, width: int = 64, group: str = "xor"):
     output `group` ("xor" for msb_bits, "add" for msb)."""
     if srv.provider.comparisons == "fss":
         return srv.provider.fss_comparison(n, width, group)
-    return srv.provider.comparison(n, comparison_radices(n, width), width)
+    if by_tables(n, width):
+        return srv.provider.table_comparison(n, width)
+    return srv.provider.comparison(n, RADICES[width], width)
 
 
 def msb_bits(srv, x, material=None, width: int = 64):
     """XOR shares (in bit 0) of the most significant bit of x, i.e. of [x < 0].
 
     Open c = x + r with r uniform (perfectly hiding). Then x = c - r, and
-        msb(x) = msb(c) XOR msb(r) XOR borrow,   borrow = [c mod 2^63 < r mod 2^63].
-    The borrow compares a public number with a bitwise-shared one: per bit, g = r AND NOT c ("r is larger
-    here") and p = NOT (r XOR c) ("equal here"). A Kogge-Stone prefix over the bit positions, run on
-    whole uint64 words so that all positions move at once, combines spans of bits level by level, each
-    level one round of multi-input ANDs (circuits.PREFIX): radix 4 takes 3 levels (4 rounds in all, 21 ring
-    elements per value), radix 2 takes 6 (7 rounds, 19 elements, a quarter of the arithmetic).
+        msb(x) = msb(c) XOR msb(r) XOR borrow,   borrow = [c mod 2^(w-1) < r mod 2^(w-1)]
+    (w = width), a public number compared with a shared one: by tables for few values (by_tables,
+    msb_by_tables: 2 rounds), else by a prefix circuit (msb_by_circuit: 5 or 6 rounds, less material).
 
     width=32 is for values known to satisfy |x| < 2^31 (as ring integers): reducing both shares modulo
-    2^32 is local and exact, and the sign of such an x is bit 31 of x mod 2^32. Two values then share a
-    word (one per 32-bit lane; a lane's result after five levels depends on its own bits only), c is
-    opened as uint32, and the comparison costs about half as much.
+    2^32 is local and exact, and the sign of such an x is bit 31 of x mod 2^32. c is then opened as
+    uint32, and the comparison costs about half as much.
 
     With FSS material (use_comparisons), the sign is one opening of x + r and a local evaluation
     (fss.less_than_zero): one round, width/8 bytes a value.
@@ -454,51 +478,115 @@ def msb_bits(srv, x, material=None, width: int = 64):
     m = (ask_msb(srv, x.size, width) if material is None else material).get()
     if isinstance(m, fss.SignKey):
         return fss.less_than_zero(srv, x, m, width) & U64(1)
-    shape = x.shape
-    x = x.ravel()
-    n = x.size
-    radices = comparison_radices(n, width)
+    if isinstance(m, TableComparisonMaterial):
+        return msb_by_tables(srv, x, m, width)
+    return msb_by_circuit(srv, x, m, width)
+
+
+def msb_by_circuit(srv, x, m, width: int = 64):
+    """msb_bits by a Kogge-Stone prefix circuit, for many values (ComparisonMaterial).
+
+    1. Open c = x + r. Per bit of the low w - 1, g = r AND NOT c ("r is larger here") and p = NOT (r XOR c)
+       ("equal here"); on 32 bits two values share a word, one per lane (a lane's result after five
+       levels depends on its own bits only).
+    2. The prefix over the bit positions, run on whole uint64 words so that all positions move at once,
+       combines spans of bits level by level (circuits.PREFIX, radix 2), each level a set of ANDs of its
+       variables, which are p and g shifted (circuits.prefix_variables). Their masks are correlated: the
+       masks of p and g shifted alike, so a level opens p and g only, two words, and derives the rest.
+       - The first level opens nothing: there p = r_bits XOR NOT c is r's bits (the dealer's, masking
+         themselves) under the public NOT c, and g = r_bits AND NOT c, so each monomial with a G_k is
+         (the monomial with r's bits in place of G_k) AND the public NOT c shifted alike (local).
+       - A later level opens p and g under fresh masks (ComparisonRequest.draw) in one round.
+    6 levels on 64 bits (6 rounds in all, 11 ring elements a value: c, then p and g five times), 5 on 32."""
+    shape, n = x.shape, x.size
     top = U64(width - 1)
-    lanes_low, lanes_bit0 = _lane_constants(width)
+    lanes_low, lanes_bit0 = lane_constants(width)
     if width == 64:
-        (c,) = srv.open(x + m.r)
+        (c,) = srv.open(x.ravel() + m.r)
     else:
-        (c,) = srv.open((x + m.r).astype(np.uint32))
+        (c,) = srv.open((x.ravel() + m.r).astype(np.uint32))
         c = pack_lanes(c, width)
     not_c = ~(c & lanes_low)
-    r_bits = m.r_bits
-    r_low = r_bits & lanes_low
-    g = not_c & r_low
-    p = r_low ^ not_c if srv.index == 0 else r_low
-    span = 1
-    for level, (radix, level_material) in enumerate(zip(radices, m.levels)):
+    r_low = m.r_bits & lanes_low
+    radices, span = RADICES[width], 1
+    for level, (radix, products_of_masks) in enumerate(zip(radices, m.levels)):
         last = level == len(radices) - 1
-        # the variables of circuits.PREFIX: P_(radix-1) .. P_0, G_(radix-2) .. G_0, the spans of p and g
-        # `span` bits apart, one row each
-        spans = _SPANS[radix] * U64(span)
-        variables = np.empty((2 * radix - 1, p.size), dtype=U64)
-        np.right_shift(p, spans, out=variables[:radix])
-        np.right_shift(g, spans[1:], out=variables[radix:])
-        products = and_monomials(srv, variables, prefix_monomials(radix, last), level_material)
-        g = (g >> spans[0, 0]) ^ (products[0] if radix == 2 else np.bitwise_xor.reduce(products[:radix - 1], axis=0))
+        variables = 2 * radix - 1
+        plan = _monomial_plan(variables, prefix_monomials(radix, last))
+        layout = material_rows(srv, variables + len(products_of_masks), c.size)
+        layout[variables:-1] = products_of_masks
+        opened = opened_rows(plan, c.size)
+        if level == 0:  # the variables' public parts: NOT c shifted for the P, none for the G (r's bits)
+            prefix_variables(r_low, r_low, radix, span, out=layout)
+            prefix_variables(not_c, None, radix, span, out=opened)
+            products = monomials_of_opened(srv, plan, opened, layout)
+            products[:radix - 1] &= opened[1:radix]  # G_k = (r's bits) AND NOT c, both shifted by span k
+            g = r_low & not_c
+        else:
+            masks = m.masks[level - 1]
+            prefix_variables(masks[0], masks[1], radix, span, out=layout)
+            (d,) = srv.open_xor(pg ^ masks)
+            prefix_variables(d[0], d[1], radix, span, out=opened)
+            products = monomials_of_opened(srv, plan, opened, layout)
+            g = pg[1]
+        # G = G_(radix-1) ^ the monomials with a G; P = the last monomial (none on the last level)
+        pg = np.empty((2, c.size), dtype=U64)
+        np.right_shift(g, U64(span * (radix - 1)), out=pg[1])
+        pg[1] ^= products[0] if radix == 2 else np.bitwise_xor.reduce(products[:radix - 1], axis=0)
         if not last:
-            p = products[-1]
+            pg[0] = products[-1]
         span *= radix
-    bits = ((r_bits >> top) ^ g) & lanes_bit0
+    bits = ((m.r_bits >> top) ^ pg[1]) & lanes_bit0
     if srv.index == 0:
         bits ^= (c >> top) & lanes_bit0
     return unpack_lane_bits(bits, n, width).reshape(shape)
 
 
-_SPANS = {radix: np.arange(radix - 1, -1, -1, dtype=U64)[:, None] for radix in (2, 4)}  # radix - 1 .. 0
+def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
+    """msb_bits in two rounds, for comparisons of few values (by_tables), where rounds rather than
+    arithmetic are the cost.
+
+    1. Open c = x + r (`width` bits): msb(x) = msb(c) XOR msb(r) XOR [c' < r'], c' and r' the low
+       width - 1 bits (msb_bits).
+    2. Split c' into K chunks c_j of 8 bits (circuits.table_chunks: 4 for 32 bits, 8 for 64). At entry c_j
+       (public) the dealer's tables for r's chunk r_j hold this server's XOR shares of G_j = [c_j < r_j]
+       (r_j's thermometer) and E_j = [c_j = r_j] (its one-hot): local.
+    3. The highest chunk where c' and r' differ decides: [c' < r'] = G_(K-1) ^ E_(K-1) G_(K-2) ^ ... ^
+       E_(K-1) .. E_1 G_0, the last level of a radix-K prefix (circuits.PREFIX, with the E as the P). Its
+       ANDs take one round on the bits packed 64 values a word (and_monomials).
+    Online: c, then 2K - 2 bits a value. Offline: r, 64 bytes of tables a chunk, a bit of r's msb and
+    the ANDs' material, some 1/8 byte a value a row."""
+    shape, n = x.shape, x.size
+    chunks = table_chunks(width)
+    if width == 64:
+        (c,) = srv.open(x.ravel() + m.r)
+    else:
+        (c,) = srv.open((x.ravel() + m.r).astype(np.uint32))
+        c = c.astype(U64)
+    shifts, columns = _table_rows(chunks)
+    digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each row's chunk of c'
+    words = m.tables[np.arange(n), columns + (digits >> U64(6)).astype(np.intp)]
+    bits = pack_bits((words >> (digits & U64(63))) & U64(1))
+    products = and_monomials(srv, bits[:-1], prefix_monomials(chunks, True), m.products)
+    borrow = bits[-1] ^ np.bitwise_xor.reduce(products, axis=0)
+    borrow ^= m.top
+    if srv.index == 0:
+        borrow ^= pack_bits(c >> U64(width - 1))
+    return unpack_bits(borrow, n).reshape(shape)
 
 
 @functools.lru_cache(maxsize=None)
-def _lane_constants(width: int):
-    """Words with all but each lane's msb set, and with each lane's bit 0 set."""
-    lanes = 64 // width
-    return (pack_lanes(np.full(lanes, 2**(width - 1) - 1, dtype=U64), width)[0],
-            pack_lanes(np.ones(lanes, dtype=U64), width)[0])
+def _table_rows(chunks: int):
+    """For msb_by_tables, the rows it looks up: the prefix's variables P_(K-1) .. P_0 (E_(K-1) .. E_0),
+    G_(K-2) .. G_0, then G_(K-1); as each row's shift to its chunk of c (8 j) and its first column in the
+    tables ((2 j + table) 4, table 0 the thermometer, 1 the one-hot), one row each."""
+    rows = [(chunks - 1 - v, 1) for v in range(chunks)] + [(chunks - 2 - v, 0) for v in range(chunks - 1)]
+    rows.append((chunks - 1, 0))
+    shifts = np.array([[8 * j] for j, _ in rows], dtype=U64)
+    columns = np.array([[(2 * j + t) * 4] for j, t in rows], dtype=np.intp)
+    for a in (shifts, columns):
+        a.setflags(write=False)  # kept in a cache and shared
+    return shifts, columns
 
 
 def msb(srv, x, width: int = 64, material=None):

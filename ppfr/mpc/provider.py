@@ -29,7 +29,7 @@ from .lut import TABLE_MAX_VALUES
 from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSComparisonRequest, MATERIAL_OF,
                        MaskedChainRequest, RowMaskRequest, RowProductsRequest, SelectionRequest, SquaresRequest,
                        Triple, TriplesRequest, TruncationPair, TruncationRequest, UpdateThenProductRequest,
-                       RequestReader, WithSpares, spares_for)
+                       RequestReader, TableComparisonRequest, WithSpares, spares_for)
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -92,6 +92,10 @@ class Provider:
     def comparison(self, n: int, radices: tuple, width: int = 64) -> Pending:
         """For the sign of n values of `width` bits: ComparisonMaterial."""
         return self._ask(ComparisonRequest(int(n), tuple(radices), int(width)))
+
+    def table_comparison(self, n: int, width: int = 64) -> Pending:
+        """For the sign of n values of `width` bits by tables (protocols.msb_by_tables): TableComparisonMaterial."""
+        return self._ask(TableComparisonRequest(int(n), int(width)))
 
     def fss_comparison(self, n: int, width: int = 64, group: str = "xor", payloads: int = 0) -> Pending:
         """For the sign of n values of `width` bits in one round, by function secret sharing, and with
