@@ -89,6 +89,40 @@ def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
     assert np.array_equal(got, encoded(x) < 0)
 
 
+# chunk boundaries of the comparison by tables on top of test_mpc_fss's: x + r with equal high chunks and
+# the low chunk at 0, 255 or 256 (carries across a chunk), masks with chunks of 0x00, 0x7f, 0x80, 0xff
+CHUNK_VALUES = [255, -255, 256, -256, 2**16 - 1, -(2**16) + 1, 2**24, -(2**24), 2**24 - 1]
+CHUNK_MASKS = [0xFF, 0x100, 0x00FF00FF, 0x7F000000, 0x80FFFFFF, 0x7FFFFF00]
+
+
+def _bitwise_sign_program(srv, width, material):
+    """Both servers: msb_bits of the received ring integers with the given bitwise material."""
+    x = srv.receive()
+    return protocols.msb_bits(srv, x.share, type("Given", (), {"get": lambda _: material})(), width)
+
+
+@pytest.mark.parametrize("method", ["tables", "circuit"])
+@pytest.mark.parametrize("width", [64, 32])
+def test_bitwise_sign_is_exact_on_every_boundary_value_and_mask(method, width):
+    """Both bitwise methods (by tables, by the radix-2 circuit), every boundary value against every
+    boundary mask: x + r wraps, lands on 0, on 2^(w-1) and next to it, and on chunk boundaries."""
+    from test_mpc_fss import BOUNDARIES_32, BOUNDARIES_64, MASKS_32, MASKS_64
+    from ppfr.mpc import LocalSession, material as M
+    from ppfr.mpc.prg import SecureRandom
+    values = (BOUNDARIES_64 if width == 64 else BOUNDARIES_32) + CHUNK_VALUES
+    masks = (MASKS_64 if width == 64 else MASKS_32) + CHUNK_MASKS
+    x = np.repeat(np.array(values, dtype=np.int64), len(masks))
+    r = np.tile(np.array(masks, dtype=np.uint64), len(values))
+    request = (M.TableComparisonRequest(x.size, width) if method == "tables"
+               else M.ComparisonRequest(x.size, protocols.RADICES[width], width))
+    material = [M.MATERIAL_OF[type(request)](m) for m in request.draw_for_masks(SecureRandom(), r)]
+    with LocalSession() as s:
+        job = s.run(_bitwise_sign_program, width, per_server=((material[0],), (material[1],)))
+        s.client.share(x, frac=0)
+        b0, b1 = job.result()
+    assert np.array_equal((b0 ^ b1) & np.uint64(1), (x < 0).astype(np.uint64))
+
+
 def test_a_32_bit_comparison_opens_half_the_bytes(session, request):
     if request.node.callspec.params["session"][1] != "bitwise":
         pytest.skip("counts the bytes of the bitwise circuit (FSS: tests/test_mpc_fss.py)")

@@ -334,6 +334,13 @@ class SparesRequest(Request):
         return (self.shifts, tuple(pairs0), t0), (self.shifts, tuple(pairs1), t1)
 
 
+def comparison_masks(rng, n: int, width: int) -> np.ndarray:
+    """n uniform masks of `width` bits (32 or 64) as uint64, from width/8 bytes of the stream each."""
+    if width == 64:
+        return rng.uint64((n,))
+    return rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(U64)
+
+
 @dataclass(frozen=True)
 class ComparisonRequest(Request):
     n: int
@@ -347,14 +354,15 @@ class ComparisonRequest(Request):
         themselves), a later level's have fresh masks, drawn as two uniform XOR shares."""
         if self.width not in RADICES:
             raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
+        return self.draw_for_masks(rng, comparison_masks(rng, self.n, self.width))
+
+    def draw_for_masks(self, rng, r: np.ndarray):
+        """draw with the masks r (< 2^width) chosen, which the tests use to reach every boundary."""
         n, width, radices = self.n, self.width, self.radices
         plan = _prefix_plan(radices)
         words = -(-n // (64 // width))  # the bitwise mask's words (pack_lanes)
         later = (len(radices) - 1, 2, words)
-        r, ra0, rb0, masks0, masks1 = rng.uint64_parts(
-            ((n if width == 64 else (n + 1) // 2,), (n,), (words,), later, later))
-        if width != 64:
-            r = r.view(np.uint32)[:n].astype(U64)
+        ra0, rb0, masks0, masks1 = rng.uint64_parts(((n,), (words,), later, later))
         r_bits = pack_lanes(r, width)
         r_low = r_bits & lane_constants(width)[0]
         masks = masks0 ^ masks1
@@ -381,11 +389,13 @@ class TableComparisonRequest(Request):
     def draw(self, rng):
         if self.width not in RADICES:
             raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
+        return self.draw_for_masks(rng, comparison_masks(rng, self.n, self.width))
+
+    def draw_for_masks(self, rng, r: np.ndarray):
+        """draw with the masks r (< 2^width) chosen, which the tests use to reach every boundary."""
         n, width, chunks = self.n, self.width, table_chunks(self.width)
         words = -(-n // 64)
-        r, r0, top0, tables0 = rng.uint64_parts(((n,), (n,), (words,), (n, chunks * 8)))
-        if width != 64:
-            r &= U64(2**width - 1)
+        r0, top0, tables0 = rng.uint64_parts(((n,), (words,), (n, chunks * 8)))
         low = r & U64(2 ** (width - 1) - 1)
         chunk = ((low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)).astype(np.int64)
         tables = _chunk_tables(chunk).reshape(n, chunks * 8)
