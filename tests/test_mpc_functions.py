@@ -178,10 +178,12 @@ def test_winner_literals_of_a_group_pick_the_first_best_member():
             assert wins == [i == v.argmax() for i in range(k)], (k, values)
 
 
-def test_exp_within_bounds_over_its_range(session):
-    lo, hi = F.EXP_RANGE
-    x = np.concatenate([rng.uniform(lo, hi, 20000), np.linspace(lo, hi, 2001), [0.0, -1e-5, 1e-5]])
-    got = evaluate(session, F.exp, x)
+@pytest.mark.parametrize("lo, hi", [F.EXP_RANGE, (-16.0, 0.0), (-32.0, 0.0), (-1.0, 1.0)])
+def test_exp_within_bounds_over_its_range(session, lo, hi):
+    """The whole range (7 squarings), and narrower ones that take fewer (5 on [-16, 0], as the softmax's
+    clamp leaves it for rows of LFW's 158 classes)."""
+    x = np.concatenate([rng.uniform(lo, hi, 20000), np.linspace(lo, hi, 2001), [0.0, -1e-5, min(1e-5, hi)]])
+    got = evaluate(session, partial(F.exp, lower=lo, upper=hi), x)
     want = np.exp(x)
     tolerance = np.maximum(1e-3 * want, 1e-4)
     assert np.all(np.abs(got - want) <= tolerance), np.max(np.abs(got - want) / tolerance)
@@ -256,6 +258,21 @@ def test_softmax_is_safe_for_rows_spanning_far_more_than_64(session):
     x[np.arange(20), rng.integers(40, 158, 20)] = 400.0  # and a winner far above
     got = evaluate(session, F.softmax, x)
     assert np.max(np.abs(got - _softmax(x))) <= 1e-3
+
+
+def test_the_clamp_moves_the_softmax_by_under_its_bound(session):
+    """Rows whose other 157 logits sit just below the clamp (-16 from the maximum for rows of 158), at it
+    and just above it: where the clamp moves the sum most, the probabilities stay within 1e-4 (the sum
+    moves by under CLAMP_SUM_ERROR of itself)."""
+    assert F.clamp_below(158) == -16.0 and F.clamp_below(1000) == -32.0
+    rows = []
+    for gap in (16.0001, 16.0, 15.999, 20.0, 17.0):
+        row = np.full(158, -gap)
+        row[rng.integers(158)] = 0.0
+        rows.append(row + rng.uniform(-5, 5))
+    x = np.array(rows)
+    got = evaluate(session, F.softmax, x)
+    assert np.max(np.abs(got - _softmax(x))) <= 1e-4
 
 
 THRESHOLDS = (0.3, 0.6, 0.9, 0.99)

@@ -378,32 +378,32 @@ def argmin(x: SharedTensor, axis: int = -1, bound: float | None = None):
 
 # -- exp --------------------------------------------------------------------------------------------------
 EXP_RANGE = (-64.0, 10.0)
-_EXP_HALVINGS = 7  # exp(x) = exp(x / 2^7)^(2^7)
 
 
-def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None) -> SharedTensor:
-    """e^x for x in [-64, upper] (upper <= 10), within 1e-4 relative or 3e-5 absolute.
+def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None,
+        lower: float = EXP_RANGE[0]) -> SharedTensor:
+    """e^x for x in [lower, upper] (-64 <= lower, upper <= 10), within 1e-4 relative or 3e-5 absolute.
 
-    Range reduction: y = x / 2^7, read for free from the same ring elements with 7 more fractional bits,
-    lies in [-0.5, 0.08]; a degree-7 Taylor polynomial gives e^y to 1e-7 relative; seven squarings give
-    e^x. Every product here has operands the servers can see through a dealer mask (protocols.Masked):
+    Range reduction: y = x / 2^h, read for free from the same ring elements with h more fractional bits,
+    lies in [-0.5, 0.5] (h = 7 for the whole range: y in [-0.5, 0.08]; 5 for [-16, 0]: _exp_halvings);
+    a degree-7 Taylor polynomial gives e^y to 1e-7 relative; h squarings give e^x. Every product here has operands the servers can see through a dealer mask (protocols.Masked):
     y once its mask is opened, and every truncated value for free. So the products are local and only
     the truncations cost rounds: opening y, the powers y^2, y^3..y^4, y^5..y^7, the polynomial and the
-    seven squares, 12 rounds in all (each of size(x) ring elements), plus a round where a truncation
-    is redone (rare). The squarings rescale as they go so that each product stays under the truncation
+    h squares, 12 rounds in all (10 on [-16, 0]; each of size(x) ring elements), plus a round where a
+    truncation is redone (rare). The squarings rescale as they go so that each product stays under the truncation
     bound: small values keep up to f + 7 fractional bits, large ones fewer (their relative precision is
-    what matters). `upper` is the largest input the caller expects; the default schedule is valid for
-    all of [-64, 10]. Below -64 the result is not guaranteed (it is then below e^-64 in truth and the
-    polynomial is evaluated outside its interval).
+    what matters). `upper` is the largest input the caller expects, `lower` the smallest; the default
+    schedule is valid for all of [-64, 10]. Below `lower` the result is not guaranteed (the polynomial is
+    then evaluated outside its interval).
 
     In the few-rounds profile (comparisons "fss", see few_rounds), exp of values known to be <= 0
     (upper <= 0) runs by tables instead (lut.exp_nonpositive): 3 rounds, within 2.5e-7 absolute, 0 below
     -15.98 (where e^x < 1.2e-7), about 9 kB offline a value.
     """
-    with x.server.provider.plan("exp", x.shape, x.frac, upper, frac):
+    with x.server.provider.plan("exp", x.shape, x.frac, upper, frac, lower):
         if upper <= 0 and few_rounds(x):
             return lut.exp_nonpositive(x, frac)
-        return _exp(x, upper, frac)
+        return _exp(x, upper, frac, lower)
 
 
 def few_rounds(x: SharedTensor) -> bool:
@@ -417,13 +417,15 @@ def few_rounds(x: SharedTensor) -> bool:
     return (provider.comparisons == "fss" and x.size <= provider.exp_tables and lut.LOW_SPAN < x.frac <= 16)
 
 
-def _exp(x: SharedTensor, upper: float, frac: int | None) -> SharedTensor:
+def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RANGE[0]) -> SharedTensor:
     srv, fixed = x.server, x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
-    if upper > EXP_RANGE[1]:
-        raise ValueError(f"exp is documented for inputs up to {EXP_RANGE[1]}, asked for {upper}")
-    yf = x.frac + _EXP_HALVINGS
-    squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits)
+    if upper > EXP_RANGE[1] or lower < EXP_RANGE[0] or lower > min(upper, 0.0):
+        raise ValueError(f"exp is documented for inputs in [{EXP_RANGE[0]}, {EXP_RANGE[1]}], asked for "
+                         f"[{lower}, {upper}]")
+    halvings = _exp_halvings(lower, upper)
+    yf = x.frac + halvings
+    squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits, halvings)
     steps = _exp_steps(yf, squares)
     m = srv.provider.masked_chain(x.size, steps).get()
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
@@ -475,15 +477,20 @@ def _exp_steps(yf: int, squares: tuple) -> tuple:
     return tuple(steps)
 
 
+def _exp_halvings(lower: float, upper: float) -> int:
+    """The fewest halvings h that bring [lower, upper] into [-0.5, 0.5] (at least 1)."""
+    return max(1, math.ceil(math.log2(max(-lower, upper, 0.5) / 0.5)))
+
+
 @functools.lru_cache(maxsize=256)
-def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int) -> tuple:
+def _exp_squaring_fracs(yf: int, upper: float, out_frac: int, bound_bits: int, halvings: int) -> tuple:
     """(fractional bits in, out, bits above the point of the largest square) of each squaring: as many
     fractional bits as the truncation bound allows for the largest value that squaring can produce,
     the caller's at the end."""
     bound = bound_bits - 1
     fracs, current = [], yf
-    for k in range(_EXP_HALVINGS):
-        remaining = _EXP_HALVINGS - k - 1  # squarings left after this one
+    for k in range(halvings):
+        remaining = halvings - k - 1  # squarings left after this one
         biggest = _bits_of_exp(upper / 2**remaining)  # log2 of the largest value this squaring can produce
         nxt = out_frac if remaining == 0 else min(yf, (bound - _bits_of_exp(upper / 2**(remaining - 1))) // 2)
         if current * 2 + biggest >= bound + 1:
@@ -614,9 +621,10 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
 
     m = max (exact, comparisons), d = x - m, e = exp(d) in (0, 1] at extra precision, s = sum(e) in [1, n],
     p = e * (1/s) with the reciprocal run over [1, n]. exp is only guaranteed on [-64, 0]; with `clamp`
-    (the default) d is raised to -64 where it is lower (one more comparison, 3 rounds for a row), which
-    changes nothing at this precision (e^-64 rounds to 0) and makes any logits within the bound safe
-    (beyond it the 32-bit comparisons of the maximum and the clamp are wrong). Without it, rows
+    (the default) d is raised to clamp_below(n) (-16 for up to 177 values a row) where it is lower (one
+    more comparison, 3 rounds for a row, and 2 squarings fewer in exp), which moves s by under 2e-5 of
+    itself (CLAMP_SUM_ERROR) and makes any logits within the bound safe (beyond it the 32-bit
+    comparisons of the maximum and the clamp are wrong). Without it, rows
     must span less than 64 (e.g. logits in [-32, 32]); the trainer, whose logits stay within that, skips it.
 
     Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
@@ -712,24 +720,37 @@ def _row_sums(e: protocols.Masked, n: int) -> protocols.Masked:
     return protocols.Masked(sums(e.share), sums(e.public), sums(e.mask), broken)
 
 
+# Where softmax and confident_argmax clamp x - max, the clamp may move a row's sum (whose maximum's term
+# alone is 1) by at most this much of itself: n e^clamp, n terms raised to e^clamp at most.
+CLAMP_SUM_ERROR = 2e-5
+
+
+def clamp_below(n: int) -> float:
+    """The clamp for rows of n values: -16 up to 177 values (LFW's 158 classes; e^-16 < 1.2e-7, and exp on
+    [-16, 0] takes 5 squarings instead of 7: _exp_halvings), else -32 (6 squarings; up to 1.5e9 values)."""
+    return -16.0 if n * math.exp(-16.0) <= CLAMP_SUM_ERROR else -32.0
+
+
 def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> SharedTensor:
     """exp(x - m) along the last axis, m the rows' maximum, in (0, 1] at 7 more fractional bits. exp is
-    only guaranteed on [-64, 0]: with `clamp`, x - m is first raised to -64 where it is lower (one
-    comparison and one selection round), which changes nothing at this precision (e^-64 rounds to 0).
+    only guaranteed on [-64, 0]: with `clamp`, x - m is first raised to clamp_below(n) (-16 for up to 177
+    values a row) where it is lower (one comparison and one selection round), which moves a row's sum
+    by under CLAMP_SUM_ERROR (2e-5) of itself and leaves exp 2 squarings fewer (10 rounds instead of 12).
     In the few-rounds profile, by tables (lut.exp_nonpositive), whose comparison makes any clamp moot."""
     shifted = x_last - m.reshape(*m.shape, 1)
     frac = x_last.server.fixed.frac_bits + 7
     if few_rounds(shifted):
         return lut.exp_nonpositive(shifted, frac)
-    if clamp:  # shifted = max(shifted, -64): add (-64 - shifted) where shifted < -64
-        server = x_last.server
-        width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - EXP_RANGE[0])
-        comparison = protocols.ask_msb(server, shifted.size, width)
-        selection = server.provider.selection(shifted.size, 1)
-        below = protocols.msb_bits(server, (shifted - EXP_RANGE[0]).share, comparison, width)
-        (raise_by,) = protocols.select(server, below, [(EXP_RANGE[0] - shifted).share], selection)
-        shifted = shifted + shifted._new(raise_by.reshape(shifted.shape))
-    return _exp(shifted, 0.0, frac)
+    if not clamp:
+        return _exp(shifted, 0.0, frac)
+    # shifted = max(shifted, lower): add (lower - shifted) where shifted < lower
+    server, lower = x_last.server, clamp_below(shifted.shape[-1])
+    width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - lower)
+    comparison = protocols.ask_msb(server, shifted.size, width)
+    selection = server.provider.selection(shifted.size, 1)
+    below = protocols.msb_bits(server, (shifted - lower).share, comparison, width)
+    (raise_by,) = protocols.select(server, below, [(lower - shifted).share], selection)
+    return _exp(shifted + shifted._new(raise_by.reshape(shifted.shape)), 0.0, frac, lower=lower)
 
 
 def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedTensor]:
@@ -740,7 +761,7 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
-    Rounds: the tournament (12 for 158 classes), the clamp (3), exp (12), and the comparisons (3), whose
+    Rounds: the tournament (12 for 158 classes), the clamp (3), exp (10), and the comparisons (3), whose
     last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A
     decision can differ from float64 only where p is within exp's 1e-4 relative error of a threshold.
 

@@ -395,31 +395,30 @@ class TableComparisonRequest(Request):
         """draw with the masks r (< 2^width) chosen, which the tests use to reach every boundary."""
         n, width, chunks = self.n, self.width, table_chunks(self.width)
         words = -(-n // 64)
-        r0, top0, tables0 = rng.uint64_parts(((n,), (words,), (n, chunks * 8)))
+        plan = product_plan(((2 * chunks - 1, prefix_monomials(chunks, True)),))
+        r0, top0, tables0, masks, *products0 = rng.uint64_parts(
+            ((n,), (words,), (n, chunks * 8), (plan.variables, words), *plan.shapes(words)))
         low = r & U64(2 ** (width - 1) - 1)
-        chunk = ((low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)).astype(np.int64)
-        tables = _chunk_tables(chunk).reshape(n, chunks * 8)
-        m0, m1 = monomial_draw(rng, words, 2 * chunks - 1, prefix_monomials(chunks, True))
+        chunk = (low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)
+        tables = CHUNK_TABLES[chunk.astype(np.intp)].reshape(n, chunks * 8)
+        work = np.empty((plan.size, words), dtype=U64)
+        work[:plan.variables] = masks
+        (p0,), (p1,) = monomial_shares(plan, work, products0)
         top = pack_bits(r >> U64(width - 1))
-        return (r0, top0, tables0, m0), (r - r0, top ^ top0, tables ^ tables0, m1)
+        return (r0, top0, tables0, p0), (r - r0, top ^ top0, tables ^ tables0, p1)
 
 
-_WORD_STARTS = np.arange(0, 256, 64, dtype=np.int64)
-
-
-def _chunk_tables(values: np.ndarray) -> np.ndarray:
+def _chunk_tables() -> np.ndarray:
     """For each v in 0 .. 255, the 256-bit thermometer [k < v] and one-hot [k = v] over k = 0 .. 255, as 4
-    uint64 words each (bit k % 64 of word k // 64): shape (*values.shape, 2, 4). With d = v - 64 w, word w
-    of the thermometer has its low clip(d, 0, 64) bits set (shifted in two halves: a shift by 64 is not
-    defined), of the one-hot bit d where 0 <= d < 64. Whole-array operations, no 256-wide arrays."""
-    d = values[..., None] - _WORD_STARTS
-    out = np.empty((*values.shape, 2, 4), dtype=U64)
-    t = np.minimum(np.maximum(d, 0), 64).astype(U64)
-    half = t >> ONE
-    np.subtract((ONE << half) << (t - half), ONE, out=out[..., 0, :])
-    inside = ((d >= 0) & (d < 64)).astype(U64)
-    np.left_shift(inside, (d & 63).astype(U64), out=out[..., 1, :])
-    return out
+    uint64 words each (bit k % 64 of word k // 64): shape (256, 2, 4), 16 kB, computed once."""
+    k, v = np.arange(256), np.arange(256)[:, None]
+    bits = np.stack([k < v, k == v], axis=1)  # (v, table, k)
+    tables = np.packbits(bits, axis=-1, bitorder="little").view("<u8")
+    tables.setflags(write=False)
+    return tables
+
+
+CHUNK_TABLES = _chunk_tables()
 
 
 @functools.lru_cache(maxsize=64)
