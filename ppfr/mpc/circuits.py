@@ -164,12 +164,20 @@ def table_chunks(width: int) -> int:
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """0/1 values along the last axis -> uint64 words, 64 values a word (value i in bit i % 64 of word
     i // 64; the last word padded with zeros)."""
-    n = bits.shape[-1]
-    packed = np.packbits(bits.astype(np.uint8, copy=False), axis=-1, bitorder="little")
-    pad = -packed.shape[-1] % 8
-    if pad:
-        packed = np.concatenate([packed, np.zeros((*packed.shape[:-1], pad), dtype=np.uint8)], axis=-1)
-    return packed.view("<u8").reshape(*bits.shape[:-1], -(-n // 64))
+    rows = bit_rows(bits.shape[:-1], bits.shape[-1])
+    rows[..., :bits.shape[-1]] = bits
+    return packed_rows(rows)
+
+
+def bit_rows(shape: tuple, n: int) -> np.ndarray:
+    """A zeroed uint8 buffer for rows of n bits (one a byte), n padded to whole words: fill [..., :n], then
+    packed_rows."""
+    return np.zeros((*shape, -(-n // 64) * 64), dtype=np.uint8)
+
+
+def packed_rows(rows: np.ndarray) -> np.ndarray:
+    """bit_rows' buffer -> uint64 words, 64 bits a word (as pack_bits)."""
+    return np.packbits(rows, axis=-1, bitorder="little").view("<u8")
 
 
 def unpack_bits(words: np.ndarray, n: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fss
-from .circuits import (RADICES, lane_constants, monomial_layout, pack_bits, pack_lanes, prefix_monomials,
+from .circuits import (RADICES, bit_rows, lane_constants, monomial_layout, pack_lanes, packed_rows, prefix_monomials,
                        prefix_variables, subsets, table_chunks, unpack_bits, unpack_lane_bits, variable)
 from .fixedpoint import ring_matmul
 from .material import TableComparisonMaterial, Triple, TruncationPair
@@ -268,33 +268,31 @@ def masked_products(srv, pairs, crosses):
 class _MonomialPlan(NamedTuple):
     """How monomials_of_opened evaluates a set of monomials over V variables (see _monomial_plan).
 
-    Its inputs are laid out by variable number: `opened` (opened_rows) has the public d_v of variable v in
-    row v, NOT d_v in row V + v (if any literal is negated), and a row of ones last; `material`
-    (material_rows) has the rows of circuits.monomial_layout, then the mask product of the empty subset,
-    the constant 1 (all ones on server 0, zeros on server 1). Index arrays are slices where they step
-    evenly (_rows: views, not copies)."""
+    Its `opened` input (opened_rows) is laid out by variable number: the public d_v of variable v in row
+    v, NOT d_v in row V + v (if any literal is negated), and a row of ones last; `material` is the rows of
+    circuits.monomial_layout. Index arrays are slices where they step evenly (_rows: views, not copies)."""
     variables: int
     used: object          # the variables opened
     pairs: tuple | None   # every monomial a plain 2-input AND: (rows of its dealer products, i, j)
     negated: bool         # whether any literal is a NOT
-    term_rows: object     # each term's row of `material`
-    term_literals: np.ndarray  # each term's rows of `opened` (its public literals), padded with the ones row
-    starts: np.ndarray    # the first term of each monomial
-    segments: tuple       # (first, end) of each monomial's terms
+    term_rows: object     # each masked term's row of `material`
+    term_literals: np.ndarray  # each term's rows of `opened` (its public literals), padded with the ones row:
+                               # the masked terms monomial by monomial, then each monomial's all-public one
+    starts: np.ndarray    # the first masked term of each monomial
+    segments: tuple       # (first, end) of each monomial's masked terms
 
 
 @functools.lru_cache(maxsize=None)
 def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     """Index arrays that evaluate all monomials with a handful of whole-matrix operations.
 
-    A monomial S (a tuple of literals, see circuits.variable) expands into one term per subset T of its
-    literals, the empty one included: (the dealer's AND of T's masks, the constant 1 for T = {}) AND (the
-    AND of the opened literals in S minus T). Each term's public part is one reduction over the rows of
-    its literals (term_literals, padded with ones to the longest). Plain 2-input ANDs need none of this
-    (`pairs`)."""
+    A monomial S (a tuple of literals, see circuits.variable) expands into one term per non-empty subset T
+    of its literals, (the dealer's AND of T's masks) AND (the AND of the opened literals in S minus T),
+    and the all-public AND of S's opened literals, which server 0 adds. Each term's public part is one
+    reduction over the rows of its literals (term_literals, padded with ones to the longest). Plain
+    2-input ANDs need none of this (`pairs`)."""
     layout = monomial_layout(variables, monomials)
     row = {t: i for i, t in enumerate(layout)}
-    empty = len(layout)  # the constant row of `material`, after the layout
     used = sorted({variable(lit) for m in monomials for lit in m})
     negated = any(lit < 0 for m in monomials for lit in m)
     ones = 2 * variables if negated else variables
@@ -304,31 +302,25 @@ def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
         ordered = [tuple(sorted(m)) for m in monomials]
         pairs = (_rows([row[m] for m in ordered]), _rows([i for i, _ in ordered], broadcast=True),
                  _rows([j for _, j in ordered]))
+    wholes = [tuple(sorted(m)) for m in monomials]
     term_rows, term_literals, starts = [], [], []
-    for m in (tuple(sorted(m)) for m in monomials):
+    for m in wholes:
         starts.append(len(term_rows))
-        for t in [()] + subsets(m):
-            term_rows.append(row[tuple(sorted(map(variable, t)))] if t else empty)
+        for t in subsets(m):
+            term_rows.append(row[tuple(sorted(map(variable, t)))])
             term_literals.append([literal_row(lit) for lit in m if lit not in t])
-    width = max(1, max(map(len, term_literals)))
+    term_literals += [[literal_row(lit) for lit in m] for m in wholes]
+    width = max(map(len, term_literals))
     literals = np.array([lits + [ones] * (width - len(lits)) for lits in term_literals], dtype=np.intp)
     return _MonomialPlan(variables, _rows(used), pairs, negated, _rows(term_rows), literals, np.array(starts),
                          tuple(zip(starts, [*starts[1:], len(term_rows)])))
 
 
 def opened_rows(plan: _MonomialPlan, n: int) -> np.ndarray:
-    """An `opened` buffer for monomials_of_opened, n words a row: the variables' rows to fill (and their NOTs,
-    which fill_negations writes), the ones row already set."""
+    """An `opened` buffer for monomials_of_opened, n words a row: the variables' rows to fill (monomials_of_
+    opened writes their NOTs), the ones row already set."""
     out = np.empty((2 * plan.variables + 1 if plan.negated else plan.variables + 1, n), dtype=U64)
     out[-1] = ~U64(0)
-    return out
-
-
-def material_rows(srv, layout_rows: int, n: int) -> np.ndarray:
-    """A `material` buffer for monomials_of_opened: layout_rows rows to fill, then the constant 1 as this
-    server's XOR share of it."""
-    out = np.empty((layout_rows + 1, n), dtype=U64)
-    out[-1] = ~U64(0) if srv.index == 0 else U64(0)
     return out
 
 
@@ -360,21 +352,16 @@ def and_monomials(srv, variables, monomials, material):
     v_i v_j = M_ij ^ d_i m_j ^ d_j m_i (^ d_i d_j on server 0)."""
     plan = _monomial_plan(len(variables), tuple(monomials))
     (d,) = srv.open_xor(variables[plan.used] ^ material[plan.used])
-    n = variables.shape[1]
-    opened = opened_rows(plan, n)
+    opened = opened_rows(plan, variables.shape[1])
     opened[plan.used] = d
-    if plan.pairs is None:
-        full = material_rows(srv, len(material), n)
-        full[:-1] = material
-        material = full
     return monomials_of_opened(srv, plan, opened, material)
 
 
 def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: np.ndarray) -> np.ndarray:
     """and_monomials after its opening, local: the monomials of variables v_j = d_j XOR m_j from the public
-    d_j and the XOR-shared mask products, laid out as _MonomialPlan says (opened_rows, material_rows; the
-    constant row is not read by a plan of `pairs`). The d_j may come from anywhere both servers know them,
-    e.g. from fewer opened words that the variables derive from (msb_bits)."""
+    d_j and the XOR-shared mask products, laid out as _MonomialPlan says (opened_rows). The d_j may come
+    from anywhere both servers know them, e.g. from fewer opened words that the variables derive from
+    (msb_by_circuit)."""
     if plan.pairs is not None:
         rows, i, j = plan.pairs
         d_j, m_j = opened[j], material[j]
@@ -386,14 +373,18 @@ def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: 
         return out
     if plan.negated:
         np.invert(opened[:plan.variables], out=opened[plan.variables:2 * plan.variables])
-    terms = np.bitwise_and.reduce(opened[plan.term_literals], axis=1)
+    publics = np.bitwise_and.reduce(opened[plan.term_literals], axis=1)
+    monomials = len(plan.starts)
+    terms = publics[:-monomials]
     terms &= material[plan.term_rows]
     if terms.shape[1] < WIDE_ROWS:
-        return np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
-    # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
-    out = np.empty((len(plan.starts), terms.shape[1]), dtype=U64)
-    for k, (start, end) in enumerate(plan.segments):
-        np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
+        out = np.bitwise_xor.reduceat(terms, plan.starts, axis=0)
+    else:  # reduceat along axis 0 is slow on wide rows (4x at 512 words): one reduction a monomial
+        out = np.empty((monomials, terms.shape[1]), dtype=U64)
+        for k, (start, end) in enumerate(plan.segments):
+            np.bitwise_xor.reduce(terms[start:end], axis=0, out=out[k])
+    if srv.index == 0:
+        out ^= publics[-monomials:]
     return out
 
 
@@ -513,8 +504,8 @@ def msb_by_circuit(srv, x, m, width: int = 64):
         last = level == len(radices) - 1
         variables = 2 * radix - 1
         plan = _monomial_plan(variables, prefix_monomials(radix, last))
-        layout = material_rows(srv, variables + len(products_of_masks), c.size)
-        layout[variables:-1] = products_of_masks
+        layout = np.empty((variables + len(products_of_masks), c.size), dtype=U64)
+        layout[variables:] = products_of_masks
         opened = opened_rows(plan, c.size)
         if level == 0:  # the variables' public parts: NOT c shifted for the P, none for the G (r's bits)
             prefix_variables(r_low, r_low, radix, span, out=layout)
@@ -565,14 +556,27 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
         c = c.astype(U64)
     shifts, columns = _table_rows(chunks)
     digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each row's chunk of c'
-    words = m.tables[np.arange(n), columns + (digits >> U64(6)).astype(np.intp)]
-    bits = pack_bits((words >> (digits & U64(63))) & U64(1))
-    products = and_monomials(srv, bits[:-1], prefix_monomials(chunks, True), m.products)
-    borrow = bits[-1] ^ np.bitwise_xor.reduce(products, axis=0)
+    words = m.tables.ravel().take(_row_starts(n, chunks * 8) + columns + (digits >> U64(6)).astype(np.intp))
+    words >>= digits & U64(63)
+    rows = len(shifts)  # the prefix's variables, G_(K-1), then msb(c)
+    bits = bit_rows((rows + 1,), n)
+    np.bitwise_and(words, U64(1), out=bits[:rows, :n], casting="unsafe")
+    np.right_shift(c, U64(width - 1), out=bits[rows, :n], casting="unsafe")
+    bits = packed_rows(bits)
+    products = and_monomials(srv, bits[:rows - 1], prefix_monomials(chunks, True), m.products)
+    borrow = bits[rows - 1] ^ np.bitwise_xor.reduce(products, axis=0)
     borrow ^= m.top
     if srv.index == 0:
-        borrow ^= pack_bits(c >> U64(width - 1))
+        borrow ^= bits[rows]
     return unpack_bits(borrow, n).reshape(shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_starts(n: int, stride: int) -> np.ndarray:
+    """Where each of n rows of `stride` words starts in the flat array (read-only: cached, shared)."""
+    out = np.arange(n, dtype=np.intp) * stride
+    out.setflags(write=False)
+    return out
 
 
 @functools.lru_cache(maxsize=None)
