@@ -90,6 +90,13 @@ def test_comparison_material(width, radices, n):
         span *= radix
 
 
+def test_comparison_material_only_for_the_circuits_radices():
+    """The circuit runs RADICES[width]; material for other levels would give wrong signs, so none is drawn."""
+    for radices in [(4, 4, 4), (8, 8), (2,) * 7]:
+        with pytest.raises(ValueError, match="radices"):
+            both(M.ComparisonRequest(5, radices, 64))
+
+
 @pytest.mark.parametrize("width", [32, 64])
 @pytest.mark.parametrize("n", [1, 7, 64, 300])
 def test_table_comparison_material(width, n):

@@ -77,7 +77,7 @@ def test_where(session):
     assert np.array_equal(got, np.minimum(encoded(a), encoded(b)))
 
 
-@pytest.mark.parametrize("n", [1, 3, 1001, 5000])   # radix-4 and radix-2 prefixes, odd lane counts
+@pytest.mark.parametrize("n", [1, 3, 1001, 5000])   # by tables and by the circuit, odd lane counts
 def test_less_than_zero_on_32_bits_is_exact_inside_its_bound(session, n):
     """With |x| < bound known, the sign runs on x mod 2^32, two values to a word."""
     bound = 2.0**31 / 2**16 - 1e-3                                    # the largest bound 32 bits allow

@@ -127,11 +127,11 @@ def predict_mpc(session, x: np.ndarray, chunk: int = 512, reveal: str = "label",
     """Shares x (already preprocessed) with the servers, who hold a model; only the client learns the
     answer, as `reveal` says (reference.REVEALS). Rows go in chunks to bound the servers' memory.
 
-    label: the top class under MPC with a confidence band (functions.confident_argmax; about 33 rounds
+    label: the top class under MPC with a confidence band (functions.confident_argmax; about 30 rounds
     for a batch, 9 with mpc.comparisons: fss). As it ends, the servers ask for the next call's material of
     the same shape (functions.prepare_confident_argmax), so that a stream of faces meets only the online
     phase: with FSS, one face 65-71 ms -> 23-33 ms with 0.1 s between faces. probabilities: the softmax
-    runs on shares (about 40 rounds) and the client reconstructs probabilities accurate to 1e-4. logits: the servers stop at the logits and reveal them behind a random
+    runs on shares (about 38 rounds) and the client reconstructs probabilities accurate to 1e-4. logits: the servers stop at the logits and reveal them behind a random
     offset per row, which leaves the client the logit differences; it computes the softmax in float64
     (3 rounds in all)."""
     check_reveal(reveal)

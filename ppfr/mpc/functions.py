@@ -25,7 +25,7 @@ ONE = U64(1)
 def less_than_zero(x: SharedTensor, bound: float | None = None) -> SharedTensor:
     """Shares of the bit [x < 0] (an integer tensor, frac 0). Exact for any x in the ring; given a bound
     on |x| small enough (comparison_width), the comparison runs on 32 bits at about half the cost. 3 rounds
-    (7 for many values: protocols.comparison_rounds)."""
+    (6 or 7 for many values, 32 or 64 bits: protocols.comparison_rounds)."""
     return x._new(protocols.msb(x.server, x.share, width=comparison_width(x.frac, bound)), 0)
 
 
@@ -417,7 +417,10 @@ def few_rounds(x: SharedTensor) -> bool:
     return (provider.comparisons == "fss" and x.size <= provider.exp_tables and lut.LOW_SPAN < x.frac <= 16)
 
 
-def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RANGE[0]) -> SharedTensor:
+def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RANGE[0],
+         truncate_last: bool = True) -> SharedTensor:
+    """exp (above); without truncate_last, the last square as it is, at twice its input's fractional bits
+    (no round: for a caller that only sums and compares it, as confident_argmax does)."""
     srv, fixed = x.server, x.server.fixed
     out_frac = fixed.frac_bits if frac is None else frac
     if upper > EXP_RANGE[1] or lower < EXP_RANGE[0] or lower > min(upper, 0.0):
@@ -426,7 +429,7 @@ def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RAN
     halvings = _exp_halvings(lower, upper)
     yf = x.frac + halvings
     squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits, halvings)
-    steps = _exp_steps(yf, squares)
+    steps = _exp_steps(yf, squares, truncate_last)
     m = srv.provider.masked_chain(x.size, steps).get()
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
     # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
@@ -451,6 +454,8 @@ def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RAN
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
         (square,) = protocols.masked_products(srv, [(z, z)], [m.cross(f"z{k}", f"z{k}")])
+        if k == len(squares) - 1 and not truncate_last:
+            return x._new(square.reshape(x.shape), 2 * frac_in)
         (z,) = protocols.truncate_masked(srv, [square], [2 * frac_in - frac_out], [m.trunc(f"z{k + 1}")],
                                          2 * frac_in + value_bits + 1)
     return x._new(z.share.reshape(x.shape), out_frac)
@@ -466,13 +471,15 @@ def _taylor_coefficients(fixed, frac: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _exp_steps(yf: int, squares: tuple) -> tuple:
+def _exp_steps(yf: int, squares: tuple, truncate_last: bool = True) -> tuple:
     """The dealer's material for _exp (material.MaskedChainRequest): the powers' masks, truncations and mask
-    products, the truncation of the polynomial and of each square (z0 .. z7), each square's mask product."""
+    products, the truncation of the polynomial and of each square (z0 .. z7; the last one's only with
+    truncate_last), each square's mask product."""
     steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
              ("trunc", "t3", yf), ("trunc", "t4", yf), ("cross", "t4", "y"), ("cross", "t4", "t2"),
              ("cross", "t4", "t3"), ("trunc", "t5", yf), ("trunc", "t6", yf), ("trunc", "t7", yf), ("trunc", "z0", yf)]
-    steps += [("trunc", f"z{k + 1}", 2 * fin - fout) for k, (fin, fout, _) in enumerate(squares)]
+    truncated = squares if truncate_last else squares[:-1]
+    steps += [("trunc", f"z{k + 1}", 2 * fin - fout) for k, (fin, fout, _) in enumerate(truncated)]
     steps += [("cross", f"z{k}", f"z{k}") for k in range(len(squares))]
     return tuple(steps)
 
@@ -630,7 +637,7 @@ def softmax(x: SharedTensor, axis: int = -1, clamp: bool = True) -> SharedTensor
     Few-rounds profile (few_rounds): exp by tables (the clamp built in whatever `clamp` says), the
     reciprocal's guess from thresholds 1/64 octave apart (no round of its own), which leaves one Newton
     step, and the product, all on masked values of one chain (_softmax_by_tables): 7 rounds besides the
-    maximum, against 22 with FSS and the polynomial, 25 bitwise.
+    maximum, against 22 with FSS and the polynomial, 23 bitwise.
     """
     with x.server.provider.plan("softmax", x.shape, x.frac, axis, clamp):
         return _softmax(x, axis, clamp)
@@ -731,12 +738,14 @@ def clamp_below(n: int) -> float:
     return -16.0 if n * math.exp(-16.0) <= CLAMP_SUM_ERROR else -32.0
 
 
-def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> SharedTensor:
+def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool, truncate: bool = True) -> SharedTensor:
     """exp(x - m) along the last axis, m the rows' maximum, in (0, 1] at 7 more fractional bits. exp is
     only guaranteed on [-64, 0]: with `clamp`, x - m is first raised to clamp_below(n) (-16 for up to 177
     values a row) where it is lower (one comparison and one selection round), which moves a row's sum
     by under CLAMP_SUM_ERROR (2e-5) of itself and leaves exp 2 squarings fewer (10 rounds instead of 12).
-    In the few-rounds profile, by tables (lut.exp_nonpositive), whose comparison makes any clamp moot."""
+    In the few-rounds profile, by tables (lut.exp_nonpositive), whose comparison makes any clamp moot.
+    Without `truncate` (bitwise, with the clamp), exp's last square comes untruncated (_exp's truncate_last):
+    one round fewer, at its own fractional bits (some 42) instead of 7 more than the input's."""
     shifted = x_last - m.reshape(*m.shape, 1)
     frac = x_last.server.fixed.frac_bits + 7
     if few_rounds(shifted):
@@ -750,7 +759,7 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool) -> Shared
     selection = server.provider.selection(shifted.size, 1)
     below = protocols.msb_bits(server, (shifted - lower).share, comparison, width)
     (raise_by,) = protocols.select(server, below, [(lower - shifted).share], selection)
-    return _exp(shifted + shifted._new(raise_by.reshape(shifted.shape)), 0.0, frac, lower=lower)
+    return _exp(shifted + shifted._new(raise_by.reshape(shifted.shape)), 0.0, frac, lower=lower, truncate_last=truncate)
 
 
 def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedTensor]:
@@ -761,9 +770,11 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 
     The top probability is p = 1 / s with s = sum_j exp(x_j - max) (the tournament's maximum and index,
     the clamped exp of softmax), so p >= t is s <= 1/t: one comparison per threshold, no reciprocal.
-    Rounds: the tournament (12 for 158 classes), the clamp (3), exp (10), and the comparisons (3), whose
+    Rounds: the tournament (12 for 158 classes), the clamp (3), exp (9: its last square is summed
+    untruncated, _sum_fits_untruncated), and the comparisons (3, on 64 bits), whose
     last round also gives the label's product (label + 1 = known * (index + 1); _label_and_band). A
-    decision can differ from float64 only where p is within exp's 1e-4 relative error of a threshold.
+    decision can differ from float64 only where p is within exp's 1e-4 relative error and the clamp's 2e-5
+    (CLAMP_SUM_ERROR) of a threshold.
 
     Few-rounds profile (few_rounds; thresholds >= 2^-15): exp by tables left untruncated (2 rounds), the
     comparisons and the label's product in one (_confident_argmax_by_tables): 3 rounds besides the
@@ -777,9 +788,20 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
         # by tables, s (at most the row's length) sits at 46 fractional bits: rows under 2^16 stay in the ring
         if few_rounds(x) and thresholds[0] >= 2.0**-15 and x.shape[-1] < 2**16:
             return _confident_argmax_by_tables(x - m.reshape(*m.shape, 1), index, limits)
-        s = _exp_below_max(x, m, clamp=True).sum(axis=-1)
+        # the sum of exp's last squares untruncated (one round fewer) where the gaps stay in the ring
+        s = _exp_below_max(x, m, clamp=True, truncate=not _sum_fits_untruncated(x, limits)).sum(axis=-1)
         gaps = limits - s.reshape(*s.shape, 1)                                   # rows x thresholds
         return _label_and_band(gaps, index, comparison_width(gaps.frac, x.shape[-1] + limits[0]))
+
+
+def _sum_fits_untruncated(x: SharedTensor, limits: np.ndarray) -> bool:
+    """Whether confident_argmax can take exp's last squares untruncated: at their fractional bits F (the
+    squaring schedule's for rows of x after the clamp, public: some 42), the gaps 1/t - s lie within
+    +-(n + 1/t) 2^F, which must stay under 2^62 for the comparisons (on 64 bits) to be exact."""
+    fixed, n = x.server.fixed, x.shape[-1]
+    halvings = _exp_halvings(clamp_below(n), 0.0)
+    squares = _exp_squaring_fracs(x.frac + halvings, 0.0, fixed.frac_bits + 7, fixed.bound_bits, halvings)
+    return 2 * squares[-1][0] + math.log2(n + float(np.max(limits))) < 62
 
 
 def _label_and_band(gaps: SharedTensor, index: SharedTensor, width: int):

@@ -359,6 +359,8 @@ class ComparisonRequest(Request):
     def draw_for_masks(self, rng, r: np.ndarray):
         """draw with the masks r (< 2^width) chosen, which the tests use to reach every boundary."""
         n, width, radices = self.n, self.width, self.radices
+        if tuple(radices) != RADICES[width]:  # protocols.msb_by_circuit runs these levels, no others
+            raise ValueError(f"a {width}-bit comparison circuit has levels of radices {RADICES[width]}, not {radices}")
         plan = _prefix_plan(radices)
         words = -(-n // (64 // width))  # the bitwise mask's words (pack_lanes)
         later = (len(radices) - 1, 2, words)

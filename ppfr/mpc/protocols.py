@@ -312,7 +312,10 @@ def _monomial_plan(variables: int, monomials: tuple) -> _MonomialPlan:
     term_literals += [[literal_row(lit) for lit in m] for m in wholes]
     width = max(map(len, term_literals))
     literals = np.array([lits + [ones] * (width - len(lits)) for lits in term_literals], dtype=np.intp)
-    return _MonomialPlan(variables, _rows(used), pairs, negated, _rows(term_rows), literals, np.array(starts),
+    starts_array = np.array(starts)
+    for a in (literals, starts_array):
+        a.setflags(write=False)  # kept in a cache and shared
+    return _MonomialPlan(variables, _rows(used), pairs, negated, _rows(term_rows), literals, starts_array,
                          tuple(zip(starts, [*starts[1:], len(term_rows)])))
 
 
@@ -492,10 +495,8 @@ def msb_by_circuit(srv, x, m, width: int = 64):
     shape, n = x.shape, x.size
     top = U64(width - 1)
     lanes_low, lanes_bit0 = lane_constants(width)
-    if width == 64:
-        (c,) = srv.open(x.ravel() + m.r)
-    else:
-        (c,) = srv.open((x.ravel() + m.r).astype(np.uint32))
+    c = _open_mask(srv, x, m.r, width)
+    if width != 64:
         c = pack_lanes(c, width)
     not_c = ~(c & lanes_low)
     r_low = m.r_bits & lanes_low
@@ -549,16 +550,12 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
     the ANDs' material, some 1/8 byte a value a row."""
     shape, n = x.shape, x.size
     chunks = table_chunks(width)
-    if width == 64:
-        (c,) = srv.open(x.ravel() + m.r)
-    else:
-        (c,) = srv.open((x.ravel() + m.r).astype(np.uint32))
-        c = c.astype(U64)
+    c = _open_mask(srv, x, m.r, width).astype(U64, copy=False)
     shifts, columns = _table_rows(chunks)
     digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each row's chunk of c'
     words = m.tables.ravel().take(_row_starts(n, chunks * 8) + columns + (digits >> U64(6)).astype(np.intp))
     words >>= digits & U64(63)
-    rows = len(shifts)  # the prefix's variables, G_(K-1), then msb(c)
+    rows = len(shifts)  # the prefix's 2K - 1 variables and G_(K-1); bits row `rows` holds msb(c)
     bits = bit_rows((rows + 1,), n)
     np.bitwise_and(words, U64(1), out=bits[:rows, :n], casting="unsafe")
     np.right_shift(c, U64(width - 1), out=bits[rows, :n], casting="unsafe")
@@ -569,6 +566,14 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
     if srv.index == 0:
         borrow ^= bits[rows]
     return unpack_bits(borrow, n).reshape(shape)
+
+
+def _open_mask(srv, x, r, width: int) -> np.ndarray:
+    """A comparison's first round: c = x + r, opened as `width`-bit words (shares reduced modulo 2^width
+    first: local and exact)."""
+    if width == 64:
+        return srv.open(x.ravel() + r)[0]
+    return srv.open((x.ravel() + r).astype(np.uint32))[0]
 
 
 @functools.lru_cache(maxsize=256)
