@@ -5,7 +5,8 @@ import pytest
 
 from mpc_util import chi_square_uniform_bytes
 from ppfr.mpc import material as M
-from ppfr.mpc.circuits import PREFIX, RADICES, monomial_layout, pack_lanes, prefix_monomials, product_plan, table_chunks
+from ppfr.mpc.circuits import (PREFIX, RADICES, monomial_layout, pack_lanes, prefix_monomials, product_plan, table_chunks,
+                               table_layout)
 from ppfr.mpc.fixedpoint import ring_matmul
 from ppfr.mpc.prg import SecureRandom
 
@@ -107,13 +108,18 @@ def test_table_comparison_material(width, n):
     r = r0 + r1
     assert r.shape == (n,) and (width == 64 or (r >> U64(width) == 0).all())
     chunks = table_chunks(width)
-    bits = np.unpackbits((t0 ^ t1).reshape(n, chunks, 2, 4).view(np.uint8), axis=-1, bitorder="little")
+    kept, first = table_layout(width)
+    assert t0.shape == (n, kept.size) and kept.size == {32: 24, 64: 56}[width]
     low = r & U64(2 ** (width - 1) - 1)
-    k = np.arange(256)
-    for j in range(chunks):
+    ends = sorted(first.values())[1:] + [kept.size]
+    for (j, t), start in sorted(first.items(), key=lambda item: item[1]):
+        end = ends[sorted(first.values()).index(start)]
+        bits = np.unpackbits((t0 ^ t1)[:, start:end].copy().view(np.uint8), axis=-1, bitorder="little")
+        k = np.arange(bits.shape[1])  # the entries sent: all 256, or the top chunk's first 128
         r_j = ((low >> U64(8 * j)) & U64(255)).astype(np.int64)
-        np.testing.assert_array_equal(bits[:, j, 0], k[None, :] < r_j[:, None])
-        np.testing.assert_array_equal(bits[:, j, 1], k[None, :] == r_j[:, None])
+        assert r_j.max(initial=0) < k.size
+        np.testing.assert_array_equal(bits, (k[None, :] < r_j[:, None]) if t == 0 else (k[None, :] == r_j[:, None]))
+    assert (0, 1) not in first  # chunk 0's one-hot: E_0 is in no monomial
     top = np.unpackbits((top0 ^ top1).view(np.uint8), count=n, bitorder="little")
     np.testing.assert_array_equal(top, r >> U64(width - 1))
     layout = monomial_layout(2 * chunks - 1, prefix_monomials(chunks, True))

@@ -161,6 +161,26 @@ def table_chunks(width: int) -> int:
     return -(-(width - 1) // CHUNK_BITS)
 
 
+@functools.lru_cache(maxsize=None)
+def table_layout(width: int):
+    """Which words of a comparison's chunk tables can ever be read, and where each table starts among them:
+    (kept, first). In the full layout chunk j's table t (0 the thermometer, 1 the one-hot) has its word w
+    at column 8 j + 4 t + w; `kept` lists the columns that are read, first[j, t] where table (j, t) begins
+    among them. Never read: chunk 0's one-hot (E_0 is in no monomial of the prefix's last level), and the
+    top chunk's words past its entries (it holds width - 1 - 8 (K - 1) = 7 bits: entries below 128)."""
+    chunks = table_chunks(width)
+    top_bits = width - 1 - CHUNK_BITS * (chunks - 1)
+    kept, first = [], {}
+    for j in range(chunks):
+        words = -(-2 ** (top_bits if j == chunks - 1 else CHUNK_BITS) // 64)
+        for t in (0, 1) if j else (0,):
+            first[j, t] = len(kept)
+            kept += [8 * j + 4 * t + w for w in range(words)]
+    kept = np.array(kept, dtype=np.intp)
+    kept.setflags(write=False)  # kept in a cache and shared
+    return kept, first
+
+
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """0/1 values along the last axis -> uint64 words, 64 values a word (value i in bit i % 64 of word
     i // 64; the last word padded with zeros)."""

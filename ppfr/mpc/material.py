@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .circuits import (PREFIX, RADICES, lane_constants, pack_bits, pack_lanes, prefix_monomials, prefix_variables,
-                       product_plan, table_chunks)
+                       product_plan, table_chunks, table_layout)
 from .fixedpoint import ring_matmul
 from .fss import SignKey, sign_keygen, sign_keys_for_masks
 from .prg import SecureRandom
@@ -118,9 +118,9 @@ class TableComparisonMaterial(Material):
     """For the sign of n values by tables (protocols.msb_by_tables): a mask r of `width` bits shared
     additively; XOR shares of its top bit, packed 64 values a word (circuits.pack_bits); for each value and
     each 8-bit chunk r_j of r's low width - 1 bits, XOR shares of two 256-bit tables, the thermometer
-    [k < r_j] and the one-hot [k = r_j] ((n, chunks * 2 * 4) words: chunk, table, word); and the AND
-    material of the chunks' prefix (monomial_layout of circuits.prefix_monomials(chunks, last=True)) on
-    packed words."""
+    [k < r_j] and the one-hot [k = r_j], the words that can be read (circuits.table_layout: 24 a value on
+    32 bits, 56 on 64); and the AND material of the chunks' prefix (monomial_layout of
+    circuits.prefix_monomials(chunks, last=True)) on packed words."""
     r: np.ndarray
     top: np.ndarray
     tables: np.ndarray
@@ -382,8 +382,9 @@ class ComparisonRequest(Request):
 
 @dataclass(frozen=True)
 class TableComparisonRequest(Request):
-    """TableComparisonMaterial for n values of `width` bits: (8 + 64 chunks) bytes a value and server and
-    the AND material of a level over the chunks, 1/64 of a word a value a row (circuits.table_chunks)."""
+    """TableComparisonMaterial for n values of `width` bits: about 200 bytes a value and server on 32 bits,
+    500 on 64 (r, the readable table words: circuits.table_layout), and the AND material of a level over the
+    chunks, 1/64 of a word a value a row."""
     n: int
     width: int = 64
     kind = "table_comparison"
@@ -398,11 +399,12 @@ class TableComparisonRequest(Request):
         n, width, chunks = self.n, self.width, table_chunks(self.width)
         words = -(-n // 64)
         plan = product_plan(((2 * chunks - 1, prefix_monomials(chunks, True)),))
+        kept, _ = table_layout(width)
         r0, top0, tables0, masks, *products0 = rng.uint64_parts(
-            ((n,), (words,), (n, chunks * 8), (plan.variables, words), *plan.shapes(words)))
+            ((n,), (words,), (n, kept.size), (plan.variables, words), *plan.shapes(words)))
         low = r & U64(2 ** (width - 1) - 1)
         chunk = (low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)
-        tables = CHUNK_TABLES[chunk.astype(np.intp)].reshape(n, chunks * 8)
+        tables = CHUNK_TABLES[chunk.astype(np.intp)].reshape(n, chunks * 8)[:, kept]
         work = np.empty((plan.size, words), dtype=U64)
         work[:plan.variables] = masks
         (p0,), (p1,) = monomial_shares(plan, work, products0)

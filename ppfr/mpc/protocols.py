@@ -17,7 +17,7 @@ import numpy as np
 
 from . import fss
 from .circuits import (RADICES, bit_rows, lane_constants, monomial_layout, pack_lanes, packed_rows, prefix_monomials,
-                       prefix_variables, subsets, table_chunks, unpack_bits, unpack_lane_bits, variable)
+                       prefix_variables, subsets, table_chunks, table_layout, unpack_bits, unpack_lane_bits, variable)
 from .fixedpoint import ring_matmul
 from .material import TableComparisonMaterial, Triple, TruncationPair
 
@@ -392,7 +392,7 @@ def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: 
 
 
 # A comparison of up to this many words (of 64 bits) is latency-bound and runs by tables (msb_by_tables: 2
-# rounds, about 270 or 570 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
+# rounds, about 200 or 500 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
 # (msb_bits: 5 or 6 rounds, 80 or 184 bytes a value offline).
 TABLES_MAX_WORDS = 512
 
@@ -413,7 +413,7 @@ COMPARISONS = ("bitwise", "fss")
 def use_comparisons(srv, method: str) -> None:
     """A program for both servers: from now on their comparisons (msb_bits, msb, and all that builds on
     them) run by `method`. "bitwise", the default: msb_bits by tables (2 rounds, 4 or 8 bytes and
-    a few bits a value online, about 270 or 570 bytes offline) or by its radix-2 circuit for many values (5 or 6
+    a few bits a value online, about 200 or 500 bytes offline) or by its radix-2 circuit for many values (5 or 6
     rounds, 5 or 11 ring elements online, 10 or 23 offline), little arithmetic. "fss": function secret sharing
     (fss.py), one round, 8 bytes a value online (4 on 32 bits), about 1 to 1.5 kB a value offline and
     some 60 AES blocks a value online: for links where a round trip costs more than that arithmetic."""
@@ -546,14 +546,15 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
     3. The highest chunk where c' and r' differ decides: [c' < r'] = G_(K-1) ^ E_(K-1) G_(K-2) ^ ... ^
        E_(K-1) .. E_1 G_0, the last level of a radix-K prefix (circuits.PREFIX, with the E as the P). Its
        ANDs take one round on the bits packed 64 values a word (and_monomials).
-    Online: c, then 2K - 2 bits a value. Offline: r, 64 bytes of tables a chunk, a bit of r's msb and
-    the ANDs' material, some 1/8 byte a value a row."""
+    Online: c, then 2K - 2 bits a value. Offline: r, the tables' readable words (192 bytes a value on 32
+    bits, 448 on 64: circuits.table_layout), a bit of r's msb and the ANDs' material, some 1/8 byte a
+    value a row."""
     shape, n = x.shape, x.size
     chunks = table_chunks(width)
     c = _open_mask(srv, x, m.r, width).astype(U64, copy=False)
-    shifts, columns = _table_rows(chunks)
+    shifts, columns = _table_rows(width)
     digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each row's chunk of c'
-    words = m.tables.ravel().take(_row_starts(n, chunks * 8) + columns + (digits >> U64(6)).astype(np.intp))
+    words = m.tables.ravel().take(_row_starts(n, m.tables.shape[1]) + columns + (digits >> U64(6)).astype(np.intp))
     words >>= digits & U64(63)
     rows = len(shifts)  # the prefix's 2K - 1 variables and G_(K-1); bits row `rows` holds msb(c)
     bits = bit_rows((rows + 1,), n)
@@ -585,14 +586,17 @@ def _row_starts(n: int, stride: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _table_rows(chunks: int):
+def _table_rows(width: int):
     """For msb_by_tables, the rows it looks up: the prefix's variables P_(K-1) .. P_0 (E_(K-1) .. E_0),
-    G_(K-2) .. G_0, then G_(K-1); as each row's shift to its chunk of c (8 j) and its first column in the
-    tables ((2 j + table) 4, table 0 the thermometer, 1 the one-hot), one row each."""
+    G_(K-2) .. G_0, then G_(K-1); as each row's shift to its chunk of c (8 j) and the column where its
+    table starts among the material's (circuits.table_layout), one row each. P_0 = E_0 is in no monomial
+    and its table is not sent: its row reads G_0's, and and_monomials never opens it."""
+    chunks = table_chunks(width)
+    _, first = table_layout(width)
     rows = [(chunks - 1 - v, 1) for v in range(chunks)] + [(chunks - 2 - v, 0) for v in range(chunks - 1)]
     rows.append((chunks - 1, 0))
     shifts = np.array([[8 * j] for j, _ in rows], dtype=U64)
-    columns = np.array([[(2 * j + t) * 4] for j, t in rows], dtype=np.intp)
+    columns = np.array([[first.get((j, t), first[0, 0])] for j, t in rows], dtype=np.intp)
     for a in (shifts, columns):
         a.setflags(write=False)  # kept in a cache and shared
     return shifts, columns
