@@ -85,12 +85,13 @@ class ProductPlan:
 #   G = G3 ^ P3 G2 ^ P3 P2 G1 ^ P3 P2 P1 G0,  P = P3 P2 P1 P0   over P3 P2 P1 P0 G2 G1 G0 = 0..6
 # and so on for radix R: variables P_(R-1) .. P_0 = 0 .. R-1, G_(R-2) .. G_0 = R .. 2R-2; monomial i < R-1
 # is P_(R-1) .. P_(R-1-i) G_(R-2-i), the last one P's product. The last level needs G only.
-# In the bitwise circuit (msb_bits) the radices of the levels multiply to the width of the compared values;
+# In the bitwise circuit (msb_by_circuit) the radices of the levels multiply to the width of the compared values;
 # a level's variables are its p and g shifted (prefix_variables), and so are their masks: a level opens
 # p and g alone, and the first, whose p and g are r's bits under public ones, opens nothing. The
 # comparison by tables (msb_by_tables) runs one last level of radix 4 or 8 over 8-bit chunks.
 PREFIX = {radix: {"variables": 2 * radix - 1,
-                  "monomials": tuple(tuple(range(i + 1)) + (radix + i,) for i in range(radix - 1)) + (tuple(range(radix)),)}
+                  "monomials": tuple(tuple(range(i + 1)) + (radix + i,) for i in range(radix - 1))
+                  + (tuple(range(radix)),)}
           for radix in (2, 4, 8)}
 RADICES = {64: (2,) * 6, 32: (2,) * 5}  # width -> the circuit's radices (where arithmetic, not rounds, is the cost)
 
@@ -108,7 +109,8 @@ def _spans(radix: int, span: int) -> np.ndarray:
     return out
 
 
-def prefix_variables(p: np.ndarray, g: np.ndarray | None, radix: int, span: int, out: np.ndarray | None = None) -> np.ndarray:
+def prefix_variables(p: np.ndarray, g: np.ndarray | None, radix: int, span: int,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """The variables of a prefix level (PREFIX), one row each: P_(radix-1) .. P_0 = p shifted right by
     span (radix - 1) .. 0, then G_(radix-2) .. G_0 = g shifted likewise. A right shift commutes with XOR,
     so the same call gives the variables of XOR-shared p and g from their shares, and their masks from
