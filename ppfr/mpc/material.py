@@ -336,6 +336,8 @@ class SparesRequest(Request):
 
 def comparison_masks(rng, n: int, width: int) -> np.ndarray:
     """n uniform masks of `width` bits (32 or 64) as uint64, from width/8 bytes of the stream each."""
+    if width not in RADICES:
+        raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {width}")
     if width == 64:
         return rng.uint64((n,))
     return rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(U64)
@@ -352,8 +354,6 @@ class ComparisonRequest(Request):
         """Correlated masks (protocols.msb_bits): a level's variables are p and g shifted, so their masks
         are the masks of p and g shifted alike; the first level's p and g are r's bits (masked by
         themselves), a later level's have fresh masks, drawn as two uniform XOR shares."""
-        if self.width not in RADICES:
-            raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
         return self.draw_for_masks(rng, comparison_masks(rng, self.n, self.width))
 
     def draw_for_masks(self, rng, r: np.ndarray):
@@ -390,8 +390,6 @@ class TableComparisonRequest(Request):
     kind = "table_comparison"
 
     def draw(self, rng):
-        if self.width not in RADICES:
-            raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {self.width}")
         return self.draw_for_masks(rng, comparison_masks(rng, self.n, self.width))
 
     def draw_for_masks(self, rng, r: np.ndarray):

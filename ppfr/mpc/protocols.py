@@ -393,7 +393,7 @@ def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: 
 
 # A comparison of up to this many words (of 64 bits) is latency-bound and runs by tables (msb_by_tables: 2
 # rounds, about 200 or 500 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
-# (msb_bits: 5 or 6 rounds, 80 or 184 bytes a value offline).
+# (msb_by_circuit: 5 or 6 rounds, 80 or 184 bytes a value offline).
 TABLES_MAX_WORDS = 512
 
 
@@ -571,10 +571,8 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
 
 def _open_mask(srv, x, r, width: int) -> np.ndarray:
     """A comparison's first round: c = x + r, opened as `width`-bit words (shares reduced modulo 2^width
-    first: local and exact)."""
-    if width == 64:
-        return srv.open(x.ravel() + r)[0]
-    return srv.open((x.ravel() + r).astype(np.uint32))[0]
+    first: local and exact; the words of fss.OPENED, as for FSS keys)."""
+    return srv.open((x.ravel() + r).astype(fss.OPENED[width], copy=False))[0]
 
 
 @functools.lru_cache(maxsize=256)
