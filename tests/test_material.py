@@ -101,25 +101,23 @@ def test_comparison_material_only_for_the_circuits_radices():
 @pytest.mark.parametrize("width", [32, 64])
 @pytest.mark.parametrize("n", [1, 7, 64, 300])
 def test_table_comparison_material(width, n):
-    """The tables are, for every 8-bit chunk r_j of r's low width - 1 bits, its thermometer [k < r_j] and its
-    one-hot [k = r_j] over k = 0 .. 255; the top bits are r's msb, packed; the ANDs' material is the
-    subset products of its masks."""
+    """The tables are, for every 8-bit chunk r_j of r's low width - 1 bits, its thermometer [k < r_j] over
+    k = 0 .. 255 (the top chunk's 7 bits: k < 128); the top bits are r's msb, packed; the ANDs' material is
+    the subset products of its masks."""
     (r0, top0, t0, p0), (r1, top1, t1, p1) = both(M.TableComparisonRequest(n, width))
     r = r0 + r1
     assert r.shape == (n,) and (width == 64 or (r >> U64(width) == 0).all())
     chunks = table_chunks(width)
-    kept, first = table_layout(width)
-    assert t0.shape == (n, kept.size) and kept.size == {32: 24, 64: 56}[width]
+    starts = table_layout(width)
+    assert t0.shape == (n, starts[-1]) and starts[-1] == {32: 14, 64: 30}[width]
     low = r & U64(2 ** (width - 1) - 1)
-    ends = sorted(first.values())[1:] + [kept.size]
-    for (j, t), start in sorted(first.items(), key=lambda item: item[1]):
-        end = ends[sorted(first.values()).index(start)]
-        bits = np.unpackbits((t0 ^ t1)[:, start:end].copy().view(np.uint8), axis=-1, bitorder="little")
-        k = np.arange(bits.shape[1])  # the entries sent: all 256, or the top chunk's first 128
+    for j in range(chunks):
+        bits = np.unpackbits((t0 ^ t1)[:, starts[j]:starts[j + 1]].copy().view(np.uint8), axis=-1, bitorder="little")
+        k = np.arange(bits.shape[1])  # the entries sent: all 256, or the top chunk's 128
+        assert k.size == (128 if j == chunks - 1 else 256)
         r_j = ((low >> U64(8 * j)) & U64(255)).astype(np.int64)
         assert r_j.max(initial=0) < k.size
-        np.testing.assert_array_equal(bits, (k[None, :] < r_j[:, None]) if t == 0 else (k[None, :] == r_j[:, None]))
-    assert (0, 1) not in first  # chunk 0's one-hot: E_0 is in no monomial
+        np.testing.assert_array_equal(bits, k[None, :] < r_j[:, None])
     top = np.unpackbits((top0 ^ top1).view(np.uint8), count=n, bitorder="little")
     np.testing.assert_array_equal(top, r >> U64(width - 1))
     layout = monomial_layout(2 * chunks - 1, prefix_monomials(chunks, True))

@@ -163,24 +163,24 @@ def table_chunks(width: int) -> int:
     return -(-(width - 1) // CHUNK_BITS)
 
 
-@functools.lru_cache(maxsize=None)
-def table_layout(width: int):
-    """Which words of a comparison's chunk tables can ever be read, and where each table starts among them:
-    (kept, first). In the full layout chunk j's table t (0 the thermometer, 1 the one-hot) has its word w
-    at column 8 j + 4 t + w; `kept` lists the columns that are read, first[j, t] where table (j, t) begins
-    among them. Never read: chunk 0's one-hot (E_0 is in no monomial of the prefix's last level), and the
-    top chunk's words past its entries (it holds width - 1 - 8 (K - 1) = 7 bits: entries below 128)."""
+def chunk_entries(width: int, j: int) -> int:
+    """How many entries chunk j's table has: 256, but the top chunk's, which holds the width - 1 - 8 (K - 1)
+    = 7 bits left (128)."""
     chunks = table_chunks(width)
-    top_bits = width - 1 - CHUNK_BITS * (chunks - 1)
-    kept, first = [], {}
-    for j in range(chunks):
-        words = -(-2 ** (top_bits if j == chunks - 1 else CHUNK_BITS) // 64)
-        for t in (0, 1) if j else (0,):
-            first[j, t] = len(kept)
-            kept += [8 * j + 4 * t + w for w in range(words)]
-    kept = np.array(kept, dtype=np.intp)
-    kept.setflags(write=False)  # kept in a cache and shared
-    return kept, first
+    return 2 ** (width - 1 - CHUNK_BITS * (chunks - 1) if j == chunks - 1 else CHUNK_BITS)
+
+
+@functools.lru_cache(maxsize=None)
+def table_layout(width: int) -> tuple:
+    """Where chunk j's thermometer [k < r_j] starts among a value's table words (64 entries a word: entry k
+    in bit k % 64 of word k // 64), for j = 0 .. K - 1, and then the number of words: a thermometer alone,
+    since [c_j = r_j] = [c_j - 1 < r_j] XOR [c_j < r_j] is read from it too (protocols.msb_by_tables).
+    Every chunk's takes 4 words but the top chunk's, 2 (chunk_entries): 14 words a value on 32 bits, 30
+    on 64."""
+    starts = [0]
+    for j in range(table_chunks(width)):
+        starts.append(starts[-1] + chunk_entries(width, j) // 64)
+    return tuple(starts)
 
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:

@@ -117,10 +117,10 @@ class ComparisonMaterial(Material):
 class TableComparisonMaterial(Material):
     """For the sign of n values by tables (protocols.msb_by_tables): a mask r of `width` bits shared
     additively; XOR shares of its top bit, packed 64 values a word (circuits.pack_bits); for each value and
-    each 8-bit chunk r_j of r's low width - 1 bits, XOR shares of two 256-bit tables, the thermometer
-    [k < r_j] and the one-hot [k = r_j], the words that can be read (circuits.table_layout: 24 a value on
-    32 bits, 56 on 64); and the AND material of the chunks' prefix (monomial_layout of
-    circuits.prefix_monomials(chunks, last=True)) on packed words."""
+    each 8-bit chunk r_j of r's low width - 1 bits, XOR shares of its 256-bit thermometer [k < r_j] (the top
+    chunk's 128 bits), 14 words a value on 32 bits, 30 on 64 (circuits.table_layout); and the AND material
+    of the chunks' prefix (monomial_layout of circuits.prefix_monomials(chunks, last=True)) on packed
+    words."""
     r: np.ndarray
     top: np.ndarray
     tables: np.ndarray
@@ -382,8 +382,8 @@ class ComparisonRequest(Request):
 
 @dataclass(frozen=True)
 class TableComparisonRequest(Request):
-    """TableComparisonMaterial for n values of `width` bits: about 200 bytes a value and server on 32 bits,
-    500 on 64 (r, the readable table words: circuits.table_layout), and the AND material of a level over the
+    """TableComparisonMaterial for n values of `width` bits: about 120 bytes a value and server on 32 bits,
+    250 on 64 (r, the thermometers' words: circuits.table_layout), and the AND material of a level over the
     chunks, 1/64 of a word a value a row."""
     n: int
     width: int = 64
@@ -397,12 +397,13 @@ class TableComparisonRequest(Request):
         n, width, chunks = self.n, self.width, table_chunks(self.width)
         words = -(-n // 64)
         plan = product_plan(((2 * chunks - 1, prefix_monomials(chunks, True)),))
-        kept, _ = table_layout(width)
+        table_words = table_layout(width)[-1]
         r0, top0, tables0, masks, *products0 = rng.uint64_parts(
-            ((n,), (words,), (n, kept.size), (plan.variables, words), *plan.shapes(words)))
+            ((n,), (words,), (n, table_words), (plan.variables, words), *plan.shapes(words)))
         low = r & U64(2 ** (width - 1) - 1)
         chunk = (low[:, None] >> (U64(8) * np.arange(chunks, dtype=U64))) & U64(255)
-        tables = CHUNK_TABLES[chunk.astype(np.intp)].reshape(n, chunks * 8)[:, kept]
+        # every chunk's 4 words, of which the top chunk (the last) needs its first 2 only
+        tables = THERMOMETERS[chunk.astype(np.intp)].reshape(n, 4 * chunks)[:, :table_words]
         work = np.empty((plan.size, words), dtype=U64)
         work[:plan.variables] = masks
         (p0,), (p1,) = monomial_shares(plan, work, products0)
@@ -410,17 +411,16 @@ class TableComparisonRequest(Request):
         return (r0, top0, tables0, p0), (r - r0, top ^ top0, tables ^ tables0, p1)
 
 
-def _chunk_tables() -> np.ndarray:
-    """For each v in 0 .. 255, the 256-bit thermometer [k < v] and one-hot [k = v] over k = 0 .. 255, as 4
-    uint64 words each (bit k % 64 of word k // 64): shape (256, 2, 4), 16 kB, computed once."""
+def _thermometers() -> np.ndarray:
+    """For each v in 0 .. 255, the 256-bit thermometer [k < v] over k = 0 .. 255, as 4 uint64 words (bit
+    k % 64 of word k // 64): shape (256, 4), 8 kB, computed once."""
     k, v = np.arange(256), np.arange(256)[:, None]
-    bits = np.stack([k < v, k == v], axis=1)  # (v, table, k)
-    tables = np.packbits(bits, axis=-1, bitorder="little").view("<u8")
+    tables = np.packbits(k < v, axis=-1, bitorder="little").view("<u8")
     tables.setflags(write=False)
     return tables
 
 
-CHUNK_TABLES = _chunk_tables()
+THERMOMETERS = _thermometers()
 
 
 @functools.lru_cache(maxsize=64)

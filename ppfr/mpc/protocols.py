@@ -16,8 +16,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fss
-from .circuits import (RADICES, bit_rows, lane_constants, monomial_layout, pack_lanes, packed_rows, prefix_monomials,
-                       prefix_variables, subsets, table_chunks, table_layout, unpack_bits, unpack_lane_bits, variable)
+from .circuits import (RADICES, bit_rows, chunk_entries, lane_constants, monomial_layout, pack_lanes, packed_rows,
+                       prefix_monomials, prefix_variables, subsets, table_chunks, table_layout, unpack_bits,
+                       unpack_lane_bits, variable)
 from .fixedpoint import ring_matmul
 from .material import TableComparisonMaterial, Triple, TruncationPair
 
@@ -392,7 +393,7 @@ def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: 
 
 
 # A comparison of up to this many words (of 64 bits) is latency-bound and runs by tables (msb_by_tables: 2
-# rounds, about 200 or 500 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
+# rounds, about 120 or 300 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
 # (msb_by_circuit: 5 or 6 rounds, 80 or 184 bytes a value offline).
 TABLES_MAX_WORDS = 512
 
@@ -413,7 +414,7 @@ COMPARISONS = ("bitwise", "fss")
 def use_comparisons(srv, method: str) -> None:
     """A program for both servers: from now on their comparisons (msb_bits, msb, and all that builds on
     them) run by `method`. "bitwise", the default: msb_bits by tables (2 rounds, 4 or 8 bytes and
-    a few bits a value online, about 200 or 500 bytes offline) or by its radix-2 circuit for many values (5 or 6
+    a few bits a value online, about 120 or 300 bytes offline) or by its radix-2 circuit for many values (5 or 6
     rounds, 5 or 11 ring elements online, 10 or 23 offline), little arithmetic. "fss": function secret sharing
     (fss.py), one round, 8 bytes a value online (4 on 32 bits), about 1 to 1.5 kB a value offline and
     some 60 AES blocks a value online: for links where a round trip costs more than that arithmetic."""
@@ -540,32 +541,42 @@ def msb_by_tables(srv, x, m: TableComparisonMaterial, width: int = 64):
 
     1. Open c = x + r (`width` bits): msb(x) = msb(c) XOR msb(r) XOR [c' < r'], c' and r' the low
        width - 1 bits (msb_bits).
-    2. Split c' into K chunks c_j of 8 bits (circuits.table_chunks: 4 for 32 bits, 8 for 64). At entry c_j
-       (public) the dealer's tables for r's chunk r_j hold this server's XOR shares of G_j = [c_j < r_j]
-       (r_j's thermometer) and E_j = [c_j = r_j] (its one-hot): local.
+    2. Split c' into K chunks c_j of 8 bits (circuits.table_chunks: 4 for 32 bits, 8 for 64). The dealer's
+       thermometer of r's chunk r_j, T_j[k] = [k < r_j], holds this server's XOR shares of
+       G_j = [c_j < r_j] = T_j[c_j] and of E_j = [c_j = r_j] = [c_j - 1 < r_j] XOR [c_j < r_j]
+       = T_j[c_j - 1] XOR T_j[c_j], read at the public c_j and c_j - 1: local. (At c_j = 0, [c_j - 1 < r_j]
+       is 1, public: server 0 adds it to the T_j entry read there instead, the last, which is 0.)
     3. The highest chunk where c' and r' differ decides: [c' < r'] = G_(K-1) ^ E_(K-1) G_(K-2) ^ ... ^
        E_(K-1) .. E_1 G_0, the last level of a radix-K prefix (circuits.PREFIX, with the E as the P). Its
        ANDs take one round on the bits packed 64 values a word (and_monomials).
-    Online: c, then 2K - 2 bits a value. Offline: r, the tables' readable words (192 bytes a value on 32
-    bits, 448 on 64: circuits.table_layout), a bit of r's msb and the ANDs' material, some 1/8 byte a
-    value a row."""
+    Online: c, then 2K - 2 bits a value. Offline: r, the thermometers (112 bytes a value on 32 bits, 240
+    on 64: circuits.table_layout), a bit of r's msb and the ANDs' material, some 1/8 byte a value a row."""
     shape, n = x.shape, x.size
     chunks = table_chunks(width)
     c = _open_mask(srv, x, m.r, width).astype(U64, copy=False)
-    shifts, columns = _table_rows(width)
-    digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each row's chunk of c'
-    words = m.tables.ravel().take(_row_starts(n, m.tables.shape[1]) + columns + (digits >> U64(6)).astype(np.intp))
-    words >>= digits & U64(63)
-    rows = len(shifts)  # the prefix's 2K - 1 variables and G_(K-1); bits row `rows` holds msb(c)
-    bits = bit_rows((rows + 1,), n)
-    np.bitwise_and(words, U64(1), out=bits[:rows, :n], casting="unsafe")
-    np.right_shift(c, U64(width - 1), out=bits[rows, :n], casting="unsafe")
+    shifts, columns, below, entries = _table_reads(width)
+    digits = ((c & U64(2 ** (width - 1) - 1)) >> shifts) & U64(255)  # each read's chunk of c'
+    at = (digits - below) & entries  # the entry read: c_j, or c_j - 1 (modulo the table's entries)
+    words = m.tables.ravel().take(_row_starts(n, m.tables.shape[1]) + columns + (at >> U64(6)).astype(np.intp))
+    words >>= at & U64(63)
+    words &= U64(1)
+    g, before = words[:chunks], words[chunks:]  # G_(K-1) .. G_0; T_j[c_j - 1] for j = K-1 .. 1
+    # bit rows: the prefix's 2K - 1 variables E_(K-1) .. E_0, G_(K-2) .. G_0 (E_0 is in no monomial and
+    # never opened: left 0), then G_(K-1) and msb(c)
+    bits = bit_rows((2 * chunks + 1,), n)
+    e = bits[:chunks - 1, :n]
+    np.bitwise_xor(g[:-1], before, out=e, casting="unsafe")
+    if srv.index == 0:
+        e ^= digits[:chunks - 1] == 0
+    bits[chunks:2 * chunks - 1, :n] = g[1:]
+    bits[2 * chunks - 1, :n] = g[0]
+    np.right_shift(c, U64(width - 1), out=bits[2 * chunks, :n], casting="unsafe")
     bits = packed_rows(bits)
-    products = and_monomials(srv, bits[:rows - 1], prefix_monomials(chunks, True), m.products)
-    borrow = bits[rows - 1] ^ np.bitwise_xor.reduce(products, axis=0)
+    products = and_monomials(srv, bits[:2 * chunks - 1], prefix_monomials(chunks, True), m.products)
+    borrow = bits[2 * chunks - 1] ^ np.bitwise_xor.reduce(products, axis=0)
     borrow ^= m.top
     if srv.index == 0:
-        borrow ^= bits[rows]
+        borrow ^= bits[2 * chunks]
     return unpack_bits(borrow, n).reshape(shape)
 
 
@@ -584,20 +595,20 @@ def _row_starts(n: int, stride: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _table_rows(width: int):
-    """For msb_by_tables, the rows it looks up: the prefix's variables P_(K-1) .. P_0 (E_(K-1) .. E_0),
-    G_(K-2) .. G_0, then G_(K-1); as each row's shift to its chunk of c (8 j) and the column where its
-    table starts among the material's (circuits.table_layout), one row each. P_0 = E_0 is in no monomial
-    and its table is not sent: its row reads G_0's, and and_monomials never opens it."""
+def _table_reads(width: int):
+    """For msb_by_tables, the thermometer entries it reads, one row each: T_j at c_j for j = K-1 .. 0 (the
+    G_j), then at c_j - 1 for j = K-1 .. 1 (for the E_j); as each read's shift to its chunk of c (8 j), the
+    column where chunk j's thermometer starts (circuits.table_layout), 1 where the entry below c_j is read,
+    and the table's entries - 1 (the reduction of c_j - 1 at c_j = 0)."""
     chunks = table_chunks(width)
-    _, first = table_layout(width)
-    rows = [(chunks - 1 - v, 1) for v in range(chunks)] + [(chunks - 2 - v, 0) for v in range(chunks - 1)]
-    rows.append((chunks - 1, 0))
-    shifts = np.array([[8 * j] for j, _ in rows], dtype=U64)
-    columns = np.array([[first.get((j, t), first[0, 0])] for j, t in rows], dtype=np.intp)
-    for a in (shifts, columns):
+    starts = table_layout(width)
+    reads = [(j, 0) for j in reversed(range(chunks))] + [(j, 1) for j in reversed(range(1, chunks))]
+    columns = np.array([[starts[j]] for j, _ in reads], dtype=np.intp)
+    shifts, below, entries = (np.array([[v] for v in values], dtype=U64) for values in zip(
+        *[(8 * j, b, chunk_entries(width, j) - 1) for j, b in reads]))
+    for a in (shifts, columns, below, entries):
         a.setflags(write=False)  # kept in a cache and shared
-    return shifts, columns
+    return shifts, columns, below, entries
 
 
 def msb(srv, x, width: int = 64, material=None):
