@@ -263,14 +263,17 @@ def assert_runs_independent(a: ServerView, b: ServerView):
 
 
 def dealer_requests(events) -> list:
-    """What the dealer received: requests only, each (sender, ticket, kind, fields); no arrays at all."""
+    """What the dealer received: requests only, each (sender, ticket, kind, fields, the first ticket of its
+    message); no arrays at all."""
     out = []
     for direction, sender, message in events:
         if direction != "recv":
             continue
         assert not list(arrays(message)), f"the dealer received arrays from {sender}"
         assert message[0] == "ask", f"the dealer received {message[0]!r} from {sender}"
-        out.append((sender, *message[1:]))
+        # a run of consecutive tickets (provider.Provider._send); where a run starts is part of the view
+        _, first, requests = message
+        out += [(sender, first + i, kind, fields, first) for i, (kind, fields) in enumerate(requests)]
     return out
 
 

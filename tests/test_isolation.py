@@ -14,6 +14,7 @@ from ppfr.mpc import LocalSession, ProtocolAborted, Server
 from ppfr.mpc import channel as channel_module
 from ppfr.mpc.channel import InProcessNetwork
 from ppfr.mpc.dealer import Dealer
+from ppfr.mpc.material import request_from_wire
 from ppfr.mpc.party import Client
 from ppfr.mpc.session import Session
 
@@ -91,8 +92,9 @@ def test_the_dealer_refuses_servers_that_ask_for_different_material():
 
 
 def test_a_server_refuses_material_that_is_not_what_it_asked_for(monkeypatch):
-    monkeypatch.setattr(Dealer, "_matching", staticmethod(
-        lambda a0, a1: (a0[1], "squares", (((3,),),))))   # a dealer that answers something else
+    squares = request_from_wire("squares", (((3,),),))
+    monkeypatch.setattr(Dealer, "_matching", staticmethod(  # a dealer that answers something else
+        lambda a0, a1: (a0[1], [(squares, squares.to_wire())])))
     with LocalSession(timeout=20) as session:
         with pytest.raises(ProtocolAborted, match="not the triples asked for"):
             session.run(_asks_for_its_own_shape).result()

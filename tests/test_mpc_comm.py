@@ -200,8 +200,9 @@ def test_a_face_meets_only_the_online_phase_once_one_has_been_recognised(compari
         view = session.views()["server0"]
     sends = [(peer, message) for direction, peer, message in view if direction == "send"]
     last_opening = max(i for i, (peer, _) in enumerate(sends) if peer == "server1")
-    early = [message[2] for peer, message in sends[:last_opening] if peer == "dealer"]
-    late = [message[2] for peer, message in sends[last_opening:] if peer == "dealer"]
+    # an ask is a run of requests, each (kind, fields)
+    early = [kind for peer, message in sends[:last_opening] if peer == "dealer" for kind, _ in message[2]]
+    late = [kind for peer, message in sends[last_opening:] if peer == "dealer" for kind, _ in message[2]]
     assert early == ["truncation"] and len(late) > 1
     assert [first.labels[0], second.labels[0]] == [int(np.argmax(f @ w + b)) for f in faces]
 
@@ -318,3 +319,38 @@ def test_bulk_work_outside_the_interpreter_lock_runs_on_every_core_then_the_serv
         assert s["bulk"] == s["nested"] == everywhere
         for where in (functions.__name__, reuse.__name__):
             assert inside[where, f"ppfr-server{i}"] == everywhere, where
+
+
+def _dealer_messages_of_a_planned_softmax(srv):
+    """Run by both servers: a softmax (its plan recorded), then again, with this server's view: what it
+    sent the dealer and what came back, as (requests an ask, [(bytes, requests) an answer])."""
+    from ppfr.mpc.channel import payload_bytes
+
+    x = srv.receive()
+    F.softmax(x)
+    srv.channel.view = []
+    F.softmax(x)
+    view, srv.channel.view = srv.channel.view, None
+    asks = [len(m[2]) for d, peer, m in view if d == "send" and peer == "dealer"]
+    answers = [[payload_bytes(part[2]) for part in m[2]] for d, peer, m in view if d == "recv" and peer == "dealer"]
+    return asks, answers
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_a_planned_step_asks_the_dealer_in_one_message(session, rows):
+    """A planned step sends all its requests in one ask, and the dealer answers them in messages of
+    about ANSWER_BYTES: a softmax row's 17 in one, a batch's 6 MB in several, so that the servers can
+    start on the first before the last is drawn."""
+    from ppfr.mpc.dealer import ANSWER_BYTES
+
+    job = session.run(_dealer_messages_of_a_planned_softmax)
+    session.client.share(np.random.default_rng(rows).uniform(-20, 20, (rows, 158)))
+    for asks, answers in job.result():
+        assert len(asks) == 1 and asks[0] > 10
+        assert sum(map(len, answers)) == asks[0]  # every request answered, in order
+        for sizes in answers:  # an answer is sent once it holds ANSWER_BYTES
+            assert sum(sizes[:-1]) < ANSWER_BYTES
+        if rows == 1:
+            assert len(answers) == 1
+        else:
+            assert len(answers) > 3 and max(map(sum, answers)) > ANSWER_BYTES

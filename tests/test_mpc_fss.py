@@ -263,7 +263,7 @@ def test_open_session_takes_the_comparison_method_to_server_processes():
     with open_session("processes", comparisons="fss") as s:
         assert _rounds_of(s, F.less_than_zero, x) == 1
         views = s.views()
-    kinds = [m[2] for d, p, m in views["server0"] if d == "send" and p == "dealer"]
+    kinds = [kind for d, p, m in views["server0"] if d == "send" and p == "dealer" for kind, _ in m[2]]
     assert kinds == ["fss_comparison"]
     with pytest.raises(ValueError, match="bitwise, fss or auto"):
         open_session(comparisons="garbled")
