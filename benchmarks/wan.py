@@ -11,9 +11,11 @@ Tasks (each as the application runs it):
   identify         Gallery.identify nearest (argmin under MPC) over --entries enrolled vectors
   training batch   one SGD step of train_mpc (batch 64, 158 classes, 128-d): an epoch of five batches less
                    an epoch of one, over four (the epoch's range check cancels), time per batch likewise
-Methods: bitwise (today's default), fss (the few-rounds profile: FSS comparisons, exp by tables for calls
-of up to 2,048 values) and "fss+batch-tables" (mpc.exp_table_values: 16384, so that a training
-batch's softmax uses the tables too).
+Methods: bitwise (today's default), "bitwise+link-tables" (bitwise, with comparisons by tables up to the
+size the measured round pays for, protocols.table_words_for, as mpc.comparisons: auto sets where it picks
+bitwise), fss (the few-rounds profile: FSS comparisons, exp by tables for calls of up to 2,048 values)
+and "fss+batch-tables" (mpc.exp_table_values: 16384, so that a training batch's softmax uses the tables
+too).
 Rounds and bytes are exact and do not depend on the RTT; they are per server, online (to the other server
 and the client) and offline (from the dealer). Times are medians over --repeats runs, wall clock at the
 client, all parties on this machine's cores. Data are synthetic (rounds and bytes do not depend on them;
@@ -37,7 +39,7 @@ from ppfr.models.reference import TrainConfig
 from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.mpc import functions as F
 from ppfr.mpc import lut
-from ppfr.mpc.protocols import use_comparisons
+from ppfr.mpc.protocols import round_seconds, table_words_for, use_comparison_tables, use_comparisons
 from ppfr.mpc.session import LocalSession
 
 CLASSES, DIM, BATCH = 158, 128, 64
@@ -123,16 +125,21 @@ def training_batch(session, rng, repeats: int, batches: int = 5) -> dict:
     return {key: (many[key] - one[key]) / (batches - 1) for key in one}
 
 
-# name -> (comparisons, how many values a call may look up by exp's tables: lut.use_exp_tables)
-METHODS = {"bitwise": ("bitwise", lut.TABLE_MAX_VALUES), "fss": ("fss", lut.TABLE_MAX_VALUES),
-           "fss+batch-tables": ("fss", 1 << 14)}
+# name -> (comparisons, how many values a call may look up by exp's tables: lut.use_exp_tables, whether
+# bitwise comparisons run by tables up to the size the link's round pays for: table_words_for, as "auto" sets)
+METHODS = {"bitwise": ("bitwise", lut.TABLE_MAX_VALUES, False),
+           "bitwise+link-tables": ("bitwise", lut.TABLE_MAX_VALUES, True),
+           "fss": ("fss", lut.TABLE_MAX_VALUES, False), "fss+batch-tables": ("fss", 1 << 14, False)}
 
 
 def run_method(method: str, rtt: float, args, rng) -> dict:
-    comparisons, table_values = METHODS[method]
+    comparisons, table_values, link_tables = METHODS[method]
     with LocalSession(timeout=600, latency=rtt) as session:
         session.run(use_comparisons, comparisons).result()
         session.run(lut.use_exp_tables, True, table_values).result()
+        if link_tables:
+            words = table_words_for(max(session.run(round_seconds).result()))
+            session.run(use_comparison_tables, words).result()
         tasks = one_face_and_softmax(session, rng, args.repeats)
         tasks[f"identify nearest {args.entries}"] = identify(session, rng, args.entries, args.repeats)
         tasks["training batch"] = training_batch(session, rng, args.repeats)

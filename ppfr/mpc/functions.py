@@ -88,8 +88,10 @@ def circuit_group(k: int) -> dict:
 
 
 @functools.lru_cache(maxsize=1024)
-def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
-    """The group size of each level of a bitwise tournament of n values in each of `rows` rows. A level of
+def circuit_levels(n: int, rows: int = 1, width: int = 64, table_words: int = protocols.TABLES_MAX_WORDS) \
+        -> tuple:
+    """The group size of each level of a bitwise tournament of n values in each of `rows` rows, where
+    comparisons of up to table_words words run by tables (the provider's: use_comparison_tables). A level of
     more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
     others in fours (a single group of the last two or three), or in groups of five to eight on a level of
     up to LARGE_GROUPS_MAX_VALUES values whose comparisons still run by tables, where that gives the fewest
@@ -108,10 +110,10 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64) -> tuple:
         options = []
         for k in choices:
             comparisons = rows * -(-n // k) * k * (k - 1) // 2
-            if k > 4 and not protocols.by_tables(comparisons, width):
+            if k > 4 and not protocols.by_tables(comparisons, width, table_words):
                 continue
             rounds, count, sizes = best(-(-n // k))
-            options.append((rounds + protocols.comparison_rounds(comparisons, width) + (k > 2) + 1,
+            options.append((rounds + protocols.comparison_rounds(comparisons, width, table_words) + (k > 2) + 1,
                             count + comparisons, (k,) + sizes))
         return min(options)
 
@@ -158,7 +160,7 @@ def _tournament_by_circuit(x: SharedTensor, want_min: bool, with_index: bool, wi
     if with_index:  # public positions to start with; shared once the first selections are made
         index = x._new(np.zeros(x.shape, dtype=U64), 0) + np.broadcast_to(np.arange(n), x.shape)
     server = x.server
-    for k in circuit_levels(n, x.size // n, width):
+    for k in circuit_levels(n, x.size // n, width, server.provider.table_words):
         group = circuit_group(k)
         groups = -(-x.shape[-1] // k)
         pad = k * groups - x.shape[-1]  # fill the last group with copies of its first member: ties are harmless

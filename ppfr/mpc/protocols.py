@@ -394,18 +394,42 @@ def monomials_of_opened(srv, plan: _MonomialPlan, opened: np.ndarray, material: 
 
 # A comparison of up to this many words (of 64 bits) is latency-bound and runs by tables (msb_by_tables: 2
 # rounds, about 120 or 300 bytes a value offline); above, it is compute-bound and runs by the radix-2 circuit
-# (msb_by_circuit: 5 or 6 rounds, 80 or 184 bytes a value offline).
+# (msb_by_circuit: 5 or 6 rounds, 80 or 184 bytes a value offline). That is the crossover in one process,
+# where a round costs some 30 us; on a slower link the tables pay for more (table_words_for).
 TABLES_MAX_WORDS = 512
+# What the tables cost more than the circuit, a word of values, both servers' arithmetic on this machine
+# (softmax 64x158 online by tables throughout against the circuit above 512 words: +2 ms over 12,288 words)
+TABLE_WORD_SECONDS = 1.6e-7
+TABLES_WORDS_CAP = 1 << 16  # tables for at most 128k values of 32 bits (16 MB a server offline)
 
 
-def by_tables(n: int, width: int = 64) -> bool:
-    """Whether a bitwise comparison of n values of `width` bits runs by tables."""
-    return -(-n * width // 64) <= TABLES_MAX_WORDS
+def by_tables(n: int, width: int = 64, max_words: int = TABLES_MAX_WORDS) -> bool:
+    """Whether a bitwise comparison of n values of `width` bits runs by tables, where the server's
+    comparisons run by tables up to max_words words (its provider's table_words)."""
+    return -(-n * width // 64) <= max_words
 
 
-def comparison_rounds(n: int, width: int = 64) -> int:
+def comparison_rounds(n: int, width: int = 64, max_words: int = TABLES_MAX_WORDS) -> int:
     """The rounds of a bitwise msb_bits on n values of `width` bits: 2 by tables, else the circuit's."""
-    return 2 if by_tables(n, width) else len(RADICES[width])
+    return 2 if by_tables(n, width, max_words) else len(RADICES[width])
+
+
+def table_words_for(round_cost: float) -> int:
+    """Up to how many words a bitwise comparison should run by tables on a link whose round costs
+    round_cost seconds: there the circuit's 3 rounds more (on 32 bits; 4 on 64) cost more than the
+    tables' arithmetic, TABLE_WORD_SECONDS a word; never fewer than TABLES_MAX_WORDS, never more than
+    TABLES_WORDS_CAP. A 1 ms round trip (0.5 ms a round): 9,375 words, so that a softmax of 64 x 158
+    or a training batch compares by tables throughout."""
+    words = int((len(RADICES[32]) - 2) * round_cost / TABLE_WORD_SECONDS)
+    return min(max(TABLES_MAX_WORDS, words), TABLES_WORDS_CAP)
+
+
+def use_comparison_tables(srv, max_words: int) -> None:
+    """A program for both servers: from now on their bitwise comparisons of up to max_words words run by
+    tables, larger ones by the circuit ("auto" sets table_words_for the round it measured)."""
+    if not 0 <= int(max_words) <= TABLES_WORDS_CAP:
+        raise ValueError(f"comparisons by tables take 0 to {TABLES_WORDS_CAP} words, not {max_words}")
+    srv.provider.table_words = int(max_words)
 
 
 COMPARISONS = ("bitwise", "fss")
@@ -450,7 +474,7 @@ def ask_msb(srv, n: int, width: int = 64, group: str = "xor"):
     output `group` ("xor" for msb_bits, "add" for msb)."""
     if srv.provider.comparisons == "fss":
         return srv.provider.fss_comparison(n, width, group)
-    if by_tables(n, width):
+    if by_tables(n, width, srv.provider.table_words):
         return srv.provider.table_comparison(n, width)
     return srv.provider.comparison(n, RADICES[width], width)
 

@@ -33,6 +33,7 @@ from .material import (AndRequest, ComparisonRequest, ExpTableRequest, FSSCompar
                        MaskedChainRequest, RowMaskRequest, RowProductsRequest, SelectionRequest, SquaresRequest,
                        Triple, TriplesRequest, TruncationPair, TruncationRequest, UpdateThenProductRequest,
                        RequestReader, TableComparisonRequest, WithSpares, spares_for)
+from .protocols import TABLES_MAX_WORDS
 
 RESERVE_CAP = 1 << 16  # spare values kept per shift (older spares are dropped: both servers drop the same)
 
@@ -70,6 +71,8 @@ class Provider:
         self._spare_pairs: dict = {}   # shift -> SpareReserve of (r, r >> shift)
         self._spare_triples = SpareReserve()
         self.comparisons = "bitwise"   # how this server's comparisons run: see protocols.use_comparisons
+        self.table_words = TABLES_MAX_WORDS  # bitwise comparisons of up to so many words by tables
+                                             # (protocols.use_comparison_tables)
         self.exp_tables = TABLE_MAX_VALUES  # with FSS comparisons, exp by tables for calls of up to so many
                                             # values (lut.use_exp_tables)
 
@@ -202,8 +205,8 @@ class Provider:
 
     def _plan_key(self, step: str, shapes: tuple) -> tuple:
         """What a planned step asks for depends on its shapes and on how this server computes (the
-        comparison method, exp by tables up to how many values): switching either records anew."""
-        return step, self.comparisons, self.exp_tables, shapes
+        comparison method, comparisons and exp by tables up to what size): switching any records anew."""
+        return step, self.comparisons, self.table_words, self.exp_tables, shapes
 
     def await_material(self) -> None:
         """Inside a planned step, wait until all that it asked for ahead has arrived: what follows is the

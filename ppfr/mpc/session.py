@@ -408,15 +408,17 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
     """A session with the servers and the dealer in threads of this process, in processes of their own,
     or (a parties file, *.yaml) as network services (ppfr.net.remote), comparing by `comparisons`
     (protocols.use_comparisons: "bitwise" or "fss", or "auto": fss where a round between the servers,
-    timed when the session opens, costs protocols.FSS_FROM_ROUND_SECONDS or more; with fss, exp by tables for calls of up to the config's
-    mpc.exp_table_values values, lut.use_exp_tables), each party giving up after `timeout` seconds
-    without a message it waits for. `parties` None takes $PPFR_PARTIES (what a command's --parties FILE
-    sets), else the config's `mpc.parties`; the others None the config's `mpc.comparisons` and
-    `mpc.timeout`."""
+    timed when the session opens, costs protocols.FSS_FROM_ROUND_SECONDS or more, else bitwise with
+    comparisons by tables up to the size that round pays for, protocols.table_words_for; with fss, exp
+    by tables for calls of up to the config's mpc.exp_table_values values, lut.use_exp_tables), each
+    party giving up after `timeout` seconds without a message it waits for. `parties` None takes
+    $PPFR_PARTIES (what a command's --parties FILE sets), else the config's `mpc.parties`; the others
+    None the config's `mpc.comparisons` and `mpc.timeout`."""
     from ppfr.config import section
 
     from .lut import TABLE_MAX_VALUES, use_exp_tables
-    from .protocols import COMPARISONS, choose_comparisons, round_seconds, use_comparisons
+    from .protocols import (COMPARISONS, TABLES_MAX_WORDS, choose_comparisons, round_seconds, table_words_for,
+                            use_comparison_tables, use_comparisons)
 
     config = section("mpc")
     if parties is None:
@@ -435,10 +437,15 @@ def open_session(parties: str | None = None, fixed: FixedPoint | None = None,
         session = open_remote(parties, fixed=fixed, timeout=timeout)
     else:
         session = SESSIONS[parties](fixed=fixed, timeout=timeout)
+    table_words = TABLES_MAX_WORDS
     if comparisons == "auto":  # by what a round between the servers costs, measured now
-        comparisons = choose_comparisons(max(session.run(round_seconds).result()))
+        round_cost = max(session.run(round_seconds).result())
+        comparisons = choose_comparisons(round_cost)
+        table_words = table_words_for(round_cost)
     if comparisons != COMPARISONS[0]:
         session.run(use_comparisons, comparisons).result()
+    elif table_words != TABLES_MAX_WORDS:
+        session.run(use_comparison_tables, table_words).result()
     if table_values != TABLE_MAX_VALUES:
         session.run(use_exp_tables, True, table_values).result()
     return session

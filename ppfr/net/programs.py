@@ -88,6 +88,7 @@ PROGRAMS = {
     "gallery.templates": Program("ppfr.gallery.protocols:receive_templates"),
     "gallery.distances": Program("ppfr.gallery.protocols:template_distances", queries=_pairs),
     "mpc.use_comparisons": Program("ppfr.mpc.protocols:use_comparisons"),
+    "mpc.use_comparison_tables": Program("ppfr.mpc.protocols:use_comparison_tables"),
     "mpc.use_exp_tables": Program("ppfr.mpc.lut:use_exp_tables"),
     "mpc.round_seconds": Program("ppfr.mpc.protocols:round_seconds"),
 }
