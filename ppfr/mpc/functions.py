@@ -428,9 +428,7 @@ def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RAN
     if upper > EXP_RANGE[1] or lower < EXP_RANGE[0] or lower > min(upper, 0.0):
         raise ValueError(f"exp is documented for inputs in [{EXP_RANGE[0]}, {EXP_RANGE[1]}], asked for "
                          f"[{lower}, {upper}]")
-    halvings = _exp_halvings(lower, upper)
-    yf = x.frac + halvings
-    squares = _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits, halvings)
+    yf, squares = _exp_schedule(fixed, x.frac, lower, upper, out_frac)
     steps = _exp_steps(yf, squares, truncate_last)
     m = srv.provider.masked_chain(x.size, steps).get()
     # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
@@ -484,6 +482,14 @@ def _exp_steps(yf: int, squares: tuple, truncate_last: bool = True) -> tuple:
     steps += [("trunc", f"z{k + 1}", 2 * fin - fout) for k, (fin, fout, _) in enumerate(truncated)]
     steps += [("cross", f"z{k}", f"z{k}") for k in range(len(squares))]
     return tuple(steps)
+
+
+def _exp_schedule(fixed, frac: int, lower: float, upper: float, out_frac: int) -> tuple:
+    """(the polynomial's fractional bits, the squarings' (_exp_squaring_fracs)) of _exp on [lower, upper]
+    at `frac` fractional bits in and out_frac out: public, from these alone."""
+    halvings = _exp_halvings(lower, upper)
+    yf = frac + halvings
+    return yf, _exp_squaring_fracs(yf, upper, out_frac, fixed.bound_bits, halvings)
 
 
 def _exp_halvings(lower: float, upper: float) -> int:
@@ -749,7 +755,7 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool, truncate:
     Without `truncate` (bitwise, with the clamp), exp's last square comes untruncated (_exp's truncate_last):
     one round fewer, at its own fractional bits (some 42) instead of 7 more than the input's."""
     shifted = x_last - m.reshape(*m.shape, 1)
-    frac = x_last.server.fixed.frac_bits + 7
+    frac = _below_max_frac(x_last.server.fixed)
     if few_rounds(shifted):
         return lut.exp_nonpositive(shifted, frac)
     if not clamp:
@@ -801,9 +807,13 @@ def _sum_fits_untruncated(x: SharedTensor, limits: np.ndarray) -> bool:
     squaring schedule's for rows of x after the clamp, public: some 42), the gaps 1/t - s lie within
     +-(n + 1/t) 2^F, which must stay under 2^62 for the comparisons (on 64 bits) to be exact."""
     fixed, n = x.server.fixed, x.shape[-1]
-    halvings = _exp_halvings(clamp_below(n), 0.0)
-    squares = _exp_squaring_fracs(x.frac + halvings, 0.0, fixed.frac_bits + 7, fixed.bound_bits, halvings)
+    _, squares = _exp_schedule(fixed, x.frac, clamp_below(n), 0.0, _below_max_frac(fixed))  # _exp_below_max's
     return 2 * squares[-1][0] + math.log2(n + float(np.max(limits))) < 62
+
+
+def _below_max_frac(fixed) -> int:
+    """The fractional bits of _exp_below_max's exp(x - max): 7 more than the input's, for values in (0, 1]."""
+    return fixed.frac_bits + 7
 
 
 def _label_and_band(gaps: SharedTensor, index: SharedTensor, width: int):
