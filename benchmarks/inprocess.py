@@ -9,7 +9,8 @@ lock, on this machine's two cores), default comparisons (bitwise). Measures:
     stream's pace, where the dealer draws the next face's material between faces): median ms;
   - softmax 64x158 and of one row of 158, on the servers' clock as in mpc_ops.py: with the dealer
     drawing meanwhile ("mpc") and with the material there before the clock starts ("online");
-  - rounds and bytes per server of each.
+  - rounds and bytes per server of each, and for the faces back to back each party thread's CPU ms a face
+    (less noisy than wall time on a shared VM; with one interpreter lock, the wall time is about their sum).
 Training's target (s/epoch) is train_mpc.py's (`--baseline` there too).
 
 With --baseline (a checkout of older code, e.g. `git worktree add ../base <commit>`), every measurement
@@ -24,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,8 +37,26 @@ TARGETS_MS = {"one face": 5.0, "softmax 64x158": 10.0}
 BETWEEN_FACES = 0.1
 
 
+def thread_cpu_seconds() -> dict:
+    """CPU seconds so far of each of this process's party threads (ppfr-server0, ppfr-server1, ppfr-dealer),
+    from /proc (Linux; {} elsewhere). Less noisy on a shared VM than wall time, and it says whose work a
+    face is: in one process the threads share one interpreter lock, so the wall time is about their sum."""
+    out = {}
+    for thread in threading.enumerate():
+        if not thread.name.startswith("ppfr-") or thread.native_id is None:
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[thread.name[len("ppfr-"):]] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def measure_faces(session, faces: int) -> dict:
-    """One face at a time through predict_mpc: median ms back to back and with BETWEEN_FACES between them."""
+    """One face at a time through predict_mpc: median ms back to back and with BETWEEN_FACES between them,
+    and each party thread's CPU ms a face (back to back)."""
     from wan import model_and_face
 
     from ppfr.models.service import predict_mpc
@@ -46,7 +66,7 @@ def measure_faces(session, faces: int) -> dict:
         predict_mpc(session, face)
     out = {}
     for name, pause in (("back to back", 0.0), (f"{BETWEEN_FACES:g} s between faces", BETWEEN_FACES)):
-        seconds = []
+        seconds, cpu_before = [], thread_cpu_seconds()
         for _ in range(faces):
             time.sleep(pause)
             before = session.stats()["server0"]
@@ -56,6 +76,10 @@ def measure_faces(session, faces: int) -> dict:
             spent = session.stats()["server0"] - before
         out[name] = {"median_ms": 1e3 * statistics.median(seconds), "rounds": spent.rounds,
                      "online_bytes": spent.bytes_sent, "offline_bytes": spent.offline_bytes}
+        if not pause:
+            cpu = thread_cpu_seconds()
+            out[name].update({f"{party}_cpu_ms": 1e3 * (cpu[party] - cpu_before[party]) / faces
+                              for party in cpu if party in cpu_before})
     return out
 
 

@@ -192,9 +192,12 @@ def in_process_targets(res):
     text = figures(r["figures"])
     if ab:
         keys = ("one face / back to back / median_ms", "softmax 64x158 / mpc_ms", "softmax 64x158 / online_ms")
+        keys += tuple(f"one face / back to back / {party}_cpu_ms" for party in ("server0", "server1", "dealer")
+                      if f"one face / back to back / {party}_cpu_ms" in ab["old"])
+        def label(key):
+            return key.replace(" / median_ms", "").replace(" / ", " ").replace("_cpu_ms", " CPU").replace("_ms", "")
         text += (f"; against {ab['baseline_commit']}, medians of {ab['repeats']} alternated runs: "
-                 + ", ".join(f"{k.replace(' / median_ms', '').replace(' / ', ' ').replace('_ms', '')} "
-                             f"{num(ab['old'][k])} → {num(ab['new'][k])} ms" for k in keys))
+                 + ", ".join(f"{label(k)} {num(ab['old'][k])} → {num(ab['new'][k])} ms" for k in keys))
     return ("in-process speed targets (one face ≤ 5 ms, softmax 64×158 ≤ 10 ms), bitwise", "inprocess", [r], text)
 
 

@@ -38,8 +38,8 @@ from ppfr.models import protocols as model_protocols
 from ppfr.models.reference import TrainConfig
 from ppfr.models.service import predict_mpc, train_mpc
 from ppfr.mpc import functions as F
-from ppfr.mpc import lut
-from ppfr.mpc.protocols import round_seconds, table_words_for, use_comparison_tables, use_comparisons
+from ppfr.mpc import lut, protocols
+from ppfr.mpc.protocols import use_comparisons
 from ppfr.mpc.session import LocalSession
 
 CLASSES, DIM, BATCH = 158, 128, 64
@@ -138,8 +138,8 @@ def run_method(method: str, rtt: float, args, rng) -> dict:
         session.run(use_comparisons, comparisons).result()
         session.run(lut.use_exp_tables, True, table_values).result()
         if link_tables:
-            words = table_words_for(max(session.run(round_seconds).result()))
-            session.run(use_comparison_tables, words).result()
+            words = protocols.table_words_for(max(session.run(protocols.round_seconds).result()))
+            session.run(protocols.use_comparison_tables, words).result()
         tasks = one_face_and_softmax(session, rng, args.repeats)
         tasks[f"identify nearest {args.entries}"] = identify(session, rng, args.entries, args.repeats)
         tasks["training batch"] = training_batch(session, rng, args.repeats)
