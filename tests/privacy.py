@@ -282,7 +282,9 @@ def assert_dealer_views_equal(a_events, b_events):
     assert a, "the dealer received no request: nothing to test"
     assert len(a) == len(b), f"the dealer received {len(a)} requests for one input and {len(b)} for another"
     for i, (x, y) in enumerate(zip(a, b)):
-        assert x == y, f"the dealer's request {i} depends on the input: {x[2]} {x[3]} vs {y[2]} {y[3]}"
+        assert x[:4] == y[:4], f"the dealer's request {i} depends on the input: {x[2]} {x[3]} vs {y[2]} {y[3]}"
+        assert x == y, (f"how the dealer's requests are grouped depends on the input: request {i} comes in a "
+                        f"message from ticket {x[4]} for one input, from {y[4]} for another")
 
 
 def client_results(events) -> list:

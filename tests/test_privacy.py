@@ -149,6 +149,16 @@ def test_the_uniformity_test_can_fail():
     assert not privacy.looks_like_data(uniform)
 
 
+def test_the_dealer_view_check_sees_how_requests_are_grouped():
+    """The dealer receives a planned step's requests in one message (provider.Provider._send): the same
+    requests grouped otherwise for another input would tell it something, and the check says so."""
+    one = [("recv", "server0", ("ask", 0, (("and", (1,)), ("and", (2,)))))]
+    two = [("recv", "server0", ("ask", 0, (("and", (1,)),))), ("recv", "server0", ("ask", 1, (("and", (2,)),)))]
+    privacy.assert_dealer_views_equal(one, one)
+    with pytest.raises(AssertionError, match="grouped depends on the input"):
+        privacy.assert_dealer_views_equal(one, two)
+
+
 def test_the_few_rounds_softmax_redoing_truncations_tells_nobody_anything(monkeypatch):
     """Exp by tables and the chain of the few-rounds softmax with one masked truncation in eight redone
     (their bound forced to 2^60): the rows whose masked sums that spoils compare again with spare keys, in
