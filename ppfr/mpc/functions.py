@@ -388,9 +388,10 @@ def exp(x: SharedTensor, upper: float = EXP_RANGE[1], frac: int | None = None,
 
     Range reduction: y = x / 2^h, read for free from the same ring elements with h more fractional bits,
     lies in [-0.5, 0.5] (h = 7 for the whole range: y in [-0.5, 0.08]; 5 for [-16, 0]: _exp_halvings);
-    a degree-7 Taylor polynomial gives e^y to 1e-7 relative; h squarings give e^x. Every product here has operands the servers can see through a dealer mask (protocols.Masked):
+    a polynomial fitted to e^y on y's interval (_exp_polynomial: degree 5 there, within 4e-6 of e^x
+    relative once the squarings have multiplied its error by 2^h) gives e^y; h squarings give e^x. Every product here has operands the servers can see through a dealer mask (protocols.Masked):
     y once its mask is opened, and every truncated value for free. So the products are local and only
-    the truncations cost rounds: opening y, the powers y^2, y^3..y^4, y^5..y^7, the polynomial and the
+    the truncations cost rounds: opening y, the powers y^2, y^3..y^4, y^5 (..y^8), the polynomial and the
     h squares, 12 rounds in all (10 on [-16, 0]; each of size(x) ring elements), plus a round where a
     truncation is redone (rare). The squarings rescale as they go so that each product stays under the truncation
     bound: small values keep up to f + 7 fractional bits, large ones fewer (their relative precision is
@@ -429,27 +430,28 @@ def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RAN
         raise ValueError(f"exp is documented for inputs in [{EXP_RANGE[0]}, {EXP_RANGE[1]}], asked for "
                          f"[{lower}, {upper}]")
     yf, squares = _exp_schedule(fixed, x.frac, lower, upper, out_frac)
-    steps = _exp_steps(yf, squares, truncate_last)
-    m = srv.provider.masked_chain(x.size, steps).get()
-    # powers y .. y^7: each level's products are local, then one truncation round. |y| <= 1/2, so the
-    # powers are below 2^(2 yf - 1) before truncation: the tighter bound makes retries rarer.
+    constant, coefficients = _exp_polynomial(fixed, yf, *_exp_interval(lower, upper))
+    degree = len(coefficients)
+    m = srv.provider.masked_chain(x.size, _exp_steps(yf, squares, truncate_last, degree)).get()
+    # powers y .. y^degree, level by level (y^2; y^3, y^4; y^5 .. y^8): each level's products are local,
+    # then one truncation round. |y| <= 1/2, so the powers are below 2^(2 yf - 1) before truncation: the
+    # tighter bound makes retries rarer.
     power_bits = min(2 * yf - 1, fixed.bound_bits)
     (y,) = protocols.open_masked(srv, [x.share.ravel()], [m.mask("y")])
-    (y2,) = protocols.masked_products(srv, [(y, y)], [m.cross("y", "y")])
-    (t2,) = protocols.truncate_masked(srv, [y2], [yf], [m.trunc("t2")], power_bits)
-    y3, y4 = protocols.masked_products(srv, [(t2, y), (t2, t2)], [m.cross("t2", "y"), m.cross("t2", "t2")])
-    t3, t4 = protocols.truncate_masked(srv, [y3, y4], [yf, yf], [m.trunc("t3"), m.trunc("t4")], power_bits)
-    y5, y6, y7 = protocols.masked_products(srv, [(t4, y), (t4, t2), (t4, t3)],
-                                           [m.cross("t4", "y"), m.cross("t4", "t2"), m.cross("t4", "t3")])
-    t5, t6, t7 = protocols.truncate_masked(srv, [y5, y6, y7], [yf] * 3, [m.trunc(f"t{k}") for k in (5, 6, 7)],
-                                           power_bits)
+    powers = {1: y}
+    for level in _power_levels(degree):
+        pairs = [(powers[k - half], powers[half]) for k, half in level]
+        names = [(_power_name(k - half), _power_name(half)) for k, half in level]
+        products = protocols.masked_products(srv, pairs, [m.cross(*n) for n in names])
+        truncated = protocols.truncate_masked(srv, products, [yf] * len(level),
+                                              [m.trunc(_power_name(k)) for k, _ in level], power_bits)
+        powers.update(zip((k for k, _ in level), truncated))
     # sum of c_k y^k: public coefficients at yf, one truncation (masked: it feeds the first square)
-    coefficients = _taylor_coefficients(fixed, yf)
     acc = y.share * coefficients[0]
-    for c, p in zip(coefficients[1:], (t2, t3, t4, t5, t6, t7)):
-        acc += p.share * c
+    for k in range(2, degree + 1):
+        acc += powers[k].share * coefficients[k - 1]
     if srv.index == 0:
-        acc += fixed.encode(1.0, 2 * yf)
+        acc += constant
     (z,) = protocols.truncate_masked(srv, [acc], [yf], [m.trunc("z0")], min(2 * yf + 1, fixed.bound_bits))  # e^y < 2
     # squarings: each square is local, its truncation one round
     for k, (frac_in, frac_out, value_bits) in enumerate(squares):
@@ -461,23 +463,66 @@ def _exp(x: SharedTensor, upper: float, frac: int | None, lower: float = EXP_RAN
     return x._new(z.share.reshape(x.shape), out_frac)
 
 
-@functools.lru_cache(maxsize=None)
-def _taylor_coefficients(fixed, frac: int) -> np.ndarray:
-    """1/k! for k = 1 .. 7 at `frac` fractional bits: exp's polynomial, less its constant term (read-only:
-    every call shares the cached array)."""
-    coefficients = fixed.encode([1.0 / math.factorial(k) for k in range(1, 8)], frac)
-    coefficients.flags.writeable = False
-    return coefficients
+# How far exp's polynomial may be from e^y, relative, once the h squarings have multiplied its error by
+# 2^h: a tenth of exp's documented 1e-4, and below the fixed-point rounding at 16 fractional bits (1.5e-5).
+EXP_POLYNOMIAL_ERROR = 1e-5
+EXP_DEGREES = range(3, 9)  # y^8 is the last power of the third level of products
+
+
+def _exp_interval(lower: float, upper: float) -> tuple:
+    """(h, and the interval [lower, upper] / 2^h of y on which the polynomial is fitted): public."""
+    h = _exp_halvings(lower, upper)
+    return h, lower / 2**h, max(upper, 0.0) / 2**h
 
 
 @functools.lru_cache(maxsize=256)
-def _exp_steps(yf: int, squares: tuple, truncate_last: bool = True) -> tuple:
-    """The dealer's material for _exp (material.MaskedChainRequest): the powers' masks, truncations and mask
-    products, the truncation of the polynomial and of each square (z0 .. z7; the last one's only with
-    truncate_last), each square's mask product."""
-    steps = [("mask", "y"), ("cross", "y", "y"), ("trunc", "t2", yf), ("cross", "t2", "y"), ("cross", "t2", "t2"),
-             ("trunc", "t3", yf), ("trunc", "t4", yf), ("cross", "t4", "y"), ("cross", "t4", "t2"),
-             ("cross", "t4", "t3"), ("trunc", "t5", yf), ("trunc", "t6", yf), ("trunc", "t7", yf), ("trunc", "z0", yf)]
+def _exp_polynomial(fixed, frac: int, halvings: int, a: float, b: float) -> tuple:
+    """exp's polynomial on [a, b] (y's interval): the lowest degree in EXP_DEGREES whose Chebyshev
+    interpolant of e^y (near-minimax; a Taylor series of the same degree is some 1,000 times worse at
+    the interval's ends) is within EXP_POLYNOMIAL_ERROR / 2^halvings of it, relative, on a fine grid of
+    [a, b]. Returns (its constant term at 2 frac fractional bits, the coefficients of y .. y^degree at
+    frac), read-only: every call shares the cached arrays. Public: from the interval alone."""
+    grid = np.linspace(a, b, 4001)
+    for degree in EXP_DEGREES:
+        fit = np.polynomial.Chebyshev.interpolate(np.exp, degree, domain=[a, b]).convert(
+            kind=np.polynomial.Polynomial)
+        if np.max(np.abs(fit(grid) * np.exp(-grid) - 1.0)) * 2**halvings <= EXP_POLYNOMIAL_ERROR:
+            break
+    else:
+        raise ValueError(f"no polynomial of degree {EXP_DEGREES[-1]} fits e^y on [{a}, {b}]")
+    c = np.zeros(degree + 1)
+    c[:len(fit.coef)] = fit.coef
+    constant, coefficients = fixed.encode(c[0], 2 * frac), fixed.encode(c[1:], frac)
+    coefficients.flags.writeable = False
+    return constant, coefficients
+
+
+@functools.lru_cache(maxsize=None)
+def _power_levels(degree: int) -> tuple:
+    """The powers y^2 .. y^degree, level by level, each as (k, half): y^k = y^(k - half) y^half, where
+    half is the level's largest power of two (y^2; y^3 = y^2 y, y^4 = y^2 y^2; y^5 .. y^8 = y^4 y^..)."""
+    levels, half = [], 1
+    while half < degree:
+        levels.append(tuple((k, half) for k in range(half + 1, min(2 * half, degree) + 1)))
+        half *= 2
+    return tuple(levels)
+
+
+def _power_name(k: int) -> str:
+    """The chain's name of the power y^k: y, then t2, t3, .. (truncated)."""
+    return "y" if k == 1 else f"t{k}"
+
+
+@functools.lru_cache(maxsize=256)
+def _exp_steps(yf: int, squares: tuple, truncate_last: bool = True, degree: int = 5) -> tuple:
+    """The dealer's material for _exp (material.MaskedChainRequest): y's mask, each level of powers' mask
+    products and truncations (_power_levels), the truncation of the polynomial and of each square (z0 ..;
+    the last one's only with truncate_last), each square's mask product."""
+    steps = [("mask", "y")]
+    for level in _power_levels(degree):
+        steps += [("cross", _power_name(k - half), _power_name(half)) for k, half in level]
+        steps += [("trunc", _power_name(k), yf) for k, _ in level]
+    steps.append(("trunc", "z0", yf))
     truncated = squares if truncate_last else squares[:-1]
     steps += [("trunc", f"z{k + 1}", 2 * fin - fout) for k, (fin, fout, _) in enumerate(truncated)]
     steps += [("cross", f"z{k}", f"z{k}") for k in range(len(squares))]
