@@ -599,9 +599,12 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
-    y, error = _reciprocal_guess(x, lower, upper, width, y_frac)
+    if x.server.provider.comparisons == "fss":  # the thresholds share one key: band centres, no product
+        y, error = _reciprocal_guess(x, lower, upper, width, y_frac)
+    else:
+        y, error = _reciprocal_linear_guess(x, lower, upper, width, reciprocal_bits)
     newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
-    return _newton_reciprocal(x, y, newton_steps, reciprocal_bits).with_frac(out_frac)
+    return _newton_reciprocal(x, y, newton_steps, reciprocal_bits, y_frac).with_frac(out_frac)
 
 
 def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float, y_frac: int, below=None):
@@ -620,6 +623,42 @@ def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float,
     return y, (2.0**width - 1) / (2.0**width + 1)
 
 
+def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width: float, reciprocal_bits: int):
+    """(y0 untruncated, at more fractional bits than the Newton steps keep; the bound e0 on |1 - x y0|), with
+    bitwise comparisons: in each band [2^k, 2^(k+w)) (w = `width` octaves) y0 = a_k - b_k x, the line
+    closest to 1/x there in relative terms: with R = 2^w, x y0 = t (a - b t) for t = x / 2^k in [1, R], equal
+    to 1 - e0 at both ends and 1 + e0 in the middle, so b = 8 / (R^2 + 6R + 1), a = (R + 1) b,
+    e0 = (R - 1)^2 / (R^2 + 6R + 1): 1/17 for an octave (band centres: 1/3), 9/41 for two (3/5), which
+    saves Newton steps (2 rounds each) for one round: the comparisons s_i = [x < t_i] with x as their
+    payload (protocols.msb_select) give s_i x in the round that turns the bits into additive shares, so
+        y0 = a_last - sum_i s_i (a_i - a_(i-1)) - b_last x + sum_i (s_i x) (b_i - b_(i-1))
+    (band j: s_i = 1 for i > j only, which leaves a_j - b_j x) is local, public coefficients times
+    shares. Its truncation is left to _newton_reciprocal, which runs it in the round that opens x."""
+    srv, fixed = x.server, x.server.fixed
+    lo, hi = math.log2(lower), math.log2(upper)
+    bands = np.array([lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))])
+    ratio = 2.0**width
+    b = 8.0 / (ratio * ratio + 6.0 * ratio + 1.0)
+    error = (ratio - 1.0) ** 2 / (ratio * ratio + 6.0 * ratio + 1.0)
+    # y0 < 2^reciprocal_bits at y_bits fractional bits stays under the truncation bound
+    coefficient_frac = fixed.bound_bits - 2 - reciprocal_bits - x.frac
+    y_bits = x.frac + coefficient_frac
+    a_k = fixed.encode((ratio + 1.0) * b / 2.0**bands, y_bits)
+    b_k = fixed.encode(b / 4.0**bands, coefficient_frac)
+    acc = -(x.share * b_k[-1])
+    if srv.index == 0:
+        acc += a_k[-1]
+    if len(bands) > 1:
+        thresholds = 2.0**bands[1:]
+        below = x.reshape(*x.shape, 1) - thresholds
+        payload = np.repeat(x.share[..., None], len(thresholds), axis=-1)
+        s, (sx,) = protocols.msb_select(srv, below.share, [payload], comparison_width(x.frac, upper))
+        acc += (sx * np.diff(b_k)).sum(axis=-1, dtype=U64)
+        acc -= (s * np.diff(a_k)).sum(axis=-1, dtype=U64)
+    # the coefficients' rounding (2^-coefficient_frac of b_k x) and the truncation: a margin on e0
+    return x._new(acc, y_bits), 1.01 * error + 1e-3
+
+
 def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:
     """[x < t_k] for each value and public threshold (shape (*x.shape, T)), given |x - t_k| <= bound. With FSS
     comparisons, one opening and one key per value for all T (thresholds.signs_against), else T signs."""
@@ -630,15 +669,24 @@ def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> 
     return x._new(bits.reshape(*x.shape, len(thresholds)), 0)
 
 
-def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_bits: int) -> SharedTensor:
+def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_bits: int,
+                       yf: int | None = None) -> SharedTensor:
     """Newton steps y <- y (2 - x y) on masked values (protocols.Masked): x and y0 are opened against
-    dealer masks once, together; then x y and y (x y) are local products of masked values and each
-    step costs its two truncations only (2 rounds instead of 4). x y stays below 2 and y below 1/lower
-    (2^reciprocal_bits): the truncations are told so (fewer retries)."""
-    srv, f, yf = x.server, x.frac, y.frac
+    dealer masks once, together (or, with y0 at more fractional bits than `yf`, y0 truncated to yf in
+    the round that opens x: a truncation leaves it masked); then x y and y (x y) are local products of
+    masked values and each step costs its two truncations only (2 rounds instead of 4). x y stays below 2
+    and y below 1/lower (2^reciprocal_bits): the truncations are told so (fewer retries)."""
+    srv, f = x.server, x.frac
     bound = srv.fixed.bound_bits
-    m = srv.provider.masked_chain(x.size, _newton_steps(steps, f, yf)).get()
-    xm, ym = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [m.mask("x"), m.mask("y0")])
+    yf = y.frac if yf is None else yf
+    shift = y.frac - yf
+    m = srv.provider.masked_chain(x.size, _newton_steps(steps, f, yf, shift)).get()
+    if shift:
+        ym, xm = protocols.truncate_masked(srv, [y.share.ravel()], [shift], [m.trunc("y0")],
+                                           min(y.frac + reciprocal_bits + 1, bound),
+                                           open_too=[(x.share.ravel(), m.mask("x"))])
+    else:
+        xm, ym = protocols.open_masked(srv, [x.share.ravel(), y.share.ravel()], [m.mask("x"), m.mask("y0")])
     two = U64(2) << U64(yf)  # 2 at yf bits, times y at yf: 2y at 2 yf
     for k in range(steps):
         (xy,) = protocols.masked_products(srv, [(xm, ym)], [m.cross("x", f"y{k}")])        # at f + yf
@@ -649,9 +697,10 @@ def _newton_reciprocal(x: SharedTensor, y: SharedTensor, steps: int, reciprocal_
     return y._new(ym.share.reshape(y.shape), yf)
 
 
-def _newton_steps(steps: int, f: int, yf: int) -> tuple:
-    """The dealer's material for _newton_reciprocal (material.MaskedChainRequest), in the order it is used."""
-    out = [("mask", "x"), ("mask", "y0")]
+def _newton_steps(steps: int, f: int, yf: int, shift: int = 0) -> tuple:
+    """The dealer's material for _newton_reciprocal (material.MaskedChainRequest), in the order it is used:
+    y0's mask, or with a `shift`, the truncation that brings y0 to yf bits (and masks it)."""
+    out = [("mask", "x"), ("trunc", "y0", shift) if shift else ("mask", "y0")]
     for k in range(steps):
         out += [("cross", "x", f"y{k}"), ("trunc", f"p{k}", f), ("cross", f"y{k}", f"p{k}"), ("trunc", f"y{k + 1}", yf)]
     return tuple(out)
@@ -705,8 +754,10 @@ def _softmax(x: SharedTensor, axis: int, clamp: bool) -> SharedTensor:
     else:
         e = _exp_below_max(x_last, m, clamp)
         s = e.sum(axis=-1, keepdims=True)
-        # one value per row: dense thresholds (a quarter octave apart) leave two Newton steps
-        r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=e.frac, octaves_per_comparison=0.25,
+        # one value per row: thresholds dense enough to leave two Newton steps, an octave apart for the
+        # bitwise comparisons' linear guess (e0 = 1/17), a quarter octave for FSS's band centres (0.09)
+        octaves = 0.25 if x.server.provider.comparisons == "fss" else 1.0
+        r = reciprocal(s, lower=1.0, upper=_softmax_sum_bound(n), frac=e.frac, octaves_per_comparison=octaves,
                        tolerance=1e-4)
         (p,) = multiply_many([(e, r)], frac=x.frac)
     order = list(range(x.ndim - 1))

@@ -214,28 +214,31 @@ def open_masked(srv, xs, masks) -> list[Masked]:
     return [Masked(x, e, a, _NOWHERE) for x, e, a in zip(xs, opened, masks)]
 
 
-def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None) -> list[Masked]:
+def truncate_masked(srv, xs, shifts, materials, bound_bits: int | None = None, open_too=()) -> list[Masked]:
     """truncate, keeping what its opening shows: with c = x + 2^L + r opened,
         x >> s = E - (r >> s),   E = floor(c / 2^s) - 2^(L-s)   (public),
     so the result is masked by a = -(r >> s), which the dealer knows and can multiply with other masks
     (a MaskedChain's trunc step). It reveals nothing more than c. Where c called for a retry (fresh r,
     rare), the result is right but not so masked: those positions are `broken`. bound_bits: a bound
     2^L on |x| tighter than the session's, if known (a retry happens with probability 2^(L + 1 - 64)).
-    materials: a TruncationPair per x."""
+    materials: a TruncationPair per x. open_too: (y, a) pairs, y opened as y - a in the same round
+    (open_masked), their Masked after the truncated ones."""
     sizes = [x.size for x in xs]
     if len(xs) == 1:  # the usual case: nothing to join
         flat, pair = xs[0].ravel(), materials[0]
     else:
         flat = np.concatenate([x.ravel() for x in xs])
         pair = TruncationPair(np.concatenate([m.r for m in materials]), np.concatenate([m.r_high for m in materials]))
-    out, public, retry = _truncate_flat(srv, flat, _shift_array(shifts, sizes), pair, keep_public=True,
-                                        bound_bits=bound_bits)
+    also = tuple(y - a for y, a in open_too)
+    out = _truncate_flat(srv, flat, _shift_array(shifts, sizes), pair, keep_public=True, bound_bits=bound_bits,
+                         also=also)
+    (out, public, retry), opened = out if also else (out, ())
     results, start = [], 0
     for n, m in zip(sizes, materials):
         broken = retry[(retry >= start) & (retry < start + n)] - start if retry.size else _NOWHERE
         results.append(Masked(out[start:start + n], public[start:start + n], -m.r_high, broken))
         start += n
-    return results
+    return results + [Masked(y, e, a, _NOWHERE) for (y, a), e in zip(open_too, opened)]
 
 
 def masked_products(srv, pairs, crosses):
