@@ -69,9 +69,11 @@ def where(bit: SharedTensor, a: SharedTensor, b: SharedTensor) -> SharedTensor:
 # exactly one w_i is 1, the winner is v_0 + sum_{i>0} w_i (v_i - v_0): w_0 is never computed nor applied.
 CIRCUIT_MAX_GROUP = 8
 FOURS_MAX_VALUES = 4096  # above this many values a level plays in pairs (a third of the comparisons of fours)
-# groups of more than four up to this many values a level: beyond, their extra comparisons cost more time in
-# one process than the rounds they save (measured on softmax 64 x 158: 5-10 % slower online with them)
-LARGE_GROUPS_MAX_VALUES = 256
+# groups of more than four up to this many values a level. Up to 256 until 2026-12-06, when the tournament
+# of 64 x 158 alone took the same CPU with them at 640 values (both servers 3.6-3.9 ms either way, three
+# alternated runs of 80 each) in 26 rounds instead of 30 (levels 2, 2, 4, 2, 5 instead of 2, 2, 4, 4, 3);
+# 5-10 % slower online than 256 in an earlier measurement of the whole softmax, within today's noise.
+LARGE_GROUPS_MAX_VALUES = 1024
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,9 +95,9 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64, table_words: int = pr
     """The group size of each level of a bitwise tournament of n values in each of `rows` rows, where
     comparisons of up to table_words words run by tables (the provider's: use_comparison_tables). A level of
     more than FOURS_MAX_VALUES values plays in pairs, where arithmetic rather than rounds is the cost;
-    others in fours (a single group of the last two or three), or in groups of five to eight on a level of
-    up to LARGE_GROUPS_MAX_VALUES values whose comparisons still run by tables, where that gives the fewest
-    rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_rounds:
+    others in pairs, in fours (a single group of the last two or three), or in groups of five to eight on a
+    level of up to LARGE_GROUPS_MAX_VALUES values whose comparisons still run by tables, whichever gives
+    the fewest rounds, then the fewest comparisons. A level's rounds: its comparison's (protocols.comparison_rounds:
     2 by tables, 5 or 6 by the radix-2 circuit), the winner's ANDs (groups of three or more), the selection."""
 
     @functools.lru_cache(maxsize=None)
@@ -104,9 +106,9 @@ def circuit_levels(n: int, rows: int = 1, width: int = 64, table_words: int = pr
             return 0, 0, ()
         if rows * n > FOURS_MAX_VALUES and n > 4:
             choices = (2,)
-        else:  # fours (or one group of the n < 4 left), or a group of up to eight on a small level
-            choices = (min(n, 4),) + (tuple(range(5, min(n, CIRCUIT_MAX_GROUP) + 1))
-                                      if rows * n <= LARGE_GROUPS_MAX_VALUES else ())
+        else:  # pairs, fours (or one group of the n < 4 left), or a group of up to eight on a small level
+            choices = ((2,) if n > 2 else ()) + (min(n, 4),) + (tuple(range(5, min(n, CIRCUIT_MAX_GROUP) + 1))
+                                                                if rows * n <= LARGE_GROUPS_MAX_VALUES else ())
         options = []
         for k in choices:
             comparisons = rows * -(-n // k) * k * (k - 1) // 2
