@@ -601,7 +601,9 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
-    if x.server.provider.comparisons == "fss":  # the thresholds share one key: band centres, no product
+    # the line's coefficients need fractional bits beside x's under the truncation bound (LINE_MIN_FRAC)
+    line = fixed.bound_bits - 2 - reciprocal_bits - x.frac >= LINE_MIN_FRAC
+    if x.server.provider.comparisons == "fss" or not line:  # FSS: the thresholds share one key, no product
         y, error = _reciprocal_guess(x, lower, upper, width, y_frac)
     else:
         y, error = _reciprocal_linear_guess(x, lower, upper, width, reciprocal_bits)
@@ -623,6 +625,9 @@ def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float,
         steps = x.server.fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
     return y, (2.0**width - 1) / (2.0**width + 1)
+
+
+LINE_MIN_FRAC = 12  # fewer fractional bits for the line's coefficients: the band centres instead
 
 
 def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width: float, reciprocal_bits: int):
@@ -657,8 +662,10 @@ def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width:
         s, (sx,) = protocols.msb_select(srv, below.share, [payload], comparison_width(x.frac, upper))
         acc += (sx * np.diff(b_k)).sum(axis=-1, dtype=U64)
         acc -= (s * np.diff(a_k)).sum(axis=-1, dtype=U64)
-    # the coefficients' rounding (2^-coefficient_frac of b_k x) and the truncation: a margin on e0
-    return x._new(acc, y_bits), 1.01 * error + 1e-3
+    # b_k's rounding, at most 2^-(coefficient_frac + 1), moves x y0 by that times x^2 < 4^(k + w) (in the
+    # softmax's top band, 2^-23 4^8 = 0.008), and y0's truncation and x's own rounding by far less
+    rounding = 2.0 ** -(coefficient_frac + 1) * 4.0 ** (bands[-1] + width)
+    return x._new(acc, y_bits), error + rounding + 1e-4
 
 
 def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:
