@@ -101,16 +101,21 @@ def _bitwise_sign_program(srv, width, material):
     return protocols.msb_bits(srv, x.share, type("Given", (), {"get": lambda _: material})(), width)
 
 
+# 16 bits (the coarse sign's): values up to 2^15 - 1 in magnitude, masks of 16 bits
+BOUNDARIES_16 = [0, 1, -1, 2, -2, 2**14, -(2**14), 2**15 - 1, -(2**15), -(2**15) + 1, 2**15 - 2, 255, -255, 256, -256]
+MASKS_16 = [0, 1, 2**15 - 1, 2**15, 2**15 + 1, 2**16 - 1, 0xFF, 0x100, 0x7F00, 0x80FF]
+
+
 @pytest.mark.parametrize("method", ["tables", "circuit"])
-@pytest.mark.parametrize("width", [64, 32])
+@pytest.mark.parametrize("width", [64, 32, 16])
 def test_bitwise_sign_is_exact_on_every_boundary_value_and_mask(method, width):
     """Both bitwise methods (by tables, by the radix-2 circuit), every boundary value against every
     boundary mask: x + r wraps, lands on 0, on 2^(w-1) and next to it, and on chunk boundaries."""
     from test_mpc_fss import BOUNDARIES_32, BOUNDARIES_64, MASKS_32, MASKS_64
     from ppfr.mpc import LocalSession, material as M
     from ppfr.mpc.prg import SecureRandom
-    values = (BOUNDARIES_64 if width == 64 else BOUNDARIES_32) + CHUNK_VALUES
-    masks = (MASKS_64 if width == 64 else MASKS_32) + CHUNK_MASKS
+    values = {64: BOUNDARIES_64 + CHUNK_VALUES, 32: BOUNDARIES_32 + CHUNK_VALUES, 16: BOUNDARIES_16}[width]
+    masks = {64: MASKS_64 + CHUNK_MASKS, 32: MASKS_32 + CHUNK_MASKS, 16: MASKS_16}[width]
     x = np.repeat(np.array(values, dtype=np.int64), len(masks))
     r = np.tile(np.array(masks, dtype=np.uint64), len(values))
     request = (M.TableComparisonRequest(x.size, width) if method == "tables"
@@ -121,6 +126,30 @@ def test_bitwise_sign_is_exact_on_every_boundary_value_and_mask(method, width):
         s.client.share(x, frac=0)
         b0, b1 = job.result()
     assert np.array_equal((b0 ^ b1) & np.uint64(1), (x < 0).astype(np.uint64))
+
+
+def _coarse_sign_program(srv, shift):
+    x = srv.receive()
+    return protocols.coarse_msb_bits(srv, x.share, shift)
+
+
+@pytest.mark.parametrize("shift", [15, 0, 8])
+def test_a_coarse_sign_errs_only_just_above_zero(session, shift):
+    """coarse_msb_bits is [x < 0] for every |x| < 2^(shift + 15) - 2^shift but on [0, 2^shift), where it
+    may say 1 (the low halves' carry, which depends on the shares): values at the range's ends, next to 0
+    and to 2^shift, and random ones, many times over (fresh shares each time)."""
+    limit = 2 ** (shift + 15) - 2 ** shift
+    edges = [0, 1, -1, 2**shift - 1, 2**shift, 2**shift + 1, -(2**shift), limit - 1, -(limit - 1), 2**(shift + 14)]
+    x = np.concatenate([np.repeat(np.array(edges, dtype=np.int64), 300),
+                        rng.integers(-(limit - 1), limit, 20_000)])
+    job = session.run(_coarse_sign_program, shift)
+    session.client.share(x, frac=0)
+    b0, b1 = job.result()
+    bits = (b0 ^ b1) & np.uint64(1)
+    zone = (x >= 0) & (x < 2**shift)
+    assert np.array_equal(bits[~zone], (x[~zone] < 0).astype(np.uint64))
+    if shift:  # the zone's answers follow the shares' carry: both occur
+        assert 0 < bits[zone].sum() < zone.sum()
 
 
 def test_a_32_bit_comparison_opens_half_the_bytes(session, request):
@@ -262,11 +291,12 @@ def test_softmax_is_safe_for_rows_spanning_far_more_than_64(session):
 
 def test_the_clamp_moves_the_softmax_by_under_its_bound(session):
     """Rows whose other 157 logits sit just below the clamp (-16 from the maximum for rows of 158), at it
-    and just above it: where the clamp moves the sum most, the probabilities stay within 1e-4 (the sum
-    moves by under CLAMP_SUM_ERROR of itself)."""
+    and just above it, and within the half unit above it where the clamp's coarse sign may raise them
+    too: where the clamp moves the sum most, the probabilities stay within 1e-4 (the sum moves by under
+    CLAMP_SUM_ERROR of itself)."""
     assert F.clamp_below(158) == -16.0 and F.clamp_below(1000) == -32.0
     rows = []
-    for gap in (16.0001, 16.0, 15.999, 20.0, 17.0):
+    for gap in (16.0001, 16.0, 15.999, 15.75, 15.5001, 15.4999, 20.0, 17.0):
         row = np.full(158, -gap)
         row[rng.integers(158)] = 0.0
         rows.append(row + rng.uniform(-5, 5))

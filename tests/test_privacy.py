@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import privacy
-from ppfr.mpc import FixedPoint, LocalSession, ProcessSession, protocols
+from ppfr.mpc import FixedPoint, LocalSession, ProcessSession, concatenate, protocols
 from ppfr.mpc import functions as F
 from ppfr.mpc import lut
 
@@ -75,6 +75,12 @@ def softmax(x, y):
     return F.softmax(x)
 
 
+def softmax_of_rows_of_80(x, y):
+    """Rows of 80: the clamp's 2,560 values take its coarse 16-bit sign by the circuit (640 words, over
+    the tables' 512), the tournament's first level the 32-bit circuit."""
+    return F.softmax(concatenate([x, y], axis=-1))
+
+
 def exp_by_tables(x, y):
     """exp of x - 8 <= 0 by tables (lut.py): one opening for both lookups and the clamp's comparison."""
     return lut.exp_nonpositive(x - 8)
@@ -101,9 +107,9 @@ def fss_polynomial_session(**kwargs):
     return session
 
 
-PROGRAMS = [mul, matmul, square, scale, compare, argmax, argmax_row_of_160, exp, reciprocal, softmax, exp_by_tables,
-            label]
-COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, label]
+PROGRAMS = [mul, matmul, square, scale, compare, argmax, argmax_row_of_160, exp, reciprocal, softmax,
+            softmax_of_rows_of_80, exp_by_tables, label]
+COMPARING = [compare, argmax, argmin_row, argmin_every_level, reciprocal, softmax, softmax_of_rows_of_80, label]
 SESSIONS = {
     "threads": LocalSession,
     # redone truncations forced: with |x| < 2^60 assumed, one in eight is redone (instead of 2^-15)

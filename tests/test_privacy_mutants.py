@@ -12,7 +12,7 @@ import privacy
 from ppfr.mpc import FixedPoint, LocalSession
 from ppfr.mpc import functions as F
 from ppfr.mpc import fss, lut, material, party, prg, protocols, provider
-from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, label, softmax
+from test_privacy import CONSTANT, RANDOM, argmin_row, exp_by_tables, fss_session, label, softmax, softmax_of_rows_of_80
 
 
 def two_products(x, y):
@@ -298,8 +298,8 @@ MUTANTS = [  # (mutant, the check that catches it: session, program)
     (row_masks_zero, LocalSession, masked_rows_queried_twice),
     (bits_without_t, LocalSession, softmax),
     (selection_payloads_unmasked, LocalSession, label),
-    (comparison_without_mask, LocalSession, softmax),
-    (comparison_level_masks_zero, LocalSession, softmax),
+    (comparison_without_mask, LocalSession, softmax_of_rows_of_80),
+    (comparison_level_masks_zero, LocalSession, softmax_of_rows_of_80),
     (table_comparison_without_mask, LocalSession, softmax),
     (table_prefix_masks_zero, LocalSession, softmax),
     (fss_comparison_without_mask, fss_session, softmax),

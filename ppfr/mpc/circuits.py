@@ -93,7 +93,7 @@ PREFIX = {radix: {"variables": 2 * radix - 1,
                   "monomials": tuple(tuple(range(i + 1)) + (radix + i,) for i in range(radix - 1))
                   + (tuple(range(radix)),)}
           for radix in (2, 4, 8)}
-RADICES = {64: (2,) * 6, 32: (2,) * 5}  # width -> the circuit's radices (where arithmetic, not rounds, is the cost)
+RADICES = {64: (2,) * 6, 32: (2,) * 5, 16: (2,) * 4}  # width -> the circuit's radices (where arithmetic, not rounds, is the cost)
 
 
 def prefix_monomials(radix: int, last: bool):

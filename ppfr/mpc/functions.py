@@ -865,12 +865,18 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool, truncate:
         return lut.exp_nonpositive(shifted, frac)
     if not clamp:
         return _exp(shifted, 0.0, frac)
-    # shifted = max(shifted, lower): add (lower - shifted) where shifted < lower
+    # shifted = max(shifted, lower): add (lower - shifted) where shifted < lower. The sign is coarse
+    # (protocols.coarse_msb_bits: 16-bit words, half the arithmetic of 32): it may also raise values less
+    # than half a unit above lower to it, which moves the sum by less than the clamp itself may (each such
+    # term by under e^(lower + 1/2) - e^lower < e^lower). |shifted - lower| <= 2 SOFTMAX_BOUND + lower.
     server, lower = x_last.server, clamp_below(shifted.shape[-1])
-    width = comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - lower)
+    shift = protocols.coarse_shift(shifted.frac)
+    coarse = (2 * SOFTMAX_BOUND + lower) * 2.0**shifted.frac < 2.0**(shift + 15) - 2.0**shift
+    width = 16 if coarse else comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - lower)
     comparison = protocols.ask_msb(server, shifted.size, width)
     selection = server.provider.selection(shifted.size, 1)
-    below = protocols.msb_bits(server, (shifted - lower).share, comparison, width)
+    below = (protocols.coarse_msb_bits(server, (shifted - lower).share, shift, comparison) if coarse
+             else protocols.msb_bits(server, (shifted - lower).share, comparison, width))
     (raise_by,) = protocols.select(server, below, [(lower - shifted).share], selection)
     return _exp(shifted + shifted._new(raise_by.reshape(shifted.shape)), 0.0, frac, lower=lower, truncate_last=truncate)
 

@@ -335,12 +335,13 @@ class SparesRequest(Request):
 
 
 def comparison_masks(rng, n: int, width: int) -> np.ndarray:
-    """n uniform masks of `width` bits (32 or 64) as uint64, from width/8 bytes of the stream each."""
+    """n uniform masks of `width` bits (16, 32 or 64) as uint64, from width/8 bytes of the stream each."""
     if width not in RADICES:
         raise ValueError(f"comparisons are {sorted(RADICES)} bits wide, not {width}")
     if width == 64:
         return rng.uint64((n,))
-    return rng.uint64(((n + 1) // 2,)).view(np.uint32)[:n].astype(U64)
+    per_word = 64 // width
+    return rng.uint64((-(-n // per_word),)).view(f"<u{width // 8}")[:n].astype(U64)
 
 
 @dataclass(frozen=True)
