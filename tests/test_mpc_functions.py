@@ -133,7 +133,7 @@ def _coarse_sign_program(srv, shift):
     return protocols.coarse_msb_bits(srv, x.share, shift)
 
 
-@pytest.mark.parametrize("shift", [15, 0, 8])
+@pytest.mark.parametrize("shift", [15, 0, 8, 17, 23, 40])
 def test_a_coarse_sign_errs_only_just_above_zero(session, shift):
     """coarse_msb_bits is [x < 0] for every |x| < 2^(shift + 15) - 2^shift but on [0, 2^shift), where it
     may say 1 (the low halves' carry, which depends on the shares): values at the range's ends, next to 0
@@ -230,6 +230,17 @@ def test_reciprocal_on_a_custom_range(session):
     x = rng.uniform(1, 200, 5000)
     got = evaluate(session, partial(F.reciprocal, lower=1, upper=200), x)
     assert np.max(np.abs(got - 1 / encoded(x))) <= 1e-3 / 200 + 2**-16  # 1e-3 relative, or the output's ulp
+
+
+@pytest.mark.parametrize("lower, upper, octaves", [(1e-3, 1e3, 2.0), (1e-3, 1e3, 3.0), (1.0, 2.0**15, 1.0)])
+def test_reciprocal_on_wide_ranges(session, lower, upper, octaves):
+    """Wide ranges, where the bitwise line per band would round its coefficients too coarsely (its bound
+    on |1 - x y0| past the band centres', even past 1): the band centres serve, within 1e-3 relative or
+    the output's ulp."""
+    x = np.exp(rng.uniform(np.log(lower), np.log(upper), 3000))
+    got = evaluate(session, partial(F.reciprocal, lower=lower, upper=upper, octaves_per_comparison=octaves), x)
+    want = 1 / encoded(x)
+    assert np.all(np.abs(got - want) <= 1e-3 * want + 2**-16)
 
 
 def _softmax(x, axis=-1):

@@ -601,12 +601,14 @@ def _reciprocal(x, lower, upper, frac, width, tolerance) -> SharedTensor:
     # keep x*y (near 1) and y*(2 - xy) (at most 1/lower) under 2^(bound - 1) before truncation
     reciprocal_bits = math.ceil(-lo) + 1 if lower < 1 else 1
     y_frac = min(fixed.bound_bits - 2 - x.frac, (fixed.bound_bits - 1 - reciprocal_bits) // 2)
-    # the line's coefficients need fractional bits beside x's under the truncation bound (LINE_MIN_FRAC)
-    line = fixed.bound_bits - 2 - reciprocal_bits - x.frac >= LINE_MIN_FRAC
-    if x.server.provider.comparisons == "fss" or not line:  # FSS: the thresholds share one key, no product
+    # bitwise, the line per band where its bound on |1 - x y0| beats the band centres' (its coefficients'
+    # rounding grows with the range: _line_error); with FSS the thresholds share one key, and no product
+    line = None if x.server.provider.comparisons == "fss" else _line_error(fixed, x.frac, lower, upper, width,
+                                                                           reciprocal_bits)
+    if line is None or line >= _centre_error(width):
         y, error = _reciprocal_guess(x, lower, upper, width, y_frac)
     else:
-        y, error = _reciprocal_linear_guess(x, lower, upper, width, reciprocal_bits)
+        y, error = _reciprocal_linear_guess(x, lower, upper, width, reciprocal_bits), line
     newton_steps = max(1, math.ceil(math.log2(math.log(tolerance) / math.log(error))))
     return _newton_reciprocal(x, y, newton_steps, reciprocal_bits, y_frac).with_frac(out_frac)
 
@@ -615,8 +617,7 @@ def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float,
     """(y0 at y_frac bits, the bound e0 on |1 - x y0|): x compared with powers of two `width` octaves apart
     in [lower, upper] (one comparison round), y0 the centre of 1/x's band, a public combination of the bits.
     below(thresholds): the shares of [x < t_k] if the caller has a cheaper way (else _below_thresholds)."""
-    lo, hi = math.log2(lower), math.log2(upper)
-    bands = [lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))]  # band k: [2^k, 2^(k+w))
+    bands = _bands(lower, upper, width)  # band k: [2^k, 2^(k+w))
     guess = lambda k: 2.0 / (1 + 2.0**width) / 2.0**k  # noqa: E731 - centres x*y0 on 1 within a band
     y = x._new(np.zeros(x.shape, dtype=U64), y_frac) + guess(bands[0])
     if len(bands) > 1:
@@ -624,15 +625,40 @@ def _reciprocal_guess(x: SharedTensor, lower: float, upper: float, width: float,
         at_least = 1 - (_below_thresholds(x, thresholds, bound=upper) if below is None else below(thresholds))
         steps = x.server.fixed.encode([guess(k) - guess(k - width) for k in bands[1:]], y_frac)
         y = y + x._new((at_least.share * steps).sum(axis=-1, dtype=U64), y_frac)
-    return y, (2.0**width - 1) / (2.0**width + 1)
+    return y, _centre_error(width)
+
+
+def _centre_error(width: float) -> float:
+    """The bound on |1 - x y0| of the band centres `width` octaves apart: (2^w - 1) / (2^w + 1)."""
+    return (2.0**width - 1) / (2.0**width + 1)
 
 
 LINE_MIN_FRAC = 12  # fewer fractional bits for the line's coefficients: the band centres instead
 
 
+def _bands(lower: float, upper: float, width: float) -> np.ndarray:
+    """The log2 of each band's start, `width` octaves apart from lower, enough to cover upper."""
+    lo, hi = math.log2(lower), math.log2(upper)
+    return np.array([lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))])
+
+
+def _line_error(fixed, frac: int, lower: float, upper: float, width: float, reciprocal_bits: int) -> float | None:
+    """The bound on |1 - x y0| of _reciprocal_linear_guess: the line's own, (R - 1)^2 / (R^2 + 6R + 1)
+    with R = 2^w, plus its coefficients' rounding: b_k, at coefficient_frac bits, is off by at most
+    2^-(coefficient_frac + 1), which moves x y0 by that times x^2 < 4^(k + w) (in the softmax's top band,
+    2^-23 4^8 = 0.008), plus a little for y0's truncation and x's own rounding. None where the
+    coefficients would have fewer than LINE_MIN_FRAC fractional bits."""
+    coefficient_frac = fixed.bound_bits - 2 - reciprocal_bits - frac
+    if coefficient_frac < LINE_MIN_FRAC:
+        return None
+    ratio = 2.0**width
+    rounding = 2.0 ** -(coefficient_frac + 1) * 4.0 ** (_bands(lower, upper, width)[-1] + width)
+    return (ratio - 1.0) ** 2 / (ratio * ratio + 6.0 * ratio + 1.0) + rounding + 1e-4
+
+
 def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width: float, reciprocal_bits: int):
-    """(y0 untruncated, at more fractional bits than the Newton steps keep; the bound e0 on |1 - x y0|), with
-    bitwise comparisons: in each band [2^k, 2^(k+w)) (w = `width` octaves) y0 = a_k - b_k x, the line
+    """y0 untruncated, at more fractional bits than the Newton steps keep (its bound on |1 - x y0|:
+    _line_error), with bitwise comparisons: in each band [2^k, 2^(k+w)) (w = `width` octaves) y0 = a_k - b_k x, the line
     closest to 1/x there in relative terms: with R = 2^w, x y0 = t (a - b t) for t = x / 2^k in [1, R], equal
     to 1 - e0 at both ends and 1 + e0 in the middle, so b = 8 / (R^2 + 6R + 1), a = (R + 1) b,
     e0 = (R - 1)^2 / (R^2 + 6R + 1): 1/17 for an octave (band centres: 1/3), 9/41 for two (3/5), which
@@ -642,11 +668,9 @@ def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width:
     (band j: s_i = 1 for i > j only, which leaves a_j - b_j x) is local, public coefficients times
     shares. Its truncation is left to _newton_reciprocal, which runs it in the round that opens x."""
     srv, fixed = x.server, x.server.fixed
-    lo, hi = math.log2(lower), math.log2(upper)
-    bands = np.array([lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))])
+    bands = _bands(lower, upper, width)
     ratio = 2.0**width
     b = 8.0 / (ratio * ratio + 6.0 * ratio + 1.0)
-    error = (ratio - 1.0) ** 2 / (ratio * ratio + 6.0 * ratio + 1.0)
     # y0 < 2^reciprocal_bits at y_bits fractional bits stays under the truncation bound
     coefficient_frac = fixed.bound_bits - 2 - reciprocal_bits - x.frac
     y_bits = x.frac + coefficient_frac
@@ -662,10 +686,7 @@ def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width:
         s, (sx,) = protocols.msb_select(srv, below.share, [payload], comparison_width(x.frac, upper))
         acc += (sx * np.diff(b_k)).sum(axis=-1, dtype=U64)
         acc -= (s * np.diff(a_k)).sum(axis=-1, dtype=U64)
-    # b_k's rounding, at most 2^-(coefficient_frac + 1), moves x y0 by that times x^2 < 4^(k + w) (in the
-    # softmax's top band, 2^-23 4^8 = 0.008), and y0's truncation and x's own rounding by far less
-    rounding = 2.0 ** -(coefficient_frac + 1) * 4.0 ** (bands[-1] + width)
-    return x._new(acc, y_bits), error + rounding + 1e-4
+    return x._new(acc, y_bits)
 
 
 def _below_thresholds(x: SharedTensor, thresholds: np.ndarray, bound: float) -> SharedTensor:

@@ -514,15 +514,19 @@ def coarse_shift(frac: int) -> int:
 
 def coarse_msb_bits(srv, x, shift: int, material=None):
     """XOR shares of a sign that may err on one side only: 1 where x < 0, 0 where x >= 2^shift, and either
-    where 0 <= x < 2^shift; for ring integers |x| < 2^(shift + 15) - 2^shift. Half the words of a 32-bit
-    comparison and a round fewer (a 16-bit msb_bits: circuits.RADICES[16], or 2 chunks by tables).
+    where 0 <= x < 2^shift; for ring integers |x| < 2^(shift + 15) - 2^shift (0 <= shift <= 48). Half the
+    words of a 32-bit comparison and a round fewer (a 16-bit msb_bits: circuits.RADICES[16], or 2 chunks
+    by tables).
 
-    Each server takes bits shift .. shift + 15 of its share modulo 2^32, locally. Writing the shares
-    modulo 2^32 as h_i 2^shift + l_i (l_i < 2^shift), their sum is x modulo 2^32 = (h_0 + h_1 + k) 2^shift
-    + (l_0 + l_1 - k 2^shift), k = [l_0 + l_1 >= 2^shift] a carry nobody knows; so modulo 2^16, where a
-    wrap of 2^32 vanishes, h_0 + h_1 = floor(x / 2^shift) - k: exact but for that k. Its sign (bit 15) is
-    that of x except where floor(x / 2^shift) = 0 and k = 1. `material`: ask_msb(srv, x.size, 16)."""
-    high = (x & U64(0xFFFFFFFF)) >> U64(shift)
+    Each server shifts its share right by `shift`, locally. Writing the shares as h_i 2^shift + l_i
+    (l_i < 2^shift), their sum is x + j 2^64 (j in {0, 1}) = (h_0 + h_1 + k) 2^shift + (l_0 + l_1 -
+    k 2^shift), k = [l_0 + l_1 >= 2^shift] a carry nobody knows; so modulo 2^16, where the wrap of 2^64
+    (2^(64 - shift) after the shift) vanishes, h_0 + h_1 = floor(x / 2^shift) - k: exact but for that k.
+    Its sign (bit 15) is that of x except where floor(x / 2^shift) = 0 and k = 1. `material`:
+    ask_msb(srv, x.size, 16)."""
+    if not 0 <= shift <= 48:
+        raise ValueError(f"a coarse sign drops 0 to 48 bits, not {shift}")
+    high = x >> U64(shift)
     return msb_bits(srv, high, material if material is not None else ask_msb(srv, x.size, 16), 16)
 
 
