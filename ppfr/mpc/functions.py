@@ -642,13 +642,19 @@ def _bands(lower: float, upper: float, width: float) -> np.ndarray:
     return np.array([lo + width * i for i in range(max(1, math.ceil((hi - lo) / width)))])
 
 
+def _line_coefficient_frac(fixed, frac: int, reciprocal_bits: int) -> int:
+    """The fractional bits of the line's b_k beside x's `frac`: y0 < 2^reciprocal_bits at their sum stays
+    under the truncation bound."""
+    return fixed.bound_bits - 2 - reciprocal_bits - frac
+
+
 def _line_error(fixed, frac: int, lower: float, upper: float, width: float, reciprocal_bits: int) -> float | None:
     """The bound on |1 - x y0| of _reciprocal_linear_guess: the line's own, (R - 1)^2 / (R^2 + 6R + 1)
     with R = 2^w, plus its coefficients' rounding: b_k, at coefficient_frac bits, is off by at most
     2^-(coefficient_frac + 1), which moves x y0 by that times x^2 < 4^(k + w) (in the softmax's top band,
     2^-23 4^8 = 0.008), plus a little for y0's truncation and x's own rounding. None where the
     coefficients would have fewer than LINE_MIN_FRAC fractional bits."""
-    coefficient_frac = fixed.bound_bits - 2 - reciprocal_bits - frac
+    coefficient_frac = _line_coefficient_frac(fixed, frac, reciprocal_bits)
     if coefficient_frac < LINE_MIN_FRAC:
         return None
     ratio = 2.0**width
@@ -671,8 +677,7 @@ def _reciprocal_linear_guess(x: SharedTensor, lower: float, upper: float, width:
     bands = _bands(lower, upper, width)
     ratio = 2.0**width
     b = 8.0 / (ratio * ratio + 6.0 * ratio + 1.0)
-    # y0 < 2^reciprocal_bits at y_bits fractional bits stays under the truncation bound
-    coefficient_frac = fixed.bound_bits - 2 - reciprocal_bits - x.frac
+    coefficient_frac = _line_coefficient_frac(fixed, x.frac, reciprocal_bits)
     y_bits = x.frac + coefficient_frac
     a_k = fixed.encode((ratio + 1.0) * b / 2.0**bands, y_bits)
     b_k = fixed.encode(b / 4.0**bands, coefficient_frac)
@@ -889,15 +894,13 @@ def _exp_below_max(x_last: SharedTensor, m: SharedTensor, clamp: bool, truncate:
     # shifted = max(shifted, lower): add (lower - shifted) where shifted < lower. The sign is coarse
     # (protocols.coarse_msb_bits: 16-bit words, half the arithmetic of 32): it may also raise values less
     # than half a unit above lower to it, which moves the sum by less than the clamp itself may (each such
-    # term by under e^(lower + 1/2) - e^lower < e^lower). |shifted - lower| <= 2 SOFTMAX_BOUND + lower.
+    # term by under e^(lower + 1/2) - e^lower < e^lower). Exact elsewhere, at any fractional bits f, since
+    # |shifted - lower| <= 2 SOFTMAX_BOUND + lower < 2^14 - 1/2 units: below 2^(shift + 15) - 2^shift.
     server, lower = x_last.server, clamp_below(shifted.shape[-1])
-    shift = protocols.coarse_shift(shifted.frac)
-    coarse = (2 * SOFTMAX_BOUND + lower) * 2.0**shifted.frac < 2.0**(shift + 15) - 2.0**shift
-    width = 16 if coarse else comparison_width(shifted.frac, 2 * SOFTMAX_BOUND - lower)
-    comparison = protocols.ask_msb(server, shifted.size, width)
+    comparison = protocols.ask_msb(server, shifted.size, 16)
     selection = server.provider.selection(shifted.size, 1)
-    below = (protocols.coarse_msb_bits(server, (shifted - lower).share, shift, comparison) if coarse
-             else protocols.msb_bits(server, (shifted - lower).share, comparison, width))
+    below = protocols.coarse_msb_bits(server, (shifted - lower).share, protocols.coarse_shift(shifted.frac),
+                                      comparison)
     (raise_by,) = protocols.select(server, below, [(lower - shifted).share], selection)
     return _exp(shifted + shifted._new(raise_by.reshape(shifted.shape)), 0.0, frac, lower=lower, truncate_last=truncate)
 

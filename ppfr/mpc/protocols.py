@@ -505,8 +505,6 @@ def msb_bits(srv, x, material=None, width: int = 64):
     return msb_by_circuit(srv, x, m, width)
 
 
-# A coarse sign (coarse_msb_bits) reads the 16 bits above this many of a value's low 32 less one: 2^-1 at 16
-# fractional bits, i.e. it may take values in [0, 1/2) for negative ones.
 def coarse_shift(frac: int) -> int:
     """The low bits a coarse sign of values at `frac` fractional bits drops: frac - 1 (half a unit)."""
     return max(frac - 1, 0)
