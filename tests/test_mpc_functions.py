@@ -317,29 +317,33 @@ def test_the_clamp_moves_the_softmax_by_under_its_bound(session):
 
 
 THRESHOLDS = (0.3, 0.6, 0.9, 0.99)
+LOW_THRESHOLDS = (0.01, 0.05, 0.5)  # 1/t up to 100: over 64, the untruncated squares' fixed-point range
 
 
-def labels_and_bands(t):
-    label, band = F.confident_argmax(t, THRESHOLDS)
+def labels_and_bands(t, thresholds=THRESHOLDS):
+    label, band = F.confident_argmax(t, thresholds)
     return stack([label, band], axis=-1)
 
 
+@pytest.mark.parametrize("thresholds", [THRESHOLDS, LOW_THRESHOLDS])
 @pytest.mark.parametrize("rows_per_call", [12, 48])
-def test_confident_argmax_equals_float64_away_from_the_thresholds(session, rows_per_call):
+def test_confident_argmax_equals_float64_away_from_the_thresholds(session, rows_per_call, thresholds):
     """Label and band of rows whose top probability ranges over all bands (by the rows' spread), some with
     logits far below the maximum (the clamp, or the tables' comparison): those of float64 wherever the top
     probability is not within 1e-4 relative of a threshold (exp's error; 3e-5 by tables, which FSS
-    sessions use for a dozen faces a call; 48 are over the tables' 2,048 values: the polynomial)."""
+    sessions use for a dozen faces a call; 48 are over the tables' 2,048 values: the polynomial). Low
+    thresholds (a band from 1 %) too, which the bitwise label once refused with a RangeError."""
     from ppfr.models.reference import label_and_band, softmax_rows
 
     draw = np.random.default_rng(1)  # its own draws: every band must occur whichever tests ran before
     x = draw.normal(size=(48, 158)) * np.linspace(0.1, 12, 48)[:, None]
     x[:8, :30] = draw.uniform(-900, -100, (8, 30))
+    x[8] = 0.0  # a flat row: the top probability 1/158, under the lowest threshold
     x = np.clip(x, -8000, 8000)
-    got = np.concatenate([evaluate(session, labels_and_bands, x[i:i + rows_per_call])
+    got = np.concatenate([evaluate(session, partial(labels_and_bands, thresholds=thresholds), x[i:i + rows_per_call])
                           for i in range(0, len(x), rows_per_call)])
     p = softmax_rows(encoded(x))
-    label, band = label_and_band(p, THRESHOLDS)
-    near = np.any(np.abs(p.max(axis=1, keepdims=True) / np.array(THRESHOLDS) - 1) < 1e-4, axis=1)
-    assert len(set(band[~near])) == len(THRESHOLDS) + 1  # every band is tested
+    label, band = label_and_band(p, thresholds)
+    near = np.any(np.abs(p.max(axis=1, keepdims=True) / np.array(thresholds) - 1) < 1e-4, axis=1)
+    assert len(set(band[~near])) == len(thresholds) + 1  # every band is tested
     assert np.array_equal(got[~near, 0], label[~near]) and np.array_equal(got[~near, 1], band[~near])

@@ -940,10 +940,13 @@ def confident_argmax(x: SharedTensor, thresholds) -> tuple[SharedTensor, SharedT
 def _sum_fits_untruncated(x: SharedTensor, limits: np.ndarray) -> bool:
     """Whether confident_argmax can take exp's last squares untruncated: at their fractional bits F (the
     squaring schedule's for rows of x after the clamp, public: some 42), the gaps 1/t - s lie within
-    +-(n + 1/t) 2^F, which must stay under 2^62 for the comparisons (on 64 bits) to be exact."""
+    +-(n + 1/t) 2^F, which must stay under 2^62 for the comparisons (on 64 bits) to be exact; and 1/t
+    must be a fixed-point value at F bits (under 2^(bound_bits - F): 64 at F = 42, so thresholds below
+    1/64 take the truncated squares)."""
     fixed, n = x.server.fixed, x.shape[-1]
     _, squares = _exp_schedule(fixed, x.frac, clamp_below(n), 0.0, _below_max_frac(fixed))  # _exp_below_max's
-    return 2 * squares[-1][0] + math.log2(n + float(np.max(limits))) < 62
+    f, largest = 2 * squares[-1][0], float(np.max(limits))
+    return f + math.log2(n + largest) < 62 and largest < 2.0 ** (fixed.bound_bits - f)
 
 
 def _below_max_frac(fixed) -> int:
